@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else builds on them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export LOCKZERO_TEST_PG_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+.PHONY: run test bench lint typecheck install services clean demo
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/lockzero migrate
+	$(BIN)/lockzero serve
+
+test: $(STAMP) services
+	$(BIN)/python -m pytest -q -m "not bench" tests
+
+bench: $(STAMP) services
+	$(BIN)/python -m pytest -q -s -m bench tests/bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+services:
+	@bash deploy/ensure-services.sh
+
+clean:
+	rm -rf $(VENV) .lockzero build *.egg-info
