@@ -1,0 +1,37 @@
+"""Append-only event store with two backends (PostgreSQL, SQLite) behind one interface."""
+
+from eventstore.interface import (
+    ANY_VERSION,
+    NO_STREAM,
+    AppendResult,
+    ConcurrencyError,
+    Dialect,
+    EventStore,
+    EventStoreError,
+    IdempotencyError,
+    Migration,
+    NewEvent,
+    OnAppend,
+    RecordedEvent,
+    StoreUnavailable,
+    Transaction,
+)
+from eventstore.factory import open_store
+
+__all__ = [
+    "ANY_VERSION",
+    "NO_STREAM",
+    "AppendResult",
+    "ConcurrencyError",
+    "Dialect",
+    "EventStore",
+    "EventStoreError",
+    "IdempotencyError",
+    "Migration",
+    "NewEvent",
+    "OnAppend",
+    "RecordedEvent",
+    "StoreUnavailable",
+    "Transaction",
+    "open_store",
+]
