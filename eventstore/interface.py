@@ -138,6 +138,13 @@ class EventStore(Protocol):
         """Every event after ``after_position``, in position order, then new ones as they commit; never ends."""
         ...
 
+    async def rebuild(
+        self, reset: Callable[[Transaction], Awaitable[None]], apply: OnAppend, batch_size: int = 5000
+    ) -> int:
+        """Rebuild read models: ``reset`` then ``apply`` every event in position order, in one transaction
+        that holds off concurrent appends. Returns the number of events applied."""
+        ...
+
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A read-write transaction outside of an append (queries, side tables, projection rebuilds)."""
         ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +30,7 @@ from eventstore.interface import (
     OnAppend,
     RecordedEvent,
     StoreUnavailable,
+    Transaction,
 )
 from eventstore.migrations import STORE_MIGRATIONS, pending
 from eventstore.subscription import subscribe_by_polling
@@ -116,6 +117,28 @@ class PostgresEventStore:
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         async with self._connection() as conn, conn.transaction():
             yield PostgresTransaction(conn)
+
+    async def rebuild(
+        self, reset: Callable[[Transaction], Awaitable[None]], apply: OnAppend, batch_size: int = 5000
+    ) -> int:
+        count = 0
+        async with self._connection() as conn, conn.transaction():
+            # The head row lock makes appends wait until the rebuilt read models commit.
+            await conn.execute("SELECT position FROM lz_event_head WHERE id = 1 FOR UPDATE")
+            tx = PostgresTransaction(conn)
+            await reset(tx)
+            after = 0
+            while True:
+                cur = await conn.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE position > %s ORDER BY position LIMIT %s",
+                    (after, batch_size),
+                )
+                batch = [_row_to_event(r) for r in await cur.fetchall()]
+                if not batch:
+                    return count
+                await apply(tx, batch)
+                count += len(batch)
+                after = batch[-1].position
 
     async def ping(self) -> None:
         async with self._connection() as conn:

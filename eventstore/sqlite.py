@@ -8,10 +8,11 @@ other processes (the CLI beside a running server) are seen by polling the head p
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from eventstore.interface import (
     OnAppend,
     RecordedEvent,
     StoreUnavailable,
+    Transaction,
 )
 from eventstore.migrations import STORE_MIGRATIONS, pending
 from eventstore.subscription import subscribe_by_polling
@@ -95,6 +97,8 @@ class SQLiteEventStore:
     async def open(cls, path: str) -> SQLiteEventStore:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Create the file owner-only before SQLite does (it would use the umask); -wal/-shm copy its mode.
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
         try:
             conn = await aiosqlite.connect(path, isolation_level=None, timeout=30)
             await conn.execute("PRAGMA journal_mode=WAL")
@@ -122,6 +126,25 @@ class SQLiteEventStore:
 
     def transaction(self) -> Any:
         return self._tx()
+
+    async def rebuild(
+        self, reset: Callable[[Transaction], Awaitable[None]], apply: OnAppend, batch_size: int = 5000
+    ) -> int:
+        count = 0
+        async with self._tx() as tx:  # BEGIN IMMEDIATE: no other writer until we commit
+            await reset(tx)
+            after = 0
+            while True:
+                rows = await tx.fetchall(
+                    f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE position > ? ORDER BY position LIMIT ?",
+                    (after, batch_size),
+                )
+                if not rows:
+                    return count
+                batch = [_row_to_event(r) for r in rows]
+                await apply(tx, batch)
+                count += len(batch)
+                after = batch[-1].position
 
     async def ping(self) -> None:
         try:

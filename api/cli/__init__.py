@@ -1,0 +1,5 @@
+"""The `lockzero` command line."""
+
+from api.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,284 @@
+"""One coroutine per subcommand: open the engine, call it, print the result."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from api.cli.output import emit_json, table
+from engine import audit, dependents, keys, policies, secrets, tenants
+from engine import events as ev
+from engine.app import Engine
+from engine.audit import audited
+from engine.config import Settings, load_settings
+from engine.durations import parse_duration
+from engine.errors import InvalidInput, Unavailable
+
+Handler = Callable[[argparse.Namespace], Awaitable[int | None]]
+
+
+def operator() -> ev.EventMeta:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return ev.EventMeta(actor_id=f"cli:{user}", actor_type="operator")
+
+
+def settings_with_key() -> Settings:
+    settings = load_settings()
+    settings.require_master_key()
+    if settings.created_master_key_file is not None:
+        print(
+            f"lockzero: warning: created a new master key at {settings.created_master_key_file} (mode 0600)."
+            " Back it up: without it the stored secrets cannot be decrypted."
+            " Production: set LOCKZERO_MASTER_KEY or LOCKZERO_MASTER_KEY_FILE.",
+            file=sys.stderr,
+        )
+    return settings
+
+
+@asynccontextmanager
+async def open_engine(*, migrate: bool | None = None, check_schema: bool = True) -> AsyncIterator[Engine]:
+    settings = settings_with_key()
+    engine = await Engine.open(settings.database_url, settings.require_master_key())
+    try:
+        # The embedded default sets itself up; a shared PostgreSQL is migrated deliberately.
+        if migrate if migrate is not None else settings.embedded:
+            await engine.migrate()
+        elif check_schema and not await engine.schema_ready():
+            raise Unavailable("the database schema is not migrated; run `lockzero migrate` first")
+        yield engine
+    finally:
+        await engine.close()
+
+
+async def cmd_migrate(args: argparse.Namespace) -> None:
+    async with open_engine(migrate=False, check_schema=False) as engine:
+        applied = await engine.migrate()
+    if args.json:
+        emit_json({"applied": applied})
+    else:
+        print("\n".join(f"applied {name}" for name in applied) or "schema is up to date")
+
+
+async def cmd_replay(args: argparse.Namespace) -> None:
+    async with open_engine() as engine:
+        count = await engine.replay()
+    if args.json:
+        emit_json({"events_replayed": count})
+    else:
+        print(f"rebuilt read models from {count} events")
+
+
+async def cmd_tenant_create(args: argparse.Namespace) -> None:
+    async with open_engine() as engine:
+        view = await tenants.create_tenant(engine, args.name, operator())
+        await audit.record(engine, view.tenant, operator(), "tenant.create", "ok")
+    if args.json:
+        emit_json(view)
+    else:
+        print(f"created tenant {view.tenant}")
+
+
+async def cmd_tenant_list(args: argparse.Namespace) -> None:
+    async with open_engine() as engine:
+        rows = await tenants.list_tenants(engine)
+    if args.json:
+        emit_json({"tenants": rows})
+    else:
+        table([(t.tenant, t.created_at) for t in rows], ("TENANT", "CREATED"))
+
+
+async def cmd_key_create(args: argparse.Namespace) -> None:
+    async with open_engine() as engine:
+        await tenants.get_tenant(engine, args.tenant)
+        async with audited(engine, args.tenant, operator(), "key.create"):
+            created = await keys.create_key(
+                engine, args.tenant, operator(), name=args.name, read_only=args.read_only, scopes=tuple(args.scope)
+            )
+    if args.json:
+        emit_json({"key_id": created.key_id, "key": created.key})
+        return
+    print(f"key id:     {created.key_id}")
+    print(f"permission: {'read' if created.read_only else 'read-write'}")
+    print(f"scopes:     {', '.join(created.scopes) or '(whole tenant)'}")
+    print(f"key:        {created.key}")
+    print("This key is shown once. Store it now; Lockzero keeps only a keyed hash.", file=sys.stderr)
+
+
+async def cmd_key_list(args: argparse.Namespace) -> None:
+    async with open_engine() as engine:
+        views = await keys.list_keys(engine, args.tenant)
+    if args.json:
+        emit_json({"keys": views})
+    else:
+        table(
+            [(k.key_id, k.name, k.permission, ",".join(k.scopes) or "*", k.status, k.created_at) for k in views],
+            ("KEY ID", "NAME", "PERMISSION", "SCOPES", "STATUS", "CREATED"),
+        )
+
+
+async def cmd_key_revoke(args: argparse.Namespace) -> None:
+    async with open_engine() as engine:
+        view = await keys.revoke_key(engine, args.key_id, operator())
+        await audit.record(engine, view.tenant, operator(), "key.revoke", "ok", detail=view.key_id)
+    if args.json:
+        emit_json(view)
+    else:
+        print(f"revoked {view.key_id} (tenant {view.tenant})")
+
+
+def _read_config(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise InvalidInput(f"--config: cannot read {text[1:]} ({exc.strerror})") from None
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        raise InvalidInput("--config is not valid JSON (pass a JSON object or @file)") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("--config must be a JSON object")
+    return value
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"--label {item!r} must look like key=value")
+        labels[k] = v
+    return labels
+
+
+def _read_value_stdin() -> bytes:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise InvalidInput("--value-stdin: pipe the value in, e.g. `printf %s \"$VALUE\" | lockzero secret add …`")
+    data = sys.stdin.buffer.read()
+    # `echo value |` adds one newline that is not part of the credential.
+    return data[:-1] if data.endswith(b"\n") else data
+
+
+async def cmd_secret_add(args: argparse.Namespace) -> None:
+    policy = policies.checked_policy(
+        ev.Policy(
+            max_age_s=parse_duration(args.max_age, what="--max-age") if args.max_age else None,
+            required_approvals=args.approvals or 0,
+            allow_agent_rotation=not args.no_agent_rotation,
+            auto_rotate=args.auto_rotate,
+        )
+    )
+    config, labels = _read_config(args.config), _labels(args.label)
+    value = _read_value_stdin() if args.value_stdin else None
+    async with open_engine() as engine:
+        await tenants.get_tenant(engine, args.tenant)
+        async with audited(engine, args.tenant, operator(), "secret.add", secret_id=args.secret_id):
+            summary = await secrets.register_secret(
+                engine, args.tenant, operator(), secret_id=args.secret_id, provider=args.provider,
+                environment=args.environment, config=config, value=value, labels=labels, policy=policy,
+            )
+    if args.json:
+        emit_json(summary)
+    else:
+        print(f"registered {summary.secret_id} ({summary.provider}, {summary.environment}) at {summary.current_version}")
+
+
+async def cmd_secret_list(args: argparse.Namespace) -> None:
+    f = secrets.SecretFilter(
+        environment=args.environment, provider=args.provider, status=args.status, label=args.label,
+        overdue_only=args.overdue_only, limit=args.limit, cursor=args.cursor,
+    )
+    async with open_engine() as engine:
+        await tenants.get_tenant(engine, args.tenant)
+        page = await secrets.list_secrets(engine, args.tenant, f)
+    if args.json:
+        emit_json(page)
+        return
+    table(
+        [
+            (s.secret_id, s.provider, s.environment, s.status, s.current_version, s.rotation_age_days,
+             "yes" if s.overdue else "", ",".join(f"{k}={v}" for k, v in s.labels.items()))
+            for s in page.secrets
+        ],
+        ("SECRET", "PROVIDER", "ENV", "STATUS", "VERSION", "AGE(d)", "OVERDUE", "LABELS"),
+    )
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}")
+
+
+async def cmd_secret_policy(args: argparse.Namespace) -> None:
+    changes: dict[str, Any] = {}
+    if args.max_age:
+        changes["max_age_s"] = parse_duration(args.max_age, what="--max-age")
+    if args.approvals is not None:
+        changes["required_approvals"] = args.approvals
+    if args.grace:
+        changes["grace_s"] = parse_duration(args.grace, what="--grace")
+    if args.adoption_deadline:
+        changes["adoption_deadline_s"] = parse_duration(args.adoption_deadline, default_unit="s", what="--adoption-deadline")
+    if args.notify:
+        changes["notify"] = tuple(args.notify)
+    if args.agent_rotation is not None:
+        changes["allow_agent_rotation"] = args.agent_rotation
+    async with open_engine() as engine:
+        await tenants.get_tenant(engine, args.tenant)
+        async with audited(engine, args.tenant, operator(), "secret.policy", secret_id=args.secret_id):
+            policy = await policies.update_policy(engine, args.tenant, args.secret_id, operator(), **changes)
+    if args.json:
+        emit_json({"secret_id": args.secret_id, "policy": policy})
+    else:
+        print(f"policy of {args.secret_id}: " + ", ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(policy).items()))
+
+
+async def cmd_dependent_add(args: argparse.Namespace) -> None:
+    async with open_engine() as engine:
+        await tenants.get_tenant(engine, args.tenant)
+        async with audited(engine, args.tenant, operator(), "dependent.add", secret_id=args.secret_id):
+            created = await dependents.add_dependent(
+                engine, args.tenant, operator(), secret_id=args.secret_id, service=args.service,
+                environment=args.environment, delivery=args.delivery,
+            )
+    if args.json:
+        emit_json(created)
+        return
+    print(f"dependent {created.dependent_id}: {created.service} ({created.environment}) via {created.delivery}")
+    if created.token:
+        print(f"token:          {created.token}")
+        print("The token is shown once; the service sends it as `Authorization: Bearer …`.", file=sys.stderr)
+    if created.signing_secret:
+        print(f"signing secret: {created.signing_secret}")
+        print("Shown once; verify X-Lockzero-Signature (HMAC-SHA256 of the body) with it.", file=sys.stderr)
+
+
+async def cmd_serve(args: argparse.Namespace) -> None:
+    from api.serve import serve
+
+    await serve(settings_with_key())
+
+
+HANDLERS: dict[tuple[str, str | None], Handler] = {
+    ("serve", None): cmd_serve,
+    ("migrate", None): cmd_migrate,
+    ("replay", None): cmd_replay,
+    ("tenant", "create"): cmd_tenant_create,
+    ("tenant", "list"): cmd_tenant_list,
+    ("key", "create"): cmd_key_create,
+    ("key", "list"): cmd_key_list,
+    ("key", "revoke"): cmd_key_revoke,
+    ("secret", "add"): cmd_secret_add,
+    ("secret", "list"): cmd_secret_list,
+    ("secret", "policy"): cmd_secret_policy,
+    ("dependent", "add"): cmd_dependent_add,
+}

@@ -1,0 +1,46 @@
+"""Entry point: parse, run one handler, turn every failure into one line and an exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from api.cli.handlers import HANDLERS
+from api.cli.output import error
+from api.cli.parser import build_parser
+from engine.config import ConfigError
+from engine.crypto import CryptoError
+from engine.errors import InvalidInput, LockzeroError
+from eventstore import EventStoreError, StoreUnavailable
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    as_json = bool(getattr(args, "json", False))
+    handler = HANDLERS[(args.command, getattr(args, "action", None))]
+    try:
+        return asyncio.run(handler(args)) or EXIT_OK
+    except InvalidInput as exc:
+        error(exc.message, code=exc.name, as_json=as_json)
+        return EXIT_USAGE
+    except LockzeroError as exc:
+        error(exc.message, code=exc.name, as_json=as_json)
+        return EXIT_FAILURE
+    except ConfigError as exc:
+        error(str(exc), code="config_error", as_json=as_json)
+        return EXIT_FAILURE
+    except StoreUnavailable as exc:
+        error(f"{exc} (check LOCKZERO_DATABASE_URL and that the database is running)", code="unavailable", as_json=as_json)
+        return EXIT_FAILURE
+    except (EventStoreError, CryptoError) as exc:
+        error(str(exc), code="internal_error", as_json=as_json)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Argument parsing for every subcommand (SPEC §5)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse, with the one-line error and exit code 2 the contract promises."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n(run `{self.prog} --help` for usage)\n")
+
+
+def build_parser() -> UsageParser:
+    common = UsageParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    tenant_opt = UsageParser(add_help=False)
+    tenant_opt.add_argument("--tenant", required=True, help="tenant name")
+
+    p = UsageParser(
+        prog="lockzero",
+        description="Lockzero: rotate leaked credentials for real, with an audit trail. "
+        "Configured by LOCKZERO_* environment variables (see README).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=UsageParser)
+
+    sub.add_parser("serve", parents=[common], help="run the API (and the in-process worker in embedded mode)")
+    sub.add_parser("migrate", parents=[common], help="create or upgrade the schema (idempotent)")
+    sub.add_parser("replay", parents=[common], help="rebuild every read model from the events")
+
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=UsageParser
+    )
+    t_create = tenant.add_parser("create", parents=[common], help="create a tenant")
+    t_create.add_argument("name")
+    tenant.add_parser("list", parents=[common], help="list tenants")
+
+    key = sub.add_parser("key", help="manage MCP API keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=UsageParser
+    )
+    k_create = key.add_parser("create", parents=[common, tenant_opt], help="create a key (printed once)")
+    k_create.add_argument("--name", default="", help="a label for the key")
+    k_create.add_argument("--read-only", action="store_true", help="may call the read tools only")
+    k_create.add_argument(
+        "--scope", action="append", default=[], metavar="GLOB", help="limit to secret ids matching GLOB (repeatable)"
+    )
+    key.add_parser("list", parents=[common, tenant_opt], help="list keys (never their tokens)")
+    k_revoke = key.add_parser("revoke", parents=[common], help="revoke a key now")
+    k_revoke.add_argument("key_id")
+
+    secret = sub.add_parser("secret", help="manage secrets").add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=UsageParser
+    )
+    s_add = secret.add_parser("add", parents=[common, tenant_opt], help="register a secret")
+    s_add.add_argument("secret_id")
+    s_add.add_argument("--provider", required=True, help="redis_acl, postgres_role, mysql_user, …")
+    s_add.add_argument("--environment", required=True, help="e.g. prod, staging")
+    s_add.add_argument("--config", default=None, metavar="JSON|@FILE", help="provider config (encrypted at rest)")
+    s_add.add_argument("--value-stdin", action="store_true", help="import the credential in use today as v1")
+    s_add.add_argument("--label", action="append", default=[], metavar="K=V", help="label (repeatable)")
+    _policy_options(s_add)
+    s_add.add_argument("--no-agent-rotation", action="store_true", help="agents may not rotate this secret")
+    s_add.add_argument("--auto-rotate", action="store_true", help="rotate automatically when due")
+    s_list = secret.add_parser("list", parents=[common, tenant_opt], help="list secrets")
+    s_list.add_argument("--environment")
+    s_list.add_argument("--provider")
+    s_list.add_argument("--status")
+    s_list.add_argument("--label", metavar="K[=V]")
+    s_list.add_argument("--overdue-only", action="store_true")
+    s_list.add_argument("--limit", type=int, default=50)
+    s_list.add_argument("--cursor")
+    s_policy = secret.add_parser("policy", parents=[common, tenant_opt], help="change a secret's rotation policy")
+    s_policy.add_argument("secret_id")
+    _policy_options(s_policy)
+    s_policy.add_argument("--grace", metavar="DURATION", help="how long retired versions stay restorable (7d)")
+    s_policy.add_argument("--adoption-deadline", metavar="DURATION", help="how long shift waits for dependents (5m)")
+    s_policy.add_argument("--notify", action="append", metavar="URL", help="notification webhook (repeatable)")
+    agent = s_policy.add_mutually_exclusive_group()
+    agent.add_argument("--no-agent-rotation", dest="agent_rotation", action="store_false", default=None)
+    agent.add_argument("--agent-rotation", dest="agent_rotation", action="store_true")
+
+    dependent = sub.add_parser("dependent", help="manage a secret's dependents").add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=UsageParser
+    )
+    d_add = dependent.add_parser(
+        "add", parents=[common, tenant_opt], help="attach a service (prints its token or signing secret once)"
+    )
+    d_add.add_argument("secret_id")
+    d_add.add_argument("--service", required=True)
+    d_add.add_argument("--environment", required=True)
+    d_add.add_argument("--delivery", required=True, metavar="pull|file:PATH|webhook:URL")
+    return p
+
+
+def _policy_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-age", metavar="DURATION", help="rotate at least this often, e.g. 30d")
+    parser.add_argument("--approvals", type=int, metavar="N", help="human approvals needed before a rotation")

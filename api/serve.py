@@ -1,0 +1,28 @@
+"""`lockzero serve`: open the engine, set up the embedded default on first start, run uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from api.app import create_app
+from api.bootstrap import first_start
+from engine.app import Engine
+from engine.config import Settings
+from engine.errors import Unavailable
+
+
+async def serve(settings: Settings) -> None:
+    engine = await Engine.open(settings.database_url, settings.require_master_key())
+    try:
+        if settings.embedded:
+            await engine.migrate()
+            await first_start(engine, settings)
+        elif not await engine.schema_ready():
+            raise Unavailable("the database schema is not migrated; run `lockzero migrate` first")
+        config = uvicorn.Config(
+            create_app(engine), host=settings.host, port=settings.port, log_level="warning", access_log=False
+        )
+        print(f"lockzero: listening on http://{settings.host}:{settings.port}", flush=True)
+        await uvicorn.Server(config).serve()
+    finally:
+        await engine.close()

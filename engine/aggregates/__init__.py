@@ -1,0 +1,1 @@
+"""Aggregates: state folded from a stream's events. Pure functions, no I/O."""

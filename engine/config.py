@@ -1,0 +1,104 @@
+"""Settings from the environment (12-factor). Every failure names the variable in one line."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.crypto import CryptoError, MasterKey
+
+DEFAULT_DATABASE_URL = "sqlite:///./.lockzero/lockzero.db"
+
+
+class ConfigError(Exception):
+    """A bad or missing setting; the message is one line meant for the operator."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str | None
+    host: str
+    port: int
+    allowed_origins: tuple[str, ...]
+    master_key: MasterKey | None = field(repr=False)
+    #: Set when embedded mode created a master key file this start (caller prints the warning).
+    created_master_key_file: Path | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url.startswith("sqlite:")
+
+    @property
+    def state_dir(self) -> Path | None:
+        """Directory of the embedded SQLite file (where master.key lives), None in PostgreSQL mode."""
+        if not self.embedded:
+            return None
+        path = self.database_url.removeprefix("sqlite://")
+        path = path[1:] if path.startswith("/") else path
+        return Path(path).parent
+
+    def require_master_key(self) -> MasterKey:
+        if self.master_key is None:
+            raise ConfigError(
+                "LOCKZERO_MASTER_KEY (or LOCKZERO_MASTER_KEY_FILE) is required: a base64 32-byte key,"
+                ' e.g. from `python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"`'
+            )
+        return self.master_key
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, create_embedded_key: bool = True) -> Settings:
+    env = os.environ if env is None else env
+    database_url = env.get("LOCKZERO_DATABASE_URL") or DEFAULT_DATABASE_URL
+    if not database_url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        raise ConfigError("LOCKZERO_DATABASE_URL must start with postgresql:// or sqlite:///")
+    redis_url = env.get("LOCKZERO_REDIS_URL") or None
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("LOCKZERO_REDIS_URL must start with redis://, rediss:// or unix://")
+    host = env.get("LOCKZERO_HOST") or "127.0.0.1"
+    port_text = env.get("LOCKZERO_PORT") or "8080"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError("LOCKZERO_PORT must be a TCP port number (1-65535)")
+    origins = tuple(o.strip() for o in (env.get("LOCKZERO_ALLOWED_ORIGINS") or "").split(",") if o.strip())
+    settings = Settings(database_url, redis_url, host, int(port_text), origins, None)
+    key, created = _load_master_key(env, settings.state_dir if create_embedded_key else None)
+    return Settings(database_url, redis_url, host, int(port_text), origins, key, created)
+
+
+def _load_master_key(env: Mapping[str, str], embedded_dir: Path | None) -> tuple[MasterKey | None, Path | None]:
+    if value := env.get("LOCKZERO_MASTER_KEY"):
+        try:
+            return MasterKey.from_base64(value), None
+        except CryptoError as exc:
+            raise ConfigError(f"LOCKZERO_MASTER_KEY: {exc}") from None
+    if file_name := env.get("LOCKZERO_MASTER_KEY_FILE"):
+        return _read_key_file(Path(file_name), "LOCKZERO_MASTER_KEY_FILE"), None
+    if embedded_dir is None:
+        return None, None
+    path = embedded_dir / "master.key"
+    if path.exists():
+        return _read_key_file(path, f"embedded master key file {path}"), None
+    embedded_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = MasterKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key.to_base64() + "\n")
+    return key, path
+
+
+def _read_key_file(path: Path, what: str) -> MasterKey:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path} ({exc.strerror})") from None
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        print(f"lockzero: warning: {path} is readable by other users (mode {mode:o}); chmod 600 it", file=sys.stderr)
+    try:
+        return MasterKey.from_base64(text)
+    except CryptoError as exc:
+        raise ConfigError(f"{what}: {exc}") from None

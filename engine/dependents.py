@@ -1,0 +1,113 @@
+"""Dependents: the services that consume a secret, and how each receives new versions."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from engine import events as ev
+from engine import naming
+from engine.aggregates.secret import fold_secret
+from engine.app import Engine
+from engine.clock import iso
+from engine.crypto import SERVICE_TOKEN_PREFIX, new_id, new_token, random_secret
+from engine.errors import Conflict, InvalidInput, NotFound
+from eventstore import ConcurrencyError, Transaction
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    kind: Literal["pull", "file", "webhook"]
+    target: str | None = None
+
+
+class CreatedDependent(msgspec.Struct, frozen=True, omit_defaults=True):
+    dependent_id: str
+    secret_id: str
+    service: str
+    environment: str
+    delivery: str
+    target: str | None = None
+    #: lz_svc_ token for pull dependents; shown once.
+    token: str | None = None
+    #: HMAC signing secret for webhook dependents; shown once.
+    signing_secret: str | None = None
+
+
+def parse_delivery(spec: str) -> Delivery:
+    """`pull`, `file:/abs/path` or `webhook:https://…`."""
+    if spec == "pull":
+        return Delivery("pull")
+    kind, sep, target = spec.partition(":")
+    if kind == "file" and sep:
+        if not os.path.isabs(target) or "\x00" in target:
+            raise InvalidInput("file delivery needs an absolute path: file:/etc/app/secret")
+        return Delivery("file", target)
+    if kind == "webhook" and sep:
+        parts = urlsplit(target)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInput("webhook delivery needs an http(s) URL: webhook:https://svc.example/hooks/lockzero")
+        return Delivery("webhook", target)
+    raise InvalidInput("delivery must be pull, file:PATH or webhook:URL")
+
+
+def signing_ref(dependent_id: str) -> str:
+    return f"dependent/{dependent_id}/signing"
+
+
+async def add_dependent(
+    engine: Engine,
+    tenant: str,
+    actor: ev.EventMeta,
+    *,
+    secret_id: str,
+    service: str,
+    environment: str,
+    delivery: str,
+) -> CreatedDependent:
+    naming.secret_id(secret_id)
+    naming.service_name(service)
+    naming.environment(environment)
+    how = parse_delivery(delivery)
+    stream = naming.secret_stream(tenant, secret_id)
+    events, version = await engine.load(stream)
+    secret = fold_secret(events)
+    if secret is None:
+        raise NotFound(f"no secret {secret_id!r} in tenant {tenant!r}")
+    if secret.status == "revoked":
+        raise Conflict(f"secret {secret_id!r} is revoked; register a new one")
+    if any(d.service == service and d.environment == environment for d in secret.dependents):
+        raise Conflict(f"service {service!r} in {environment!r} already depends on {secret_id!r}")
+
+    dependent_id = new_id("dep")
+    token = new_token(SERVICE_TOKEN_PREFIX) if how.kind == "pull" else None
+    signing = WEBHOOK_SECRET_PREFIX + random_secret(40) if how.kind == "webhook" else None
+    now = engine.clock.now()
+    side = None
+    if signing is not None:
+        keys = await engine.tenant_keys(tenant)
+        sealed = keys.seal(signing.encode(), ref=signing_ref(dependent_id), version=0, purpose="signing")
+
+        async def store_signing_secret(tx: Transaction) -> None:
+            await tx.execute(
+                "INSERT INTO lz_sealed (tenant, ref, ciphertext, created_at) VALUES (?, ?, ?, ?)",
+                (tenant, signing_ref(dependent_id), sealed, iso(now)),
+            )
+
+        side = store_signing_secret
+    event = ev.DependentAdded(
+        at=now, tenant=tenant, secret_id=secret_id, dependent_id=dependent_id, service=service,
+        environment=environment, delivery=how.kind, target=how.target,
+        token_hash=engine.tokens.hash(token) if token else None,
+    )
+    try:
+        await engine.append(stream, [event], actor, version, side)
+    except ConcurrencyError:
+        raise Conflict(f"secret {secret_id!r} changed while adding the dependent; try again") from None
+    return CreatedDependent(
+        dependent_id, secret_id, service, environment, how.kind, how.target, token=token, signing_secret=signing
+    )

@@ -1,0 +1,211 @@
+"""Domain events. Immutable, msgspec-encoded, and free of secret material by construction:
+values and admin credentials live encrypted in side tables, events only say that they exist."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+ActorType = Literal["operator", "agent", "service", "system", "person"]
+DeliveryKind = Literal["pull", "file", "webhook"]
+SecretStatus = Literal["active", "rotating", "revoked", "archived"]
+IncidentKind = Literal["leaked_credential", "overdue_rotation", "policy_violation", "usage_anomaly", "rotation_failed"]
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    at: datetime
+
+
+class EventMeta(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Who caused an event; stored beside the payload for audit and timelines."""
+
+    actor_id: str
+    actor_type: ActorType
+    correlation_id: str | None = None
+
+
+# --- tenant and keys -----------------------------------------------------------------------------
+
+
+class TenantCreated(Event, frozen=True, tag="tenant.created"):
+    tenant: str
+
+
+class ApiKeyCreated(Event, frozen=True, tag="apikey.created"):
+    tenant: str
+    key_id: str
+    name: str
+    #: HMAC-SHA256 of the token under a key derived from the master key; the token itself is never stored.
+    token_hash: str
+    read_only: bool
+    scopes: tuple[str, ...]
+    expires_at: datetime | None = None
+
+
+class ApiKeyRevoked(Event, frozen=True, tag="apikey.revoked"):
+    tenant: str
+    key_id: str
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+class Policy(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Durations in seconds; tools report days where the contract says days."""
+
+    max_age_s: int | None = None
+    required_approvals: int = 0
+    allow_agent_rotation: bool = True
+    auto_rotate: bool = False
+    grace_s: int = 7 * 86400
+    adoption_deadline_s: int = 300
+    notify: tuple[str, ...] = ()
+
+
+class SecretRegistered(Event, frozen=True, tag="secret.registered"):
+    tenant: str
+    secret_id: str
+    provider: str
+    environment: str
+    labels: dict[str, str]
+    policy: Policy
+    #: True when an encrypted provider config is stored (lz_sealed, ref "secret/<id>/config").
+    has_config: bool
+
+
+class SecretVersionCreated(Event, frozen=True, tag="secret.version_created"):
+    tenant: str
+    secret_id: str
+    version: int
+    origin: Literal["imported", "generated", "rotation", "provider"]
+    username: str | None = None
+
+
+class SecretVersionActivated(Event, frozen=True, tag="secret.version_activated"):
+    tenant: str
+    secret_id: str
+    version: int
+    previous_version: int | None
+
+
+class SecretLabelsChanged(Event, frozen=True, tag="secret.labels_changed"):
+    tenant: str
+    secret_id: str
+    labels: dict[str, str]
+
+
+class SecretPolicyChanged(Event, frozen=True, tag="secret.policy_changed"):
+    tenant: str
+    secret_id: str
+    policy: Policy
+
+
+class DependentAdded(Event, frozen=True, tag="secret.dependent_added"):
+    tenant: str
+    secret_id: str
+    dependent_id: str
+    service: str
+    environment: str
+    delivery: DeliveryKind
+    #: File path or webhook URL; None for pull.
+    target: str | None = None
+    #: Keyed hash of the lz_svc_ token (pull dependents only).
+    token_hash: str | None = None
+
+
+class DependentRemoved(Event, frozen=True, tag="secret.dependent_removed"):
+    tenant: str
+    secret_id: str
+    dependent_id: str
+
+
+# --- incidents -----------------------------------------------------------------------------------
+
+
+class IncidentOpened(Event, frozen=True, tag="incident.opened"):
+    tenant: str
+    incident_id: str
+    kind: IncidentKind
+    severity: Severity
+    secret_id: str | None
+    summary: str
+
+
+class IncidentLinked(Event, frozen=True, tag="incident.linked"):
+    tenant: str
+    incident_id: str
+    ref_kind: str
+    ref_id: str
+
+
+class IncidentAcknowledged(Event, frozen=True, tag="incident.acknowledged"):
+    tenant: str
+    incident_id: str
+    by: str
+
+
+class IncidentResolved(Event, frozen=True, tag="incident.resolved"):
+    tenant: str
+    incident_id: str
+    resolution: str
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
+
+class AuditRecorded(Event, frozen=True, tag="audit.recorded"):
+    tenant: str
+    audit_id: str
+    actor_id: str
+    actor_type: ActorType
+    method: str
+    outcome: Literal["ok", "denied", "error", "invalid"]
+    secret_id: str | None = None
+    detail: str = ""
+    duration_ms: float = 0.0
+
+
+AnyEvent = (
+    TenantCreated
+    | ApiKeyCreated
+    | ApiKeyRevoked
+    | SecretRegistered
+    | SecretVersionCreated
+    | SecretVersionActivated
+    | SecretLabelsChanged
+    | SecretPolicyChanged
+    | DependentAdded
+    | DependentRemoved
+    | IncidentOpened
+    | IncidentLinked
+    | IncidentAcknowledged
+    | IncidentResolved
+    | AuditRecorded
+)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(AnyEvent)
+_meta_decoder = msgspec.json.Decoder(EventMeta)
+
+
+def encode(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(data: bytes) -> AnyEvent:
+    return _decoder.decode(data)
+
+
+def encode_meta(meta: EventMeta) -> bytes:
+    return _encoder.encode(meta)
+
+
+def decode_meta(data: bytes) -> EventMeta:
+    return _meta_decoder.decode(data)
+
+
+def type_name(event: Event) -> str:
+    return str(type(event).__struct_config__.tag)

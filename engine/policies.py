@@ -1,0 +1,47 @@
+"""Rotation policy per secret: max age, approvals, agent permission, grace and adoption deadline."""
+
+from __future__ import annotations
+
+import msgspec
+
+from engine import events as ev
+from engine import naming
+from engine.aggregates.secret import fold_secret
+from engine.app import Engine
+from engine.errors import Conflict, InvalidInput, NotFound
+from eventstore import ConcurrencyError
+
+_UNSET = object()
+
+
+def checked_policy(policy: ev.Policy) -> ev.Policy:
+    if policy.max_age_s is not None and policy.max_age_s < 60:
+        raise InvalidInput("max age must be at least 1m")
+    if not 0 <= policy.required_approvals <= 10:
+        raise InvalidInput("approvals must be from 0 to 10")
+    if policy.adoption_deadline_s < 1 or policy.grace_s < 0:
+        raise InvalidInput("adoption deadline must be positive and grace must not be negative")
+    for url in policy.notify:
+        if not url.startswith(("http://", "https://")):
+            raise InvalidInput("notify targets must be http(s) URLs")
+    return policy
+
+
+async def update_policy(
+    engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta, **changes: object
+) -> ev.Policy:
+    """Apply the given Policy fields (others unchanged) and return the new policy."""
+    stream = naming.secret_stream(tenant, naming.secret_id(secret_id))
+    events, version = await engine.load(stream)
+    secret = fold_secret(events)
+    if secret is None:
+        raise NotFound(f"no secret {secret_id!r} in tenant {tenant!r}")
+    policy = checked_policy(msgspec.structs.replace(secret.policy, **changes))
+    if policy == secret.policy:
+        return policy
+    event = ev.SecretPolicyChanged(at=engine.clock.now(), tenant=tenant, secret_id=secret_id, policy=policy)
+    try:
+        await engine.append(stream, [event], actor, version)
+    except ConcurrencyError:
+        raise Conflict(f"secret {secret_id!r} changed meanwhile; try again") from None
+    return policy

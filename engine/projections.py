@@ -1,0 +1,209 @@
+"""Inline projections: read-model rows updated in the same transaction as the append.
+
+Each handler is a pure function of (event, position) onto SQL rows, so replaying every event in
+order onto empty tables gives exactly the rows that incremental updates gave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+
+from engine import events as ev
+from engine.clock import iso, parse_iso
+from engine.schema import PROJECTION_TABLES
+from eventstore import RecordedEvent, Transaction
+
+_json = msgspec.json.Encoder()
+
+
+def _dumps(value: Any) -> str:
+    return _json.encode(value).decode()
+
+
+async def _tenant_created(tx: Transaction, e: ev.TenantCreated, _: int) -> None:
+    await tx.execute("INSERT INTO rm_tenants (tenant, created_at) VALUES (?, ?)", (e.tenant, iso(e.at)))
+
+
+async def _key_created(tx: Transaction, e: ev.ApiKeyCreated, _: int) -> None:
+    await tx.execute(
+        "INSERT INTO rm_api_keys (key_id, tenant, name, token_hash, read_only, scopes, created_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            e.key_id, e.tenant, e.name, e.token_hash, int(e.read_only), _dumps(e.scopes), iso(e.at),
+            iso(e.expires_at) if e.expires_at else None,
+        ),
+    )
+
+
+async def _key_revoked(tx: Transaction, e: ev.ApiKeyRevoked, _: int) -> None:
+    await tx.execute(
+        "UPDATE rm_api_keys SET revoked_at = ? WHERE key_id = ? AND tenant = ? AND revoked_at IS NULL",
+        (iso(e.at), e.key_id, e.tenant),
+    )
+
+
+async def _secret_registered(tx: Transaction, e: ev.SecretRegistered, _: int) -> None:
+    await tx.execute(
+        "INSERT INTO rm_secrets (tenant, secret_id, provider, environment, labels, status, current_version,"
+        " latest_version, created_at, last_rotated_at, max_age_s, policy, dependents_count)"
+        " VALUES (?, ?, ?, ?, ?, 'active', NULL, 0, ?, NULL, ?, ?, 0)",
+        (
+            e.tenant, e.secret_id, e.provider, e.environment, _dumps(e.labels), iso(e.at),
+            e.policy.max_age_s, _dumps(e.policy),
+        ),
+    )
+    await _write_labels(tx, e.tenant, e.secret_id, e.labels)
+    await _refresh_due(tx, e.tenant, e.secret_id)
+
+
+async def _refresh_due(tx: Transaction, tenant: str, secret_id: str) -> None:
+    """due_at = (last rotation, else registration) + max age; stored so overdue filters stay in SQL."""
+    row = await tx.fetchone(
+        "SELECT max_age_s, COALESCE(last_rotated_at, created_at) FROM rm_secrets WHERE tenant = ? AND secret_id = ?",
+        (tenant, secret_id),
+    )
+    if row is None:
+        return
+    max_age_s, since = row
+    due = iso(parse_iso(since) + timedelta(seconds=max_age_s)) if max_age_s is not None else None
+    await tx.execute("UPDATE rm_secrets SET due_at = ? WHERE tenant = ? AND secret_id = ?", (due, tenant, secret_id))
+
+
+async def _write_labels(tx: Transaction, tenant: str, secret_id: str, labels: dict[str, str]) -> None:
+    await tx.execute("DELETE FROM rm_secret_labels WHERE tenant = ? AND secret_id = ?", (tenant, secret_id))
+    if labels:
+        await tx.executemany(
+            "INSERT INTO rm_secret_labels (tenant, secret_id, label_key, label_value) VALUES (?, ?, ?, ?)",
+            [(tenant, secret_id, k, v) for k, v in sorted(labels.items())],
+        )
+
+
+async def _version_created(tx: Transaction, e: ev.SecretVersionCreated, _: int) -> None:
+    await tx.execute(
+        "UPDATE rm_secrets SET latest_version = ? WHERE tenant = ? AND secret_id = ? AND latest_version < ?",
+        (e.version, e.tenant, e.secret_id, e.version),
+    )
+
+
+async def _version_activated(tx: Transaction, e: ev.SecretVersionActivated, _: int) -> None:
+    if e.previous_version is None:
+        await tx.execute(
+            "UPDATE rm_secrets SET current_version = ? WHERE tenant = ? AND secret_id = ?",
+            (e.version, e.tenant, e.secret_id),
+        )
+    else:
+        await tx.execute(
+            "UPDATE rm_secrets SET current_version = ?, last_rotated_at = ? WHERE tenant = ? AND secret_id = ?",
+            (e.version, iso(e.at), e.tenant, e.secret_id),
+        )
+        await _refresh_due(tx, e.tenant, e.secret_id)
+
+
+async def _labels_changed(tx: Transaction, e: ev.SecretLabelsChanged, _: int) -> None:
+    await tx.execute(
+        "UPDATE rm_secrets SET labels = ? WHERE tenant = ? AND secret_id = ?", (_dumps(e.labels), e.tenant, e.secret_id)
+    )
+    await _write_labels(tx, e.tenant, e.secret_id, e.labels)
+
+
+async def _policy_changed(tx: Transaction, e: ev.SecretPolicyChanged, _: int) -> None:
+    await tx.execute(
+        "UPDATE rm_secrets SET policy = ?, max_age_s = ? WHERE tenant = ? AND secret_id = ?",
+        (_dumps(e.policy), e.policy.max_age_s, e.tenant, e.secret_id),
+    )
+    await _refresh_due(tx, e.tenant, e.secret_id)
+
+
+async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: int) -> None:
+    await tx.execute(
+        "INSERT INTO rm_dependents (tenant, dependent_id, secret_id, service, environment, delivery, target,"
+        " token_hash, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (e.tenant, e.dependent_id, e.secret_id, e.service, e.environment, e.delivery, e.target, e.token_hash, iso(e.at)),
+    )
+    await tx.execute(
+        "UPDATE rm_secrets SET dependents_count = dependents_count + 1 WHERE tenant = ? AND secret_id = ?",
+        (e.tenant, e.secret_id),
+    )
+
+
+async def _dependent_removed(tx: Transaction, e: ev.DependentRemoved, _: int) -> None:
+    removed = await tx.execute(
+        "DELETE FROM rm_dependents WHERE tenant = ? AND dependent_id = ?", (e.tenant, e.dependent_id)
+    )
+    if removed:
+        await tx.execute(
+            "UPDATE rm_secrets SET dependents_count = dependents_count - 1 WHERE tenant = ? AND secret_id = ?",
+            (e.tenant, e.secret_id),
+        )
+
+
+async def _incident_opened(tx: Transaction, e: ev.IncidentOpened, _: int) -> None:
+    await tx.execute(
+        "INSERT INTO rm_incidents (tenant, incident_id, kind, severity, secret_id, status, opened_at, updated_at,"
+        " summary) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
+        (e.tenant, e.incident_id, e.kind, e.severity, e.secret_id, iso(e.at), iso(e.at), e.summary),
+    )
+
+
+async def _incident_acknowledged(tx: Transaction, e: ev.IncidentAcknowledged, _: int) -> None:
+    await tx.execute(
+        "UPDATE rm_incidents SET status = 'acknowledged', updated_at = ?"
+        " WHERE tenant = ? AND incident_id = ? AND status = 'open'",
+        (iso(e.at), e.tenant, e.incident_id),
+    )
+
+
+async def _incident_resolved(tx: Transaction, e: ev.IncidentResolved, _: int) -> None:
+    await tx.execute(
+        "UPDATE rm_incidents SET status = 'resolved', updated_at = ? WHERE tenant = ? AND incident_id = ?",
+        (iso(e.at), e.tenant, e.incident_id),
+    )
+
+
+async def _audit_recorded(tx: Transaction, e: ev.AuditRecorded, position: int) -> None:
+    await tx.execute(
+        "INSERT INTO rm_audit (tenant, position, audit_id, at, actor_id, actor_type, method, secret_id, outcome,"
+        " detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            e.tenant, position, e.audit_id, iso(e.at), e.actor_id, e.actor_type, e.method, e.secret_id, e.outcome,
+            e.detail, e.duration_ms,
+        ),
+    )
+
+
+Handler = Callable[[Transaction, Any, int], Awaitable[None]]
+
+_HANDLERS: dict[type[ev.Event], Handler] = {
+    ev.TenantCreated: _tenant_created,
+    ev.ApiKeyCreated: _key_created,
+    ev.ApiKeyRevoked: _key_revoked,
+    ev.SecretRegistered: _secret_registered,
+    ev.SecretVersionCreated: _version_created,
+    ev.SecretVersionActivated: _version_activated,
+    ev.SecretLabelsChanged: _labels_changed,
+    ev.SecretPolicyChanged: _policy_changed,
+    ev.DependentAdded: _dependent_added,
+    ev.DependentRemoved: _dependent_removed,
+    ev.IncidentOpened: _incident_opened,
+    ev.IncidentAcknowledged: _incident_acknowledged,
+    ev.IncidentResolved: _incident_resolved,
+    ev.AuditRecorded: _audit_recorded,
+}
+
+
+async def project(tx: Transaction, recorded: Sequence[RecordedEvent]) -> None:
+    """The ``on_append`` hook for every engine append, and the body of a replay."""
+    for r in recorded:
+        event = ev.decode(r.data)
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            await handler(tx, event, r.position)
+
+
+async def reset(tx: Transaction) -> None:
+    for table in PROJECTION_TABLES:
+        await tx.execute(f"DELETE FROM {table}")

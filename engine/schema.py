@@ -1,0 +1,138 @@
+"""The engine's tables: read models (rebuilt by replay) and side tables (never in events)."""
+
+from __future__ import annotations
+
+from eventstore import Migration
+
+#: Read models: derived from events only, so `lockzero replay` can drop and rebuild them.
+PROJECTION_TABLES = ("rm_tenants", "rm_api_keys", "rm_secrets", "rm_secret_labels", "rm_dependents", "rm_incidents", "rm_audit")
+
+_READ_MODELS = """
+CREATE TABLE rm_tenants (
+    tenant TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE rm_api_keys (
+    key_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    read_only INTEGER NOT NULL,
+    scopes TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT,
+    revoked_at TEXT
+);
+CREATE INDEX rm_api_keys_tenant ON rm_api_keys (tenant, created_at);
+CREATE TABLE rm_secrets (
+    tenant TEXT NOT NULL,
+    secret_id TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    status TEXT NOT NULL,
+    current_version INTEGER,
+    latest_version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    last_rotated_at TEXT,
+    max_age_s BIGINT,
+    due_at TEXT,
+    policy TEXT NOT NULL,
+    dependents_count INTEGER NOT NULL,
+    PRIMARY KEY (tenant, secret_id)
+);
+CREATE INDEX rm_secrets_due ON rm_secrets (tenant, due_at);
+CREATE TABLE rm_secret_labels (
+    tenant TEXT NOT NULL,
+    secret_id TEXT NOT NULL,
+    label_key TEXT NOT NULL,
+    label_value TEXT NOT NULL,
+    PRIMARY KEY (tenant, secret_id, label_key)
+);
+CREATE TABLE rm_dependents (
+    tenant TEXT NOT NULL,
+    dependent_id TEXT NOT NULL,
+    secret_id TEXT NOT NULL,
+    service TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    target TEXT,
+    token_hash TEXT UNIQUE,
+    added_at TEXT NOT NULL,
+    adopted_version INTEGER,
+    last_seen_at TEXT,
+    PRIMARY KEY (tenant, dependent_id)
+);
+CREATE INDEX rm_dependents_secret ON rm_dependents (tenant, secret_id);
+CREATE TABLE rm_incidents (
+    tenant TEXT NOT NULL,
+    incident_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    secret_id TEXT,
+    status TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (tenant, incident_id)
+);
+CREATE INDEX rm_incidents_open ON rm_incidents (tenant, status, opened_at);
+CREATE TABLE rm_audit (
+    tenant TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    audit_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    actor_id TEXT NOT NULL,
+    actor_type TEXT NOT NULL,
+    method TEXT NOT NULL,
+    secret_id TEXT,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    duration_ms DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, position)
+);
+CREATE INDEX rm_audit_secret ON rm_audit (tenant, secret_id, position);
+"""
+
+#: Side tables: ciphertext and wrapped keys. Not derivable from events, deliberately: deleting a row
+#: crypto-shreds that value while the history that it existed stays.
+_SIDE_TABLES = """
+CREATE TABLE lz_tenant_keys (
+    tenant TEXT PRIMARY KEY,
+    wrapped_key {blob} NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE lz_secret_versions (
+    tenant TEXT NOT NULL,
+    secret_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    ciphertext {blob},
+    fingerprint {blob},
+    created_at TEXT NOT NULL,
+    destroyed_at TEXT,
+    PRIMARY KEY (tenant, secret_id, version)
+);
+CREATE INDEX lz_secret_versions_fp ON lz_secret_versions (tenant, fingerprint);
+CREATE TABLE lz_sealed (
+    tenant TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    ciphertext {blob} NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, ref)
+);
+"""
+
+
+def _statements(sql: str, blob: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in sql.format(blob=blob).split(";") if s.strip())
+
+
+ENGINE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        namespace="engine",
+        version=1,
+        name="read_models_and_side_tables",
+        postgresql=_statements(_READ_MODELS + _SIDE_TABLES, "BYTEA"),
+        sqlite=_statements(_READ_MODELS + _SIDE_TABLES, "BLOB"),
+    ),
+)

@@ -1,0 +1,200 @@
+"""Registering secrets and reading the secrets list.
+
+The value and the provider config go to side tables as AES-GCM ciphertext in the same transaction
+as the events; the events only record that version N exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from engine import events as ev
+from engine import naming
+from engine.app import Engine
+from engine.clock import iso, parse_iso
+from engine.errors import Conflict, InvalidInput
+from engine.tenants import get_tenant
+from eventstore import NO_STREAM, ConcurrencyError, Transaction
+from providers.catalog import ProviderConfigError, issue_initial_value, username_of, validate_config
+
+MAX_VALUE_BYTES = 64 * 1024
+DEFAULT_PAGE = 50
+MAX_PAGE = 200
+
+
+class SecretSummary(msgspec.Struct, frozen=True):
+    secret_id: str
+    status: str
+    provider: str
+    environment: str
+    labels: dict[str, str]
+    current_version: str | None
+    last_rotated_at: str | None
+    rotation_age_days: int
+    overdue: bool
+
+
+class SecretPage(msgspec.Struct, frozen=True):
+    secrets: list[SecretSummary]
+    next_cursor: str | None
+
+
+class SecretFilter(msgspec.Struct, frozen=True, kw_only=True):
+    environment: str | None = None
+    provider: str | None = None
+    status: str | None = None
+    label: str | None = None
+    overdue_only: bool = False
+    cursor: str | None = None
+    limit: int = DEFAULT_PAGE
+
+
+def config_ref(secret_id: str) -> str:
+    return f"secret/{secret_id}/config"
+
+
+async def register_secret(
+    engine: Engine,
+    tenant: str,
+    actor: ev.EventMeta,
+    *,
+    secret_id: str,
+    provider: str,
+    environment: str,
+    config: Mapping[str, Any] | None = None,
+    value: bytes | None = None,
+    labels: Mapping[str, str] | None = None,
+    policy: ev.Policy | None = None,
+) -> SecretSummary:
+    naming.secret_id(secret_id)
+    naming.environment(environment)
+    clean_labels = dict(naming.label(k, v) for k, v in (labels or {}).items())
+    try:
+        cfg = validate_config(provider, config or {})
+    except ProviderConfigError as exc:
+        raise InvalidInput(str(exc)) from None
+    if value is None:
+        issued = issue_initial_value(provider, cfg)
+        if issued is None:
+            raise InvalidInput(
+                f"provider {provider} cannot issue a first credential at registration yet;"
+                " import the one in use with --value-stdin"
+            )
+        value, origin = issued.encode(), "generated"
+    else:
+        origin = "imported"
+    if not value or len(value) > MAX_VALUE_BYTES:
+        raise InvalidInput(f"secret value must be 1 to {MAX_VALUE_BYTES} bytes")
+    keys = await engine.tenant_keys((await get_tenant(engine, tenant)).tenant)
+
+    ciphertext = keys.seal(value, ref=secret_id, version=1, purpose="value")
+    fingerprint = keys.fingerprint(value)
+    sealed_config = keys.seal(msgspec.json.encode(cfg), ref=config_ref(secret_id), version=0, purpose="config")
+    now = engine.clock.now()
+
+    async def store_ciphertext(tx: Transaction) -> None:
+        await tx.execute(
+            "INSERT INTO lz_secret_versions (tenant, secret_id, version, ciphertext, fingerprint, created_at)"
+            " VALUES (?, ?, 1, ?, ?, ?)",
+            (tenant, secret_id, ciphertext, fingerprint, iso(now)),
+        )
+        await tx.execute(
+            "INSERT INTO lz_sealed (tenant, ref, ciphertext, created_at) VALUES (?, ?, ?, ?)",
+            (tenant, config_ref(secret_id), sealed_config, iso(now)),
+        )
+
+    events: list[ev.Event] = [
+        ev.SecretRegistered(
+            at=now, tenant=tenant, secret_id=secret_id, provider=provider, environment=environment,
+            labels=clean_labels, policy=policy or ev.Policy(), has_config=True,
+        ),
+        ev.SecretVersionCreated(
+            at=now, tenant=tenant, secret_id=secret_id, version=1, origin=origin,  # type: ignore[arg-type]
+            username=username_of(provider, cfg),
+        ),
+        ev.SecretVersionActivated(at=now, tenant=tenant, secret_id=secret_id, version=1, previous_version=None),
+    ]
+    try:
+        await engine.append(naming.secret_stream(tenant, secret_id), events, actor, NO_STREAM, store_ciphertext)
+    except ConcurrencyError:
+        raise Conflict(f"secret {secret_id!r} already exists; rotate it or pick another id") from None
+    page = await list_secrets(engine, tenant, SecretFilter(), only=secret_id)
+    return page.secrets[0]
+
+
+async def read_version_value(engine: Engine, tenant: str, secret_id: str, version: int) -> bytes | None:
+    """Decrypt one version's value (None when it was destroyed)."""
+    async with engine.store.transaction() as tx:
+        row = await tx.fetchone(
+            "SELECT ciphertext FROM lz_secret_versions WHERE tenant = ? AND secret_id = ? AND version = ?",
+            (tenant, secret_id, version),
+        )
+    if row is None or row[0] is None:
+        return None
+    keys = await engine.tenant_keys(tenant)
+    return keys.open(bytes(row[0]), ref=secret_id, version=version, purpose="value")
+
+
+def _encode_cursor(secret_id: str) -> str:
+    return base64.urlsafe_b64encode(secret_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        return naming.secret_id(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (binascii.Error, UnicodeDecodeError, InvalidInput):
+        raise InvalidInput("cursor is not one this server returned; start again without a cursor") from None
+
+
+def _summary(row: tuple[Any, ...], now: datetime) -> SecretSummary:
+    secret_id, status, provider, environment, labels, current, created, rotated, due = row
+    since = parse_iso(rotated or created)
+    return SecretSummary(
+        secret_id=secret_id, status=status, provider=provider, environment=environment,
+        labels=msgspec.json.decode(labels), current_version=f"v{current}" if current else None,
+        last_rotated_at=parse_iso(rotated).isoformat() if rotated else None,
+        rotation_age_days=max(0, (now - since).days), overdue=due is not None and due < iso(now),
+    )
+
+
+async def list_secrets(engine: Engine, tenant: str, f: SecretFilter, *, only: str | None = None) -> SecretPage:
+    if not 1 <= f.limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}")
+    now = engine.clock.now()
+    where, params = ["s.tenant = ?"], [tenant]
+    for column, value in (("environment", f.environment), ("provider", f.provider), ("status", f.status)):
+        if value is not None:
+            where.append(f"s.{column} = ?")
+            params.append(value)
+    if only is not None:
+        where.append("s.secret_id = ?")
+        params.append(only)
+    if f.label is not None:
+        key, _, value = f.label.partition("=")
+        where.append(
+            "EXISTS (SELECT 1 FROM rm_secret_labels l WHERE l.tenant = s.tenant AND l.secret_id = s.secret_id"
+            " AND l.label_key = ?" + (" AND l.label_value = ?)" if "=" in f.label else ")")
+        )
+        params.extend([key, value] if "=" in f.label else [key])
+    if f.overdue_only:
+        where.append("s.due_at IS NOT NULL AND s.due_at < ?")
+        params.append(iso(now))
+    if f.cursor is not None:
+        where.append("s.secret_id > ?")
+        params.append(_decode_cursor(f.cursor))
+    async with engine.store.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT s.secret_id, s.status, s.provider, s.environment, s.labels, s.current_version, s.created_at,"
+            f" s.last_rotated_at, s.due_at FROM rm_secrets s WHERE {' AND '.join(where)}"
+            " ORDER BY s.secret_id LIMIT ?",
+            (*params, f.limit + 1),
+        )
+    page = [_summary(r, now) for r in rows[: f.limit]]
+    more = len(rows) > f.limit
+    return SecretPage(page, _encode_cursor(page[-1].secret_id) if more and page else None)

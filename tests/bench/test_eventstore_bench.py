@@ -1,0 +1,290 @@
+"""Event-store benchmark: Lockzero appends against a plain-INSERT baseline, and replay throughput.
+
+Run with ``make bench``. Everything runs in ONE fresh PostgreSQL database, so the baseline and the
+store share server, disk and client. The test prints a table and asserts only sanity (every
+appended event is read back exactly once), never a speed threshold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from eventstore import EventStore, NewEvent, open_store
+from tests.conftest import fresh_pg_database
+
+pytestmark = pytest.mark.bench
+
+POOL_SIZE = 10
+APPENDS_PER_CONFIG = 2_000  # timed appends per (backend, writers) configuration
+WARMUP_PER_WRITER = 25  # untimed appends per writer before each timed run
+WRITER_COUNTS = (1, 8)
+PAYLOAD_BYTES = 200
+
+REPLAY_EVENTS = 100_000
+REPLAY_STREAMS = 1_000  # one append per stream: REPLAY_EVENTS // REPLAY_STREAMS events per append
+REPLAY_LOAD_WRITERS = 8
+REPLAY_PAGE = 5_000
+
+APPEND_GOAL_RATIO = 0.50  # Lockzero appends/s >= 50% of plain INSERT at 8 writers
+REPLAY_GOAL = 100_000  # events/s
+
+EVENT_TYPES = ("SecretLeaked", "RotationStarted", "CredentialIssued", "RotationCompleted")
+
+# Same columns and types as lz_events (and the same unique indexes, so index maintenance costs the
+# same); position comes from a BIGSERIAL instead of the head-row lock, and nothing is checked first.
+PLAIN_DDL = (
+    "CREATE TABLE bench_plain ("
+    " position BIGSERIAL PRIMARY KEY,"
+    " stream TEXT NOT NULL,"
+    " version INT NOT NULL,"
+    " event_id UUID NOT NULL UNIQUE,"
+    " type TEXT NOT NULL,"
+    " data BYTEA NOT NULL,"
+    " metadata BYTEA NOT NULL,"
+    " recorded_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),"
+    " UNIQUE (stream, version))"
+)
+PLAIN_INSERT = (
+    "INSERT INTO bench_plain (stream, version, event_id, type, data, metadata) VALUES (%s, %s, %s, %s, %s, %s)"
+)
+
+
+class Payload(msgspec.Struct):
+    secret_id: str
+    provider: str
+    seq: int
+    note: str
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Payload)
+_PAD = "x" * (PAYLOAD_BYTES - len(_encoder.encode(Payload("sec_000000000000", "aws-iam", 100_000, ""))))
+
+
+def payload(seq: int) -> bytes:
+    """A ~200-byte JSON document."""
+    return _encoder.encode(Payload(f"sec_{seq:012d}", "aws-iam", seq, _PAD))
+
+
+def event_type(version: int) -> str:
+    return EVENT_TYPES[version % len(EVENT_TYPES)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Writers. Each returns the event ids it wrote so the test can check every one is read back once.
+
+
+async def lockzero_writer(store: EventStore, stream: str, version: int, count: int, ids: list[uuid.UUID]) -> int:
+    """``count`` single-event appends to ``stream``, each with expected_version = current version."""
+    for _ in range(count):
+        ev = NewEvent(type=event_type(version + 1), data=payload(version + 1))
+        result = await store.append(stream, [ev], expected_version=version)
+        version = result.stream_version
+        ids.append(ev.event_id)
+    return version
+
+
+async def plain_writer(pool: AsyncConnectionPool, stream: str, version: int, count: int, ids: list[uuid.UUID]) -> int:
+    """``count`` autocommit single-row INSERTs: one transaction per row, like one append."""
+    for _ in range(count):
+        version += 1
+        event_id = uuid.uuid4()
+        async with pool.connection() as conn:
+            await conn.execute(PLAIN_INSERT, (stream, version, event_id, event_type(version), payload(version), b"{}"))
+        ids.append(event_id)
+    return version
+
+
+Writer = Callable[[str, int, int, list[uuid.UUID]], Awaitable[int]]
+
+
+async def run_config(write: Writer, label: str, writers: int, ids: list[uuid.UUID]) -> float:
+    """Warm up, then time APPENDS_PER_CONFIG appends split over ``writers`` tasks; returns appends/s."""
+    streams = [f"bench-{label}-w{writers}-{i}-{uuid.uuid4().hex[:8]}" for i in range(writers)]
+    versions = await asyncio.gather(*(write(s, 0, WARMUP_PER_WRITER, ids) for s in streams))
+    per_writer = APPENDS_PER_CONFIG // writers
+    t0 = time.perf_counter()
+    await asyncio.gather(*(write(s, v, per_writer, ids) for s, v in zip(streams, versions, strict=True)))
+    elapsed = time.perf_counter() - t0
+    return per_writer * writers / elapsed
+
+
+# --------------------------------------------------------------------------------------------------
+# Replay.
+
+
+class StreamState(msgspec.Struct):
+    count: int = 0
+    last_type: str = ""
+    last_seq: int = 0
+
+
+async def load_replay_events(store: EventStore) -> dict[str, list[uuid.UUID]]:
+    """REPLAY_EVENTS events over REPLAY_STREAMS streams, one batched append per stream."""
+    per_stream = REPLAY_EVENTS // REPLAY_STREAMS
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    written: dict[str, list[uuid.UUID]] = {}
+    for i in range(REPLAY_STREAMS):
+        queue.put_nowait(f"replay-{i:05d}")
+
+    async def loader() -> None:
+        while not queue.empty():
+            stream = queue.get_nowait()
+            batch = [NewEvent(type=event_type(v), data=payload(v)) for v in range(1, per_stream + 1)]
+            await store.append(stream, batch, expected_version=0)
+            written[stream] = [e.event_id for e in batch]
+
+    await asyncio.gather(*(loader() for _ in range(REPLAY_LOAD_WRITERS)))
+    return written
+
+
+async def replay(store: EventStore, after: int) -> tuple[dict[str, StreamState], list[uuid.UUID], int, float]:
+    """Page through read_all from ``after`` and fold every event; returns (state, ids, pages, seconds)."""
+    state: dict[str, StreamState] = {}
+    ids: list[uuid.UUID] = []
+    pages = 0
+    t0 = time.perf_counter()
+    while True:
+        page = await store.read_all(after, limit=REPLAY_PAGE)
+        if not page:
+            break
+        pages += 1
+        for event in page:
+            body = _decoder.decode(event.data)
+            s = state.get(event.stream)
+            if s is None:
+                s = state[event.stream] = StreamState()
+            s.count += 1
+            s.last_type = event.type
+            s.last_seq = body.seq
+            ids.append(event.event_id)
+        after = page[-1].position
+    return state, ids, pages, time.perf_counter() - t0
+
+
+async def read_all_ids(store: EventStore, after: int, upto: int) -> list[uuid.UUID]:
+    ids: list[uuid.UUID] = []
+    while after < upto:
+        page = await store.read_all(after, limit=REPLAY_PAGE)
+        page = [e for e in page if e.position <= upto]
+        if not page:
+            break
+        ids.extend(e.event_id for e in page)
+        after = page[-1].position
+    return ids
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _met(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+async def test_eventstore_bench() -> None:
+    with fresh_pg_database() as url:
+        store = await open_store(url, pool_size=POOL_SIZE)
+        plain = AsyncConnectionPool(
+            url, min_size=POOL_SIZE, max_size=POOL_SIZE, open=False, kwargs={"autocommit": True}
+        )
+        try:
+            await store.migrate()
+            await plain.open(wait=True)
+            async with plain.connection() as conn:
+                await conn.execute(PLAIN_DDL)
+            await _bench(store, plain)
+        finally:
+            await plain.close()
+            await store.close()
+
+
+async def _bench(store: EventStore, plain: AsyncConnectionPool) -> None:
+    lz_ids: list[uuid.UUID] = []
+    plain_ids: list[uuid.UUID] = []
+
+    async def lz(stream: str, version: int, count: int, ids: list[uuid.UUID]) -> int:
+        return await lockzero_writer(store, stream, version, count, ids)
+
+    async def pl(stream: str, version: int, count: int, ids: list[uuid.UUID]) -> int:
+        return await plain_writer(plain, stream, version, count, ids)
+
+    # Interleave backends so drift (autovacuum, checkpoints, page cache) hits both alike.
+    rates: dict[tuple[str, int], float] = {}
+    for writers in WRITER_COUNTS:
+        rates["lockzero", writers] = await run_config(lz, "lz", writers, lz_ids)
+        rates["plain", writers] = await run_config(pl, "plain", writers, plain_ids)
+    lz_pool = getattr(store, "_pool", None)
+    lz_pool_size = lz_pool.get_stats().get("pool_size", "?") if lz_pool is not None else "?"
+
+    # ---- sanity: the append phase wrote exactly what it said it wrote ------------------------
+    expected_appends = len(WRITER_COUNTS) * APPENDS_PER_CONFIG + sum(WRITER_COUNTS) * WARMUP_PER_WRITER
+    expected_appends -= sum(APPENDS_PER_CONFIG % w for w in WRITER_COUNTS)
+    assert len(lz_ids) == expected_appends
+    assert len(plain_ids) == expected_appends
+    head_after_appends = await store.head_position()
+    assert head_after_appends == len(lz_ids)
+    async with plain.connection() as conn:
+        cur = await conn.execute("SELECT count(*), count(DISTINCT event_id) FROM bench_plain")
+        assert await cur.fetchone() == (len(plain_ids), len(plain_ids))
+    appended_read = await read_all_ids(store, 0, head_after_appends)
+    assert len(appended_read) == len(lz_ids)
+    assert set(appended_read) == set(lz_ids)
+
+    # ---- replay ------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    written = await load_replay_events(store)
+    load_s = time.perf_counter() - t0
+    state, replay_ids, pages, replay_s = await replay(store, head_after_appends)
+    replay_rate = len(replay_ids) / replay_s
+
+    per_stream = REPLAY_EVENTS // REPLAY_STREAMS
+    all_written = [i for ids in written.values() for i in ids]
+    assert len(all_written) == REPLAY_EVENTS
+    assert len(replay_ids) == REPLAY_EVENTS
+    assert len(set(replay_ids)) == REPLAY_EVENTS  # exactly once
+    assert set(replay_ids) == set(all_written)
+    assert set(state) == set(written)
+    assert all(s.count == per_stream for s in state.values())
+    assert all(s.last_type == event_type(per_stream) and s.last_seq == per_stream for s in state.values())
+    assert await store.head_position() == head_after_appends + REPLAY_EVENTS
+
+    # ---- report ------------------------------------------------------------------------------
+    ratio = {w: rates["lockzero", w] / rates["plain", w] for w in WRITER_COUNTS}
+    hr = "-" * 78
+    lines = [
+        "",
+        hr,
+        "Lockzero event store benchmark (PostgreSQL, one fresh database, one run)",
+        f"appends: {APPENDS_PER_CONFIG} timed single-event appends per row after {WARMUP_PER_WRITER}"
+        f" warm-up/writer; ~{len(payload(1))}-byte JSON; one stream per writer; pool {POOL_SIZE}"
+        f" (lockzero pool grew to {lz_pool_size})",
+        "plain:   autocommit INSERT per row into bench_plain (same columns + unique indexes,"
+        " BIGSERIAL position)",
+        hr,
+        f"{'writers':>8} | {'Lockzero appends/s':>19} | {'plain INSERT rows/s':>20} | {'Lockzero / plain':>17}",
+        hr,
+    ]
+    for w in WRITER_COUNTS:
+        lines.append(
+            f"{w:>8} | {rates['lockzero', w]:>19,.0f} | {rates['plain', w]:>20,.0f} | {ratio[w]:>16.1%}"
+        )
+    lines += [
+        hr,
+        f"goal >= {APPEND_GOAL_RATIO:.0%} of plain INSERT at 8 writers: {_met(ratio[8] >= APPEND_GOAL_RATIO)}"
+        f" ({ratio[8]:.1%})",
+        hr,
+        f"replay: {REPLAY_EVENTS:,} events over {REPLAY_STREAMS:,} streams (loaded in {load_s:.1f}s,"
+        f" {per_stream}-event appends, {REPLAY_LOAD_WRITERS} loaders)",
+        f"        read_all(after, limit={REPLAY_PAGE}) x {pages} pages + msgspec decode + per-stream fold",
+        f"        {replay_s:.2f}s = {replay_rate:,.0f} events/s",
+        f"goal >= {REPLAY_GOAL:,} events/s: {_met(replay_rate >= REPLAY_GOAL)}",
+        hr,
+    ]
+    print("\n".join(lines))
