@@ -11,7 +11,16 @@ from engine.clock import Clock, SystemClock, iso
 from engine.crypto import MasterKey, TenantKeys, TokenHasher
 from engine.errors import NotFound
 from engine.schema import ENGINE_MIGRATIONS
-from eventstore import ANY_VERSION, AppendResult, EventStore, NewEvent, RecordedEvent, StoreUnavailable, Transaction, open_store
+from eventstore import (
+    ANY_VERSION,
+    AppendResult,
+    EventStore,
+    NewEvent,
+    RecordedEvent,
+    StoreUnavailable,
+    Transaction,
+    open_store,
+)
 
 SideWrites = Callable[[Transaction], Awaitable[None]]
 

@@ -60,7 +60,13 @@ async def audited(
     except BaseException as exc:
         detail = exc.message if isinstance(exc, LockzeroError) else type(exc).__name__
         await record(
-            engine, tenant, actor, method, outcome_of(exc), secret_id=secret_id, detail=detail,
+            engine,
+            tenant,
+            actor,
+            method,
+            outcome_of(exc),
+            secret_id=secret_id,
+            detail=detail,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
         raise

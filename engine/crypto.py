@@ -123,7 +123,7 @@ class TokenHasher:
 
 
 MCP_KEY_PREFIX = "lz_mcp_"
-SERVICE_TOKEN_PREFIX = "lz_svc_"
+SERVICE_TOKEN_PREFIX = "lz_svc_"  # noqa: S105 - a prefix, not a token
 
 
 def new_token(prefix: str) -> str:

@@ -17,7 +17,7 @@ from engine.crypto import SERVICE_TOKEN_PREFIX, new_id, new_token, random_secret
 from engine.errors import Conflict, InvalidInput, NotFound
 from eventstore import ConcurrencyError, Transaction
 
-WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 
 class Delivery(msgspec.Struct, frozen=True):
@@ -100,8 +100,14 @@ async def add_dependent(
 
         side = store_signing_secret
     event = ev.DependentAdded(
-        at=now, tenant=tenant, secret_id=secret_id, dependent_id=dependent_id, service=service,
-        environment=environment, delivery=how.kind, target=how.target,
+        at=now,
+        tenant=tenant,
+        secret_id=secret_id,
+        dependent_id=dependent_id,
+        service=service,
+        environment=environment,
+        delivery=how.kind,
+        target=how.target,
         token_hash=engine.tokens.hash(token) if token else None,
     )
     try:

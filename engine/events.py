@@ -187,7 +187,7 @@ AnyEvent = (
 )
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder(AnyEvent)
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 _meta_decoder = msgspec.json.Decoder(EventMeta)
 
 
@@ -196,7 +196,8 @@ def encode(event: Event) -> bytes:
 
 
 def decode(data: bytes) -> AnyEvent:
-    return _decoder.decode(data)
+    event: AnyEvent = _decoder.decode(data)
+    return event
 
 
 def encode_meta(meta: EventMeta) -> bytes:

@@ -62,8 +62,14 @@ async def create_key(
     key_id = new_id("key")
     token = new_token(MCP_KEY_PREFIX)
     event = ev.ApiKeyCreated(
-        at=engine.clock.now(), tenant=tenant, key_id=key_id, name=name or key_id,
-        token_hash=engine.tokens.hash(token), read_only=read_only, scopes=tuple(scopes), expires_at=expires_at,
+        at=engine.clock.now(),
+        tenant=tenant,
+        key_id=key_id,
+        name=name or key_id,
+        token_hash=engine.tokens.hash(token),
+        read_only=read_only,
+        scopes=tuple(scopes),
+        expires_at=expires_at,
     )
     await engine.append(naming.api_key_stream(tenant, key_id), [event], actor, NO_STREAM)
     return CreatedKey(key_id, token, tenant, event.name, read_only, tuple(scopes))
@@ -73,10 +79,15 @@ def _view(row: tuple[object, ...], now: str) -> KeyView:
     key_id, tenant, name, read_only, scopes, created, expires, revoked = row
     status = "revoked" if revoked else ("expired" if expires is not None and str(expires) <= now else "active")
     return KeyView(
-        str(key_id), str(tenant), str(name), "read" if read_only else "read-write",
-        tuple(msgspec.json.decode(str(scopes))), parse_iso(str(created)).isoformat(),
+        str(key_id),
+        str(tenant),
+        str(name),
+        "read" if read_only else "read-write",
+        tuple(msgspec.json.decode(str(scopes))),
+        parse_iso(str(created)).isoformat(),
         parse_iso(str(expires)).isoformat() if expires else None,
-        parse_iso(str(revoked)).isoformat() if revoked else None, status,
+        parse_iso(str(revoked)).isoformat() if revoked else None,
+        status,
     )
 
 
@@ -125,8 +136,14 @@ async def authenticate(engine: Engine, token: str) -> ApiKey | None:
     if row is None or not engine.tokens.matches(token, str(row[3])):
         return None
     key = ApiKey(
-        tenant=str(row[1]), key_id=str(row[0]), name=str(row[2]), token_hash=str(row[3]), read_only=bool(row[4]),
-        scopes=tuple(msgspec.json.decode(str(row[5]))), created_at=parse_iso(str(row[6])),
-        expires_at=parse_iso(str(row[7])) if row[7] else None, revoked_at=parse_iso(str(row[8])) if row[8] else None,
+        tenant=str(row[1]),
+        key_id=str(row[0]),
+        name=str(row[2]),
+        token_hash=str(row[3]),
+        read_only=bool(row[4]),
+        scopes=tuple(msgspec.json.decode(str(row[5]))),
+        created_at=parse_iso(str(row[6])),
+        expires_at=parse_iso(str(row[7])) if row[7] else None,
+        revoked_at=parse_iso(str(row[8])) if row[8] else None,
     )
     return key if key.usable(engine.clock.now()) else None

@@ -33,7 +33,13 @@ async def _key_created(tx: Transaction, e: ev.ApiKeyCreated, _: int) -> None:
         "INSERT INTO rm_api_keys (key_id, tenant, name, token_hash, read_only, scopes, created_at, expires_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            e.key_id, e.tenant, e.name, e.token_hash, int(e.read_only), _dumps(e.scopes), iso(e.at),
+            e.key_id,
+            e.tenant,
+            e.name,
+            e.token_hash,
+            int(e.read_only),
+            _dumps(e.scopes),
+            iso(e.at),
             iso(e.expires_at) if e.expires_at else None,
         ),
     )
@@ -52,8 +58,14 @@ async def _secret_registered(tx: Transaction, e: ev.SecretRegistered, _: int) ->
         " latest_version, created_at, last_rotated_at, max_age_s, policy, dependents_count)"
         " VALUES (?, ?, ?, ?, ?, 'active', NULL, 0, ?, NULL, ?, ?, 0)",
         (
-            e.tenant, e.secret_id, e.provider, e.environment, _dumps(e.labels), iso(e.at),
-            e.policy.max_age_s, _dumps(e.policy),
+            e.tenant,
+            e.secret_id,
+            e.provider,
+            e.environment,
+            _dumps(e.labels),
+            iso(e.at),
+            e.policy.max_age_s,
+            _dumps(e.policy),
         ),
     )
     await _write_labels(tx, e.tenant, e.secret_id, e.labels)
@@ -122,7 +134,17 @@ async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: int) -> Non
     await tx.execute(
         "INSERT INTO rm_dependents (tenant, dependent_id, secret_id, service, environment, delivery, target,"
         " token_hash, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (e.tenant, e.dependent_id, e.secret_id, e.service, e.environment, e.delivery, e.target, e.token_hash, iso(e.at)),
+        (
+            e.tenant,
+            e.dependent_id,
+            e.secret_id,
+            e.service,
+            e.environment,
+            e.delivery,
+            e.target,
+            e.token_hash,
+            iso(e.at),
+        ),
     )
     await tx.execute(
         "UPDATE rm_secrets SET dependents_count = dependents_count + 1 WHERE tenant = ? AND secret_id = ?",
@@ -169,8 +191,17 @@ async def _audit_recorded(tx: Transaction, e: ev.AuditRecorded, position: int) -
         "INSERT INTO rm_audit (tenant, position, audit_id, at, actor_id, actor_type, method, secret_id, outcome,"
         " detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            e.tenant, position, e.audit_id, iso(e.at), e.actor_id, e.actor_type, e.method, e.secret_id, e.outcome,
-            e.detail, e.duration_ms,
+            e.tenant,
+            position,
+            e.audit_id,
+            iso(e.at),
+            e.actor_id,
+            e.actor_type,
+            e.method,
+            e.secret_id,
+            e.outcome,
+            e.detail,
+            e.duration_ms,
         ),
     )
 

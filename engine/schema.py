@@ -5,7 +5,15 @@ from __future__ import annotations
 from eventstore import Migration
 
 #: Read models: derived from events only, so `lockzero replay` can drop and rebuild them.
-PROJECTION_TABLES = ("rm_tenants", "rm_api_keys", "rm_secrets", "rm_secret_labels", "rm_dependents", "rm_incidents", "rm_audit")
+PROJECTION_TABLES = (
+    "rm_tenants",
+    "rm_api_keys",
+    "rm_secrets",
+    "rm_secret_labels",
+    "rm_dependents",
+    "rm_incidents",
+    "rm_audit",
+)
 
 _READ_MODELS = """
 CREATE TABLE rm_tenants (

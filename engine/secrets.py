@@ -111,11 +111,21 @@ async def register_secret(
 
     events: list[ev.Event] = [
         ev.SecretRegistered(
-            at=now, tenant=tenant, secret_id=secret_id, provider=provider, environment=environment,
-            labels=clean_labels, policy=policy or ev.Policy(), has_config=True,
+            at=now,
+            tenant=tenant,
+            secret_id=secret_id,
+            provider=provider,
+            environment=environment,
+            labels=clean_labels,
+            policy=policy or ev.Policy(),
+            has_config=True,
         ),
         ev.SecretVersionCreated(
-            at=now, tenant=tenant, secret_id=secret_id, version=1, origin=origin,  # type: ignore[arg-type]
+            at=now,
+            tenant=tenant,
+            secret_id=secret_id,
+            version=1,
+            origin=origin,  # type: ignore[arg-type]
             username=username_of(provider, cfg),
         ),
         ev.SecretVersionActivated(at=now, tenant=tenant, secret_id=secret_id, version=1, previous_version=None),
@@ -156,10 +166,15 @@ def _summary(row: tuple[Any, ...], now: datetime) -> SecretSummary:
     secret_id, status, provider, environment, labels, current, created, rotated, due = row
     since = parse_iso(rotated or created)
     return SecretSummary(
-        secret_id=secret_id, status=status, provider=provider, environment=environment,
-        labels=msgspec.json.decode(labels), current_version=f"v{current}" if current else None,
+        secret_id=secret_id,
+        status=status,
+        provider=provider,
+        environment=environment,
+        labels=msgspec.json.decode(labels),
+        current_version=f"v{current}" if current else None,
         last_rotated_at=parse_iso(rotated).isoformat() if rotated else None,
-        rotation_age_days=max(0, (now - since).days), overdue=due is not None and due < iso(now),
+        rotation_age_days=max(0, (now - since).days),
+        overdue=due is not None and due < iso(now),
     )
 
 

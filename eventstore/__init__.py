@@ -1,5 +1,6 @@
 """Append-only event store with two backends (PostgreSQL, SQLite) behind one interface."""
 
+from eventstore.factory import open_store
 from eventstore.interface import (
     ANY_VERSION,
     NO_STREAM,
@@ -16,7 +17,6 @@ from eventstore.interface import (
     StoreUnavailable,
     Transaction,
 )
-from eventstore.factory import open_store
 
 __all__ = [
     "ANY_VERSION",

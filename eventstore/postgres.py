@@ -8,9 +8,7 @@ stream-version check, so a conflicting append fails without queueing behind the 
 
 from __future__ import annotations
 
-import asyncio
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -158,7 +156,7 @@ class PostgresEventStore:
             done = {(ns, v) for ns, v in await cur.fetchall()}
             for m in pending([*STORE_MIGRATIONS, *extra], done):
                 for stmt in m.postgresql:
-                    await conn.execute(stmt)  # type: ignore[arg-type]  # migration text is trusted code
+                    await conn.execute(stmt)
                 await conn.execute(
                     "INSERT INTO lz_schema_migrations (namespace, version, name) VALUES (%s, %s, %s)",
                     (m.namespace, m.version, m.name),
@@ -213,8 +211,7 @@ class PostgresEventStore:
         assert row is not None
         first = row[0] - len(events) + 1
         rows = [
-            (first + i, stream, current + 1 + i, e.event_id, e.type, e.data, e.metadata)
-            for i, e in enumerate(events)
+            (first + i, stream, current + 1 + i, e.event_id, e.type, e.data, e.metadata) for i, e in enumerate(events)
         ]
         async with conn.cursor() as c:
             await c.executemany(
@@ -259,7 +256,7 @@ class PostgresEventStore:
             sql += " LIMIT %s"
             params += (limit,)
         async with self._connection() as conn:
-            cur = await conn.execute(sql, params)  # type: ignore[arg-type]
+            cur = await conn.execute(sql, params)
             return [_row_to_event(r) for r in await cur.fetchall()]
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:

@@ -13,7 +13,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -255,10 +255,8 @@ class SQLiteEventStore:
                 return False
             # Woken at once by appends in this process; other processes are seen on the next poll.
             signal = self._appended
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(signal.wait(), min(_CROSS_PROCESS_POLL, remaining))
-            except TimeoutError:
-                pass
 
     def subscribe(self, after_position: int = 0, batch_size: int = 500) -> AsyncIterator[RecordedEvent]:
         return subscribe_by_polling(self, after_position, batch_size)

@@ -31,20 +31,29 @@ PROVIDERS: dict[str, ProviderSpec] = {
     for spec in (
         ProviderSpec("redis_acl", frozenset({"url", "username"}), frozenset({"kill_clients"}), "username"),
         ProviderSpec(
-            "postgres_role", frozenset({"dsn", "role"}), frozenset({"strategy", "clone_role", "terminate_sessions"}),
-            "role", frozenset({"alternating", "single"}),
+            "postgres_role",
+            frozenset({"dsn", "role"}),
+            frozenset({"strategy", "clone_role", "terminate_sessions"}),
+            "role",
+            frozenset({"alternating", "single"}),
         ),
         ProviderSpec(
-            "mysql_user", frozenset({"dsn", "user"}), frozenset({"host", "strategy", "clone_user"}),
-            "user", frozenset({"alternating", "single"}),
+            "mysql_user",
+            frozenset({"dsn", "user"}),
+            frozenset({"host", "strategy", "clone_user"}),
+            "user",
+            frozenset({"alternating", "single"}),
         ),
         ProviderSpec(
-            "aws_iam_access_key", frozenset({"user_name"}),
-            frozenset({"region", "endpoint_url", "admin_access_key_id", "admin_secret_access_key"}), None,
+            "aws_iam_access_key",
+            frozenset({"user_name"}),
+            frozenset({"region", "endpoint_url", "admin_access_key_id", "admin_secret_access_key"}),
+            None,
         ),
         ProviderSpec("generated", frozenset(), frozenset({"length", "prefix"})),
         ProviderSpec(
-            "http", frozenset({"create_url", "validate_url"}),
+            "http",
+            frozenset({"create_url", "validate_url"}),
             frozenset({"retire_url", "revoke_url", "signing_secret"}),
         ),
     )

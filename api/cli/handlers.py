@@ -165,7 +165,7 @@ def _labels(items: list[str]) -> dict[str, str]:
 
 def _read_value_stdin() -> bytes:
     if sys.stdin is None or sys.stdin.isatty():
-        raise InvalidInput("--value-stdin: pipe the value in, e.g. `printf %s \"$VALUE\" | lockzero secret add …`")
+        raise InvalidInput('--value-stdin: pipe the value in, e.g. `printf %s "$VALUE" | lockzero secret add …`')
     data = sys.stdin.buffer.read()
     # `echo value |` adds one newline that is not part of the credential.
     return data[:-1] if data.endswith(b"\n") else data
@@ -186,19 +186,34 @@ async def cmd_secret_add(args: argparse.Namespace) -> None:
         await tenants.get_tenant(engine, args.tenant)
         async with audited(engine, args.tenant, operator(), "secret.add", secret_id=args.secret_id):
             summary = await secrets.register_secret(
-                engine, args.tenant, operator(), secret_id=args.secret_id, provider=args.provider,
-                environment=args.environment, config=config, value=value, labels=labels, policy=policy,
+                engine,
+                args.tenant,
+                operator(),
+                secret_id=args.secret_id,
+                provider=args.provider,
+                environment=args.environment,
+                config=config,
+                value=value,
+                labels=labels,
+                policy=policy,
             )
     if args.json:
         emit_json(summary)
     else:
-        print(f"registered {summary.secret_id} ({summary.provider}, {summary.environment}) at {summary.current_version}")
+        print(
+            f"registered {summary.secret_id} ({summary.provider}, {summary.environment}) at {summary.current_version}"
+        )
 
 
 async def cmd_secret_list(args: argparse.Namespace) -> None:
     f = secrets.SecretFilter(
-        environment=args.environment, provider=args.provider, status=args.status, label=args.label,
-        overdue_only=args.overdue_only, limit=args.limit, cursor=args.cursor,
+        environment=args.environment,
+        provider=args.provider,
+        status=args.status,
+        label=args.label,
+        overdue_only=args.overdue_only,
+        limit=args.limit,
+        cursor=args.cursor,
     )
     async with open_engine() as engine:
         await tenants.get_tenant(engine, args.tenant)
@@ -208,8 +223,16 @@ async def cmd_secret_list(args: argparse.Namespace) -> None:
         return
     table(
         [
-            (s.secret_id, s.provider, s.environment, s.status, s.current_version, s.rotation_age_days,
-             "yes" if s.overdue else "", ",".join(f"{k}={v}" for k, v in s.labels.items()))
+            (
+                s.secret_id,
+                s.provider,
+                s.environment,
+                s.status,
+                s.current_version,
+                s.rotation_age_days,
+                "yes" if s.overdue else "",
+                ",".join(f"{k}={v}" for k, v in s.labels.items()),
+            )
             for s in page.secrets
         ],
         ("SECRET", "PROVIDER", "ENV", "STATUS", "VERSION", "AGE(d)", "OVERDUE", "LABELS"),
@@ -227,7 +250,9 @@ async def cmd_secret_policy(args: argparse.Namespace) -> None:
     if args.grace:
         changes["grace_s"] = parse_duration(args.grace, what="--grace")
     if args.adoption_deadline:
-        changes["adoption_deadline_s"] = parse_duration(args.adoption_deadline, default_unit="s", what="--adoption-deadline")
+        changes["adoption_deadline_s"] = parse_duration(
+            args.adoption_deadline, default_unit="s", what="--adoption-deadline"
+        )
     if args.notify:
         changes["notify"] = tuple(args.notify)
     if args.agent_rotation is not None:
@@ -239,7 +264,9 @@ async def cmd_secret_policy(args: argparse.Namespace) -> None:
     if args.json:
         emit_json({"secret_id": args.secret_id, "policy": policy})
     else:
-        print(f"policy of {args.secret_id}: " + ", ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(policy).items()))
+        print(
+            f"policy of {args.secret_id}: " + ", ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(policy).items())
+        )
 
 
 async def cmd_dependent_add(args: argparse.Namespace) -> None:
@@ -247,8 +274,13 @@ async def cmd_dependent_add(args: argparse.Namespace) -> None:
         await tenants.get_tenant(engine, args.tenant)
         async with audited(engine, args.tenant, operator(), "dependent.add", secret_id=args.secret_id):
             created = await dependents.add_dependent(
-                engine, args.tenant, operator(), secret_id=args.secret_id, service=args.service,
-                environment=args.environment, delivery=args.delivery,
+                engine,
+                args.tenant,
+                operator(),
+                secret_id=args.secret_id,
+                service=args.service,
+                environment=args.environment,
+                delivery=args.delivery,
             )
     if args.json:
         emit_json(created)

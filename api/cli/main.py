@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         error(str(exc), code="config_error", as_json=as_json)
         return EXIT_FAILURE
     except StoreUnavailable as exc:
-        error(f"{exc} (check LOCKZERO_DATABASE_URL and that the database is running)", code="unavailable", as_json=as_json)
+        error(
+            f"{exc} (check LOCKZERO_DATABASE_URL and that the database is running)", code="unavailable", as_json=as_json
+        )
         return EXIT_FAILURE
     except (EventStoreError, CryptoError) as exc:
         error(str(exc), code="internal_error", as_json=as_json)

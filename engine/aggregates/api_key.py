@@ -33,8 +33,14 @@ def fold_api_key(events: Iterable[AnyEvent]) -> ApiKey | None:
     for event in events:
         if isinstance(event, ApiKeyCreated):
             state = ApiKey(
-                event.tenant, event.key_id, event.name, event.token_hash, event.read_only, event.scopes,
-                event.at, event.expires_at,
+                event.tenant,
+                event.key_id,
+                event.name,
+                event.token_hash,
+                event.read_only,
+                event.scopes,
+                event.at,
+                event.expires_at,
             )
         elif isinstance(event, ApiKeyRevoked) and state is not None:
             state = msgspec.structs.replace(state, revoked_at=event.at)

@@ -63,8 +63,14 @@ class Secret(msgspec.Struct, frozen=True):
 def apply_secret(state: Secret | None, event: AnyEvent) -> Secret | None:
     if isinstance(event, SecretRegistered):
         return Secret(
-            event.tenant, event.secret_id, event.provider, event.environment, dict(event.labels), event.policy,
-            event.has_config, event.at,
+            event.tenant,
+            event.secret_id,
+            event.provider,
+            event.environment,
+            dict(event.labels),
+            event.policy,
+            event.has_config,
+            event.at,
         )
     if state is None:
         return None
@@ -85,7 +91,9 @@ def apply_secret(state: Secret | None, event: AnyEvent) -> Secret | None:
         case SecretPolicyChanged():
             return replace(state, policy=event.policy)
         case DependentAdded():
-            dep = Dependent(event.dependent_id, event.service, event.environment, event.delivery, event.target, event.at)
+            dep = Dependent(
+                event.dependent_id, event.service, event.environment, event.delivery, event.target, event.at
+            )
             return replace(state, dependents=(*state.dependents, dep))
         case DependentRemoved():
             return replace(state, dependents=tuple(d for d in state.dependents if d.dependent_id != event.dependent_id))

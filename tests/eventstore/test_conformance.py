@@ -409,9 +409,9 @@ async def test_any_version_never_conflicts_with_versioned_writers(store: EventSt
 STREAM_SLOTS = 4  # slots 0 and 1 are streams shared by all writers, 2 and 3 are private to one writer
 
 writer_plan = st.lists(
-    st.tuples(st.integers(0, STREAM_SLOTS - 1), st.integers(1, 4)),  # (stream slot, batch size)
+    st.tuples(st.integers(0, STREAM_SLOTS - 1), st.integers(1, 5)),  # (stream slot, batch size)
     min_size=1,
-    max_size=8,
+    max_size=12,
 )
 
 
@@ -486,7 +486,7 @@ async def run_tailing_scenario(url: str, plans: list[list[tuple[int, int]]], rea
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(plans=st.lists(writer_plan, min_size=2, max_size=5), reader_limit=st.integers(1, 5))
+@given(plans=st.lists(writer_plan, min_size=2, max_size=6), reader_limit=st.integers(1, 5))
 async def test_tailing_reader_sees_every_event_once(
     store_url: str, plans: list[list[tuple[int, int]]], reader_limit: int
 ) -> None:
