@@ -17,7 +17,7 @@ from engine.errors import Conflict, InvalidInput, NotFound
 from engine.tenants import get_tenant
 from eventstore import NO_STREAM
 
-_SCOPE = re.compile(r"[A-Za-z0-9/_.:*?\[\]-]{1,256}")
+_SCOPE = re.compile(r"[A-Za-z0-9/_.:*?-]{1,256}")
 _NAME_MAX = 128
 
 
@@ -56,7 +56,7 @@ async def create_key(
     await get_tenant(engine, tenant)
     for scope in scopes:
         if not _SCOPE.fullmatch(scope):
-            raise InvalidInput("scope must be a glob of [A-Za-z0-9/_.:-] and * ? [ ], e.g. prod/*")
+            raise InvalidInput("scope must be a glob of [A-Za-z0-9/_.:-] with * and ?, e.g. prod/*")
     if len(name) > _NAME_MAX or any(ord(c) < 32 for c in name):
         raise InvalidInput(f"key name must be at most {_NAME_MAX} printable characters")
     key_id = new_id("key")

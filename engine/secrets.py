@@ -6,8 +6,6 @@ as the events; the events only record that version N exists.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -19,13 +17,12 @@ from engine import naming
 from engine.app import Engine
 from engine.clock import iso, parse_iso
 from engine.errors import Conflict, InvalidInput
+from engine.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor, page_limit
 from engine.tenants import get_tenant
 from eventstore import NO_STREAM, ConcurrencyError, Transaction
 from providers.catalog import ProviderConfigError, issue_initial_value, username_of, validate_config
 
 MAX_VALUE_BYTES = 64 * 1024
-DEFAULT_PAGE = 50
-MAX_PAGE = 200
 
 
 class SecretSummary(msgspec.Struct, frozen=True):
@@ -52,7 +49,7 @@ class SecretFilter(msgspec.Struct, frozen=True, kw_only=True):
     label: str | None = None
     overdue_only: bool = False
     cursor: str | None = None
-    limit: int = DEFAULT_PAGE
+    limit: int = DEFAULT_LIMIT
 
 
 def config_ref(secret_id: str) -> str:
@@ -151,17 +148,6 @@ async def read_version_value(engine: Engine, tenant: str, secret_id: str, versio
     return keys.open(bytes(row[0]), ref=secret_id, version=version, purpose="value")
 
 
-def _encode_cursor(secret_id: str) -> str:
-    return base64.urlsafe_b64encode(secret_id.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        return naming.secret_id(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except (binascii.Error, UnicodeDecodeError, InvalidInput):
-        raise InvalidInput("cursor is not one this server returned; start again without a cursor") from None
-
-
 def _summary(row: tuple[Any, ...], now: datetime) -> SecretSummary:
     secret_id, status, provider, environment, labels, current, created, rotated, due = row
     since = parse_iso(rotated or created)
@@ -178,11 +164,14 @@ def _summary(row: tuple[Any, ...], now: datetime) -> SecretSummary:
     )
 
 
-async def list_secrets(engine: Engine, tenant: str, f: SecretFilter, *, only: str | None = None) -> SecretPage:
-    if not 1 <= f.limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}")
+async def list_secrets(
+    engine: Engine, tenant: str, f: SecretFilter, *, only: str | None = None, visible: tuple[str, ...] = ()
+) -> SecretPage:
+    """Secrets in id order. ``visible`` (LIKE patterns from a key's scopes) hides the others."""
+    limit = page_limit(f.limit)
     now = engine.clock.now()
-    where, params = ["s.tenant = ?"], [tenant]
+    where: list[str] = ["s.tenant = ?"]
+    params: list[object] = [tenant]
     for column, value in (("environment", f.environment), ("provider", f.provider), ("status", f.status)):
         if value is not None:
             where.append(f"s.{column} = ?")
@@ -200,16 +189,19 @@ async def list_secrets(engine: Engine, tenant: str, f: SecretFilter, *, only: st
     if f.overdue_only:
         where.append("s.due_at IS NOT NULL AND s.due_at < ?")
         params.append(iso(now))
+    if visible:
+        where.append("(" + " OR ".join(["s.secret_id LIKE ? ESCAPE '\\'"] * len(visible)) + ")")
+        params.extend(visible)
     if f.cursor is not None:
+        (after,) = decode_cursor(f.cursor, 1)
         where.append("s.secret_id > ?")
-        params.append(_decode_cursor(f.cursor))
+        params.append(str(after))
     async with engine.store.transaction() as tx:
         rows = await tx.fetchall(
             "SELECT s.secret_id, s.status, s.provider, s.environment, s.labels, s.current_version, s.created_at,"
             f" s.last_rotated_at, s.due_at FROM rm_secrets s WHERE {' AND '.join(where)}"
             " ORDER BY s.secret_id LIMIT ?",
-            (*params, f.limit + 1),
+            (*params, limit + 1),
         )
-    page = [_summary(r, now) for r in rows[: f.limit]]
-    more = len(rows) > f.limit
-    return SecretPage(page, _encode_cursor(page[-1].secret_id) if more and page else None)
+    page = [_summary(r, now) for r in rows[:limit]]
+    return SecretPage(page, encode_cursor([page[-1].secret_id]) if len(rows) > limit else None)

@@ -105,6 +105,8 @@ class SQLiteEventStore:
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA busy_timeout=30000")
             await conn.execute("PRAGMA foreign_keys=ON")
+            # LIKE must be case-sensitive as in PostgreSQL: scope globs filter secret ids with it.
+            await conn.execute("PRAGMA case_sensitive_like=ON")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"SQLite event store cannot be opened at {path}") from exc
         return cls(conn)

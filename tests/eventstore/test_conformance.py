@@ -367,7 +367,7 @@ async def test_racing_appenders_sharing_one_store(store: EventStore) -> None:
 
 async def test_any_version_never_conflicts_with_versioned_writers(store: EventStore, store_url: str) -> None:
     """ANY_VERSION appends must succeed even while other writers append with an expected version."""
-    per_writer, stream = 6, "mixed"
+    per_writer, stream = 15, "mixed"
     async with AsyncExitStack() as stack:
         stores = [await stack.enter_async_context(opened(store_url)) for _ in range(10)]
         go = asyncio.Event()

@@ -1,0 +1,112 @@
+"""Tool definitions. The same msgspec types validate arguments, encode results and generate the
+inputSchema/outputSchema that tools/list shows, so the schema can never drift from the code."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from engine import events as ev
+from engine.aggregates.api_key import ApiKey
+from engine.app import Engine
+from engine.errors import InvalidInput
+
+
+@dataclass
+class CallContext:
+    engine: Engine
+    key: ApiKey
+    actor: ev.EventMeta
+    #: The secret the call concerns, for the audit record (set by handlers that know one).
+    secret_id: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Annotations:
+    read_only: bool
+    destructive: bool
+    idempotent: bool
+    open_world: bool
+
+    def as_mcp(self) -> dict[str, bool]:
+        return {
+            "readOnlyHint": self.read_only,
+            "destructiveHint": self.destructive,
+            "idempotentHint": self.idempotent,
+            "openWorldHint": self.open_world,
+        }
+
+
+Handler = Callable[[CallContext, Any], Awaitable[msgspec.Struct]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    title: str
+    description: str
+    arguments: type[msgspec.Struct]
+    result: type[msgspec.Struct]
+    annotations: Annotations
+    handler: Handler
+    #: Write tools need a read-write key and are hidden from read-only keys.
+    writes: bool = False
+    _schemas: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def input_schema(self) -> dict[str, Any]:
+        if "input" not in self._schemas:
+            self._schemas["input"] = json_schema(self.arguments)
+        return self._schemas["input"]
+
+    def output_schema(self) -> dict[str, Any]:
+        if "output" not in self._schemas:
+            self._schemas["output"] = json_schema(self.result)
+        return self._schemas["output"]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "inputSchema": self.input_schema(),
+            "outputSchema": self.output_schema(),
+            "annotations": {"title": self.title, **self.annotations.as_mcp()},
+        }
+
+    def parse_arguments(self, raw: Any) -> msgspec.Struct:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise InvalidInput("arguments must be a JSON object")
+        try:
+            return msgspec.convert(raw, self.arguments)
+        except msgspec.ValidationError as exc:
+            raise InvalidInput(f"invalid arguments for {self.name}: {exc}") from None
+
+
+def json_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
+    """A self-contained JSON Schema object for ``struct`` (nested types under $defs)."""
+    (ref,), components = msgspec.json.schema_components([struct], ref_template="#/$defs/{name}")
+    name = ref["$ref"].rsplit("/", 1)[-1]
+    schema = dict(components.pop(name))
+    if components:
+        schema["$defs"] = components
+    return schema
+
+
+class Registry:
+    def __init__(self, tools: list[Tool]) -> None:
+        self._tools = {t.name: t for t in tools}
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def visible_to(self, key: ApiKey) -> list[Tool]:
+        return [t for t in self._tools.values() if not (t.writes and key.read_only)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools

@@ -1,0 +1,115 @@
+"""Incidents: opened by detection, policy and the saga; listed for agents and replayed for timelines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from engine import events as ev
+from engine import naming
+from engine.app import Engine
+from engine.clock import parse_iso
+from engine.crypto import new_id
+from engine.errors import InvalidInput
+from engine.paging import decode_cursor, encode_cursor, page_limit
+from eventstore import NO_STREAM
+
+KINDS = ("leaked_credential", "overdue_rotation", "policy_violation", "usage_anomaly", "rotation_failed")
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+class IncidentView(msgspec.Struct, frozen=True):
+    incident_id: str
+    kind: str
+    severity: str
+    secret_id: str | None
+    opened_at: str
+    status: str
+    summary: str
+
+
+class IncidentPage(msgspec.Struct, frozen=True):
+    incidents: list[IncidentView]
+    next_cursor: str | None
+
+
+async def open_incident(
+    engine: Engine,
+    tenant: str,
+    actor: ev.EventMeta,
+    *,
+    kind: ev.IncidentKind,
+    severity: ev.Severity,
+    secret_id: str | None,
+    summary: str,
+) -> str:
+    incident_id = new_id("inc")
+    event = ev.IncidentOpened(
+        at=engine.clock.now(),
+        tenant=tenant,
+        incident_id=incident_id,
+        kind=kind,
+        severity=severity,
+        secret_id=secret_id,
+        summary=summary,
+    )
+    await engine.append(naming.incident_stream(tenant, incident_id), [event], actor, NO_STREAM)
+    return incident_id
+
+
+async def active_incidents(
+    engine: Engine,
+    tenant: str,
+    *,
+    kind: str | None = None,
+    severity: str | None = None,
+    secret_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+    visible: tuple[str, ...] = (),
+) -> IncidentPage:
+    """Open and acknowledged incidents, newest first. ``visible`` (LIKE patterns from a key's scopes)
+    hides incidents of secrets outside them."""
+    if kind is not None and kind not in KINDS:
+        raise InvalidInput(f"kind must be one of: {', '.join(KINDS)}")
+    if severity is not None and severity not in SEVERITIES:
+        raise InvalidInput(f"severity must be one of: {', '.join(SEVERITIES)}")
+    limit = page_limit(limit)
+    where: list[str] = ["tenant = ?", "status <> 'resolved'"]
+    params: list[object] = [tenant]
+    for column, value in (("kind", kind), ("severity", severity), ("secret_id", secret_id)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if visible:
+        where.append("(" + " OR ".join(["secret_id LIKE ? ESCAPE '\\'"] * len(visible)) + ")")
+        params.extend(visible)
+    if cursor is not None:
+        opened_at, incident_id = decode_cursor(cursor, 2)
+        where.append("(opened_at < ? OR (opened_at = ? AND incident_id < ?))")
+        params.extend([opened_at, opened_at, incident_id])
+    async with engine.store.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT incident_id, kind, severity, secret_id, opened_at, status, summary FROM rm_incidents"
+            f" WHERE {' AND '.join(where)} ORDER BY opened_at DESC, incident_id DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+    items = [_view(r) for r in rows[:limit]]
+    last: Any = rows[limit - 1] if len(rows) > limit else None
+    return IncidentPage(items, encode_cursor([last[4], last[0]]) if last else None)
+
+
+def _view(row: tuple[Any, ...]) -> IncidentView:
+    incident_id, kind, severity, secret_id, opened_at, status, summary = row
+    return IncidentView(incident_id, kind, severity, secret_id, parse_iso(opened_at).isoformat(), status, summary)
+
+
+async def open_incident_ids(engine: Engine, tenant: str, secret_id: str) -> list[str]:
+    async with engine.store.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT incident_id FROM rm_incidents WHERE tenant = ? AND secret_id = ? AND status <> 'resolved'"
+            " ORDER BY opened_at",
+            (tenant, secret_id),
+        )
+    return [r[0] for r in rows]
