@@ -1,15 +1,48 @@
-"""The Litestar application: health endpoints now; the MCP endpoint mounts here."""
+"""The Litestar application: the MCP endpoint, health, and (later) the dependents' pull endpoint."""
 
 from __future__ import annotations
 
-from litestar import Litestar, get
+from typing import Any
+
+from litestar import Litestar, Request, delete, get, post
 from litestar.response import Response
 
+from api.mcp.dispatcher import Dispatcher
+from api.mcp.endpoint import McpEndpoint
+from api.mcp.sessions import SessionStore
+from api.ratelimit import RateLimiter
+from api.telemetry import setup_tracing
+from api.tools.read_tools import READ_TOOLS
+from api.tools.registry import Registry
+from api.tools.runner import ToolRunner
 from engine.app import Engine
+from engine.audit_batcher import AuditBatcher
+from engine.config import Settings
 from eventstore import StoreUnavailable
 
 
-def create_app(engine: Engine) -> Litestar:
+def build_registry() -> Registry:
+    return Registry([*READ_TOOLS])
+
+
+def create_app(engine: Engine, settings: Settings) -> Litestar:
+    setup_tracing()
+    audit = AuditBatcher(engine)
+    runner = ToolRunner(engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s))
+    endpoint = McpEndpoint(engine, Dispatcher(runner, SessionStore()), settings.allowed_origins)
+
+    @post("/api/mcp", status_code=200)
+    async def mcp_post(request: Request[Any, Any, Any]) -> Response[Any]:
+        return await endpoint.post(request)
+
+    @get("/api/mcp")
+    async def mcp_get(request: Request[Any, Any, Any]) -> Response[Any]:
+        return await endpoint.get(request)
+
+    @delete("/api/mcp", status_code=200)
+    async def mcp_delete(request: Request[Any, Any, Any]) -> Response[Any]:
+        return await endpoint.delete(request)
+
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -22,4 +55,9 @@ def create_app(engine: Engine) -> Litestar:
             return Response({"status": "unavailable", "store": "down"}, status_code=503)
         return Response({"status": "ready", "store": "ok"})
 
-    return Litestar(route_handlers=[healthz, readyz], debug=False)
+    return Litestar(
+        route_handlers=[mcp_post, mcp_get, mcp_delete, healthz, readyz],
+        debug=False,
+        request_max_body_size=None,
+        on_shutdown=[audit.close],
+    )

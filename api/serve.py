@@ -20,7 +20,7 @@ async def serve(settings: Settings) -> None:
         elif not await engine.schema_ready():
             raise Unavailable("the database schema is not migrated; run `lockzero migrate` first")
         config = uvicorn.Config(
-            create_app(engine), host=settings.host, port=settings.port, log_level="warning", access_log=False
+            create_app(engine, settings), host=settings.host, port=settings.port, log_level="warning", access_log=False
         )
         print(f"lockzero: listening on http://{settings.host}:{settings.port}", flush=True)
         await uvicorn.Server(config).serve()

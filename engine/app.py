@@ -73,6 +73,13 @@ class Engine:
 
         return await self.store.append(stream, new, expected_version, in_transaction)
 
+    async def append_each(
+        self, stream: str, events: Sequence[tuple[ev.Event, ev.EventMeta]], expected_version: int = ANY_VERSION
+    ) -> AppendResult:
+        """Like append, with metadata per event (batched audit records of different actors)."""
+        new = [NewEvent(type=ev.type_name(e), data=ev.encode(e), metadata=ev.encode_meta(m)) for e, m in events]
+        return await self.store.append(stream, new, expected_version, projections.project)
+
     async def load(self, stream: str) -> tuple[list[ev.AnyEvent], int]:
         """A stream's decoded events and its version (0 when it does not exist)."""
         recorded = await self.store.read_stream(stream)

@@ -23,6 +23,31 @@ def outcome_of(exc: BaseException | None) -> str:
     return "error"
 
 
+def make_record(
+    engine: Engine,
+    tenant: str,
+    actor: ev.EventMeta,
+    method: str,
+    outcome: str,
+    *,
+    secret_id: str | None = None,
+    detail: str = "",
+    duration_ms: float = 0.0,
+) -> ev.AuditRecorded:
+    return ev.AuditRecorded(
+        at=engine.clock.now(),
+        tenant=tenant,
+        audit_id=new_id("aud"),
+        actor_id=actor.actor_id,
+        actor_type=actor.actor_type,
+        method=method,
+        outcome=outcome,  # type: ignore[arg-type]
+        secret_id=secret_id,
+        detail=detail[:500],
+        duration_ms=round(duration_ms, 3),
+    )
+
+
 async def record(
     engine: Engine,
     tenant: str,
@@ -34,17 +59,8 @@ async def record(
     detail: str = "",
     duration_ms: float = 0.0,
 ) -> None:
-    event = ev.AuditRecorded(
-        at=engine.clock.now(),
-        tenant=tenant,
-        audit_id=new_id("aud"),
-        actor_id=actor.actor_id,
-        actor_type=actor.actor_type,
-        method=method,
-        outcome=outcome,  # type: ignore[arg-type]
-        secret_id=secret_id,
-        detail=detail[:500],
-        duration_ms=round(duration_ms, 3),
+    event = make_record(
+        engine, tenant, actor, method, outcome, secret_id=secret_id, detail=detail, duration_ms=duration_ms
     )
     await engine.append(naming.audit_stream(tenant), [event], actor)
 

@@ -26,6 +26,8 @@ class Settings:
     port: int
     allowed_origins: tuple[str, ...]
     master_key: MasterKey | None = field(repr=False)
+    #: Calls per second per MCP key (burst 5x); 0 turns the limit off.
+    rate_limit_per_s: float = 20.0
     #: Set when embedded mode created a master key file this start (caller prints the warning).
     created_master_key_file: Path | None = None
 
@@ -64,9 +66,16 @@ def load_settings(env: Mapping[str, str] | None = None, *, create_embedded_key: 
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError("LOCKZERO_PORT must be a TCP port number (1-65535)")
     origins = tuple(o.strip() for o in (env.get("LOCKZERO_ALLOWED_ORIGINS") or "").split(",") if o.strip())
-    settings = Settings(database_url, redis_url, host, int(port_text), origins, None)
+    rate_text = env.get("LOCKZERO_RATE_LIMIT") or "20"
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate <= 1_000_000:
+        raise ConfigError("LOCKZERO_RATE_LIMIT must be calls per second per key (a number; 0 = unlimited)")
+    settings = Settings(database_url, redis_url, host, int(port_text), origins, None, rate)
     key, created = _load_master_key(env, settings.state_dir if create_embedded_key else None)
-    return Settings(database_url, redis_url, host, int(port_text), origins, key, created)
+    return Settings(database_url, redis_url, host, int(port_text), origins, key, rate, created)
 
 
 def _load_master_key(env: Mapping[str, str], embedded_dir: Path | None) -> tuple[MasterKey | None, Path | None]:

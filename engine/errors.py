@@ -33,3 +33,15 @@ class Conflict(LockzeroError):
 
 class Unavailable(LockzeroError):
     code, name = -32016, "unavailable"
+
+
+class ApprovalRequired(LockzeroError):
+    code, name = -32013, "approval_required"
+
+
+class RateLimited(LockzeroError):
+    code, name = -32014, "rate_limited"
+
+
+class PayloadTooLarge(LockzeroError):
+    code, name = -32015, "payload_too_large"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -42,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: say so in one line; LOCKZERO_DEBUG=1 shows the traceback
+        if os.environ.get("LOCKZERO_DEBUG"):
+            raise
+        error(f"internal error ({type(exc).__name__}); rerun with LOCKZERO_DEBUG=1 for details", code="internal_error", as_json=as_json)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

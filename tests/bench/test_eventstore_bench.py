@@ -236,6 +236,7 @@ async def _bench(store: EventStore, plain: AsyncConnectionPool) -> None:
             samples.setdefault(("lockzero", writers), []).append(await run_config(lz, "lz", writers, lz_ids))
             samples.setdefault(("plain", writers), []).append(await run_config(pl, "plain", writers, plain_ids))
     med = {key: median(v) for key, v in samples.items()}
+    print({k: [round(x.rate) for x in v] for k, v in samples.items()})
     lz_pool = getattr(store, "_pool", None)
     lz_pool_size = lz_pool.get_stats().get("pool_size", "?") if lz_pool is not None else "?"
 

@@ -144,9 +144,7 @@ async def create_hook_table(store: EventStore) -> None:
 
 async def hook_rows(store: EventStore) -> list[tuple[Any, ...]]:
     async with store.transaction() as tx:
-        return [
-            tuple(r) for r in await tx.fetchall("SELECT position, stream FROM hook_rows ORDER BY position")
-        ]
+        return [tuple(r) for r in await tx.fetchall("SELECT position, stream FROM hook_rows ORDER BY position")]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,9 +185,7 @@ async def test_append_assigns_versions_and_gap_free_positions(store: EventStore)
 
 
 async def test_payloads_round_trip_exactly(store: EventStore) -> None:
-    new = [
-        NewEvent(type=f"Ünïcødé.Type/v{i}", data=p, metadata=PAYLOADS[-1 - i]) for i, p in enumerate(PAYLOADS)
-    ]
+    new = [NewEvent(type=f"Ünïcødé.Type/v{i}", data=p, metadata=PAYLOADS[-1 - i]) for i, p in enumerate(PAYLOADS)]
     res = await store.append("bytes", new)
     for stored in (await store.read_stream("bytes"), await store.read_all(), list(res.events)):
         assert len(stored) == len(new)
@@ -331,14 +327,10 @@ async def race(stores: Sequence[EventStore], stream: str, rounds: int = ROUNDS) 
     for r in range(rounds):
         expected = 2 * r  # NO_STREAM in round 0
         contenders = [
-            [NewEvent(type="Race", data=f"{r}/{i}/{k}".encode()) for k in range(2)]
-            for i in range(len(stores))
+            [NewEvent(type="Race", data=f"{r}/{i}/{k}".encode()) for k in range(2)] for i in range(len(stores))
         ]
         outcomes = await asyncio.gather(
-            *(
-                s.append(stream, evs, expected_version=expected)
-                for s, evs in zip(stores, contenders, strict=True)
-            ),
+            *(s.append(stream, evs, expected_version=expected) for s, evs in zip(stores, contenders, strict=True)),
             return_exceptions=True,
         )
         wins = [o for o in outcomes if isinstance(o, AppendResult)]
@@ -451,9 +443,7 @@ async def run_tailing_scenario(url: str, plans: list[list[tuple[int, int]]], rea
                     await asyncio.sleep(0.001)  # bounded polling
 
         reader = asyncio.create_task(tail())
-        tasks = [
-            asyncio.create_task(write(w, s, p)) for w, (s, p) in enumerate(zip(writers, plans, strict=True))
-        ]
+        tasks = [asyncio.create_task(write(w, s, p)) for w, (s, p) in enumerate(zip(writers, plans, strict=True))]
         go.set()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         writers_done.set()
@@ -481,7 +471,7 @@ async def run_tailing_scenario(url: str, plans: list[list[tuple[int, int]]], rea
 
 
 @settings(
-    max_examples=12,
+    max_examples=15,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

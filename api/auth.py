@@ -1,0 +1,51 @@
+"""Bearer authentication and Origin checks for the HTTP endpoints."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from litestar import Request
+from litestar.response import Response
+
+from engine.aggregates.api_key import ApiKey
+from engine.app import Engine
+from engine.keys import authenticate
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def unauthorized(description: str) -> Response[dict[str, str]]:
+    # No OAuth metadata is advertised: keys are issued by `lockzero key create`.
+    return Response(
+        {"error": "invalid_token", "error_description": description}, status_code=401, headers=_CHALLENGE
+    )
+
+
+async def authenticate_key(engine: Engine, request: Request) -> ApiKey | Response[dict[str, str]]:
+    token = bearer_token(request)
+    if token is None:
+        return unauthorized("send Authorization: Bearer lz_mcp_… (create one with `lockzero key create`)")
+    key = await authenticate(engine, token)
+    if key is None:
+        return unauthorized("the key is unknown, revoked or expired")
+    return key
+
+
+def origin_allowed(request: Request, allowed: tuple[str, ...]) -> bool:
+    """No Origin (non-browser clients) is fine; a browser Origin must be ours or explicitly allowed."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if origin.rstrip("/") in allowed:
+        return True
+    host = request.headers.get("host", "")
+    parts = urlsplit(origin)
+    return bool(parts.netloc) and parts.netloc == host and parts.scheme in ("http", "https")

@@ -1,0 +1,111 @@
+"""Running one tool call: authorize, rate-limit, validate, execute, audit (durably, fail closed)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+from opentelemetry.trace import Status, StatusCode
+
+from api.ratelimit import RateLimiter
+from api.telemetry import tracer
+from api.tools.registry import CallContext, Registry, Tool
+from engine import events as ev
+from engine.aggregates.api_key import ApiKey
+from engine.app import Engine
+from engine.audit import make_record, outcome_of
+from engine.audit_batcher import AuditBatcher
+from engine.errors import Forbidden, LockzeroError, RateLimited, Unavailable
+from eventstore import EventStoreError, StoreUnavailable
+
+log = logging.getLogger("lockzero.api")
+
+
+class UnknownTool(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown tool {name!r}")
+        self.name = name
+
+
+class InternalError(LockzeroError):
+    code, name = -32603, "internal_error"
+
+
+def actor_of(key: ApiKey) -> ev.EventMeta:
+    return ev.EventMeta(actor_id=key.key_id, actor_type="agent")
+
+
+class ToolRunner:
+    def __init__(self, engine: Engine, registry: Registry, audit: AuditBatcher, limiter: RateLimiter) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.audit = audit
+        self.limiter = limiter
+
+    async def call(self, key: ApiKey, name: str, raw_arguments: Any) -> dict[str, Any]:
+        """The tool's structured result; raises LockzeroError (business) or UnknownTool (protocol)."""
+        tool = self.registry.get(name)
+        if tool is None:
+            raise UnknownTool(name)
+        with tracer.start_as_current_span(f"tool {name}") as span:
+            span.set_attribute("lockzero.method", name)
+            span.set_attribute("lockzero.tenant", key.tenant)
+            ctx = CallContext(self.engine, key, actor_of(key))
+            started = time.perf_counter()
+            error: LockzeroError | None = None
+            result: dict[str, Any] | None = None
+            try:
+                result = await self._execute(tool, ctx, raw_arguments)
+            except LockzeroError as exc:
+                error = exc
+            span.set_attribute("lockzero.outcome", outcome_of(error))
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, error.name))
+            await self.record(ctx, name, error, (time.perf_counter() - started) * 1000)
+            if error is not None:
+                raise error
+            assert result is not None
+            return result
+
+    async def _execute(self, tool: Tool, ctx: CallContext, raw_arguments: Any) -> dict[str, Any]:
+        retry_ms = self.limiter.acquire(ctx.key.key_id)
+        if retry_ms is not None:
+            raise RateLimited(
+                f"rate limit for this key reached; retry in {retry_ms} ms", data={"retry_after_ms": retry_ms}
+            )
+        if tool.writes and ctx.key.read_only:
+            raise Forbidden(f"{tool.name} changes state and this key is read-only; ask for a read-write key")
+        arguments = tool.parse_arguments(raw_arguments)
+        try:
+            out = await tool.handler(ctx, arguments)
+        except (StoreUnavailable, OSError) as exc:
+            raise Unavailable("the event store is unavailable; nothing was changed, retry later") from exc
+        except EventStoreError as exc:
+            log.error("tool %s failed in the store: %s", tool.name, type(exc).__name__)
+            raise InternalError("the call could not be completed; nothing was changed") from exc
+        builtins: dict[str, Any] = msgspec.to_builtins(out)
+        return builtins
+
+    async def record(self, ctx: CallContext, method: str, error: BaseException | None, duration_ms: float) -> None:
+        """Durable before the caller hears back; if it cannot be written the call fails (fail closed)."""
+        detail = error.message if isinstance(error, LockzeroError) else ctx.detail
+        event = make_record(
+            self.engine,
+            ctx.key.tenant,
+            ctx.actor,
+            method,
+            outcome_of(error),
+            secret_id=ctx.secret_id,
+            detail=detail,
+            duration_ms=duration_ms,
+        )
+        try:
+            await self.audit.record(event, ctx.actor)
+        except Exception as exc:
+            log.error("audit write failed (%s); failing the call", type(exc).__name__)
+            raise Unavailable("the audit log cannot be written, so the call was refused; retry later") from None
+
+    async def record_protocol(self, key: ApiKey, method: str, error: BaseException | None = None) -> None:
+        await self.record(CallContext(self.engine, key, actor_of(key)), method, error, 0.0)
