@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from eventstore.interface import Migration
+from eventstore.pg_group_commit import APPEND_BATCH_FUNCTION
 
 STORE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -38,6 +39,13 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
             " recorded_at TEXT NOT NULL,"
             " UNIQUE (stream, version))",
         ),
+    ),
+    Migration(
+        namespace="eventstore",
+        version=2,
+        name="group_commit_function",
+        postgresql=(APPEND_BATCH_FUNCTION,),
+        sqlite=(),
     ),
 )
 

@@ -8,13 +8,15 @@ stream-version check, so a conflicting append fails without queueing behind the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from eventstore.interface import (
@@ -31,9 +33,11 @@ from eventstore.interface import (
     Transaction,
 )
 from eventstore.migrations import STORE_MIGRATIONS, pending
+from eventstore.pg_group_commit import GroupCommitter, PendingAppend
 from eventstore.subscription import subscribe_by_polling
 
 _NOTIFY_CHANNEL = "lz_events"
+_POLL_WITHOUT_LISTENER = 0.5
 _PLACEHOLDER = re.compile(r"\?")
 _EVENT_COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at"
 
@@ -82,8 +86,10 @@ class PostgresTransaction:
 class PostgresEventStore:
     dialect: Dialect = "postgresql"
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, url: str) -> None:
         self._pool = pool
+        self._listener = _Listener(url)
+        self._committer = GroupCommitter(self._connection, PostgresTransaction)
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> PostgresEventStore:
@@ -94,6 +100,7 @@ class PostgresEventStore:
             open=False,
             timeout=connect_timeout,
             kwargs={"connect_timeout": max(1, int(connect_timeout))},
+            configure=_configure,
         )
         try:
             await pool.open(wait=True, timeout=connect_timeout)
@@ -101,7 +108,7 @@ class PostgresEventStore:
             await pool.close()
             # Never echo the URL: it may carry a password.
             raise StoreUnavailable("PostgreSQL event store is unreachable") from _scrub(exc)
-        return cls(pool)
+        return cls(pool, url)
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -173,61 +180,18 @@ class PostgresEventStore:
     ) -> AppendResult:
         if not events:
             raise ValueError("append needs at least one event")
+        outcome = await self._committer.submit(PendingAppend(stream, events, expected_version, on_append))
+        if outcome.status == "ok":
+            assert outcome.result is not None
+            return outcome.result
         async with self._connection() as conn:
-            try:
-                async with conn.transaction():
-                    return await self._append_in(conn, stream, events, expected_version, on_append)
-            except pg_errors.UniqueViolation as exc:
-                # Lost a race for the same (stream, version) or event id after our checks.
-                dup = await self._duplicate(conn, stream, events)
-                if dup is not None:
-                    return dup
-                actual = await self._stream_version(conn, stream)
-                raise ConcurrencyError(stream, expected_version, actual) from _scrub(exc)
-
-    async def _append_in(
-        self,
-        conn: psycopg.AsyncConnection[Any],
-        stream: str,
-        events: Sequence[NewEvent],
-        expected_version: int,
-        on_append: OnAppend | None,
-    ) -> AppendResult:
-        dup = await self._duplicate(conn, stream, events)
+            # A retry of an append that already committed is not a conflict.
+            dup = await self._duplicate(conn, stream, events)
         if dup is not None:
             return dup
-        current = await self._stream_version(conn, stream)
-        if expected_version != ANY_VERSION and current != expected_version:
-            raise ConcurrencyError(stream, expected_version, current)
-        if expected_version == ANY_VERSION:
-            # Serialise appenders of this stream so that ANY_VERSION never loses a version race.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (stream,))
-            current = await self._stream_version(conn, stream)
-        cur = await conn.execute(
-            "UPDATE lz_event_head SET position = position + %s WHERE id = 1 RETURNING position",
-            (len(events),),
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        first = row[0] - len(events) + 1
-        rows = [
-            (first + i, stream, current + 1 + i, e.event_id, e.type, e.data, e.metadata) for i, e in enumerate(events)
-        ]
-        async with conn.cursor() as c:
-            await c.executemany(
-                "INSERT INTO lz_events (position, stream, version, event_id, type, data, metadata)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                rows,
-            )
-        cur = await conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE position BETWEEN %s AND %s ORDER BY position",
-            (first, first + len(events) - 1),
-        )
-        recorded = tuple(_row_to_event(r) for r in await cur.fetchall())
-        if on_append is not None:
-            await on_append(PostgresTransaction(conn), recorded)
-        await conn.execute("SELECT pg_notify(%s, %s)", (_NOTIFY_CHANNEL, str(recorded[-1].position)))
-        return AppendResult(events=recorded, stream_version=current + len(events))
+        if outcome.status == "duplicate":
+            raise IdempotencyError(f"an event id of this append to {stream!r} is already stored elsewhere")
+        raise ConcurrencyError(stream, expected_version, outcome.actual_version)
 
     async def _duplicate(
         self, conn: psycopg.AsyncConnection[Any], stream: str, events: Sequence[NewEvent]
@@ -275,29 +239,81 @@ class PostgresEventStore:
             return int(row[0]) if row else 0
 
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
-        if await self.head_position() > after_position:
-            return True
-        async with self._connection() as conn:
-            await conn.set_autocommit(True)
-            try:
-                await conn.execute(f"LISTEN {_NOTIFY_CHANNEL}")
-                # Re-check after LISTEN: an append may have committed in between.
-                cur = await conn.execute("SELECT position FROM lz_event_head WHERE id = 1")
-                row = await cur.fetchone()
-                if row and row[0] > after_position:
-                    return True
-                async for note in conn.notifies(timeout=timeout):
-                    if int(note.payload) > after_position:
-                        return True
+        deadline = time.monotonic() + timeout
+        while True:
+            # Read the signal before the head: a notify landing in between still wakes us.
+            signal = self._listener.signal()
+            if await self.head_position() > after_position:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return False
-            finally:
-                await conn.execute(f"UNLISTEN {_NOTIFY_CHANNEL}")
+            # One shared LISTEN connection wakes every waiter; no pooled connection is held while waiting.
+            wait = remaining if self._listener.listening else min(remaining, _POLL_WITHOUT_LISTENER)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), wait)
 
     def subscribe(self, after_position: int = 0, batch_size: int = 500) -> AsyncIterator[RecordedEvent]:
         return subscribe_by_polling(self, after_position, batch_size)
 
     async def close(self) -> None:
+        await self._committer.close()
+        await self._listener.close()
         await self._pool.close()
+
+
+class _Listener:
+    """A dedicated connection that LISTENs for appends and wakes waiters; reconnects if it drops."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.listening = False
+
+    def signal(self) -> asyncio.Event:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        return self._event
+
+    def _wake(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
+            except psycopg.OperationalError:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            try:
+                await conn.execute(f"LISTEN {_NOTIFY_CHANNEL}")
+                self.listening = True
+                backoff = 0.1
+                self._wake()  # anything committed while we were connecting
+                async for _ in conn.notifies():
+                    self._wake()
+            except psycopg.OperationalError:
+                pass
+            finally:
+                self.listening = False
+                await conn.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Plans of the append function cached while lz_events was tiny would scan it forever after;
+    # a custom plan per call costs little and stays right as the table grows.
+    await conn.execute("SET plan_cache_mode = force_custom_plan")
+    await conn.commit()
 
 
 def _scrub(exc: BaseException) -> StoreUnavailable:

@@ -112,6 +112,16 @@ async def opened(url: str, *, pool_size: int = 2) -> AsyncIterator[EventStore]:
         await s.close()
 
 
+async def writers(stack: AsyncExitStack, sharing: str, store: EventStore, url: str, n: int) -> list[EventStore]:
+    """``n`` appenders: the one fixture store n times over, or n independent store instances."""
+    if sharing == "shared":
+        return [store] * n
+    return [await stack.enter_async_context(opened(url)) for _ in range(n)]
+
+
+SHARING = pytest.mark.parametrize("sharing", ["shared", "separate"])
+
+
 @asynccontextmanager
 async def scratch_url(kind: str) -> AsyncIterator[str]:
     """An empty database for one hypothesis example (fixtures are not re-run per example)."""
@@ -359,38 +369,43 @@ async def test_racing_appenders_sharing_one_store(store: EventStore) -> None:
 
 async def test_any_version_never_conflicts_with_versioned_writers(store: EventStore, store_url: str) -> None:
     """ANY_VERSION appends must succeed even while other writers append with an expected version."""
-    per_writer, stream = 15, "mixed"
+    blind_writers, careful_writers, per_writer, stream = 5, 7, 20, "mixed"
+    blind_failures: list[BaseException] = []
     async with AsyncExitStack() as stack:
-        stores = [await stack.enter_async_context(opened(store_url)) for _ in range(10)]
+        stores = [await stack.enter_async_context(opened(store_url)) for _ in range(blind_writers + careful_writers)]
         go = asyncio.Event()
 
-        async def blind(s: EventStore) -> None:
+        async def blind(s: EventStore) -> int:
             await go.wait()
+            written = 0
             for _ in range(per_writer):
-                await s.append(stream, batch(1, "blind"), expected_version=ANY_VERSION)
+                try:
+                    await s.append(stream, batch(1, "blind"), expected_version=ANY_VERSION)
+                    written += 1
+                except EventStoreError as exc:
+                    blind_failures.append(exc)
+            return written
 
-        async def careful(s: EventStore) -> None:
+        async def careful(s: EventStore) -> int:
             await go.wait()
-            done = 0
-            for _ in range(500):
+            written = 0
+            for _ in range(1000):
                 tail = await s.read_stream(stream)
                 try:
                     await s.append(stream, batch(1, "careful"), expected_version=len(tail))
                 except ConcurrencyError:
                     continue
-                done += 1
-                if done == per_writer:
-                    return
+                written += 1
+                if written == per_writer:
+                    return written
             raise AssertionError("a versioned writer never got through")
 
-        tasks = [asyncio.create_task(blind(s)) for s in stores[:5]]
-        tasks += [asyncio.create_task(careful(s)) for s in stores[5:]]
+        tasks = [asyncio.create_task(blind(s)) for s in stores[:blind_writers]]
+        tasks += [asyncio.create_task(careful(s)) for s in stores[blind_writers:]]
         go.set()
-        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-    blind_failures = [o for o in outcomes[:5] if isinstance(o, BaseException)]
-    assert blind_failures == [], f"ANY_VERSION appends failed: {blind_failures!r}"
-    assert [o for o in outcomes[5:] if isinstance(o, BaseException)] == []
-    n = 10 * per_writer
+        counts = await asyncio.gather(*tasks)
+    assert blind_failures == [], f"{len(blind_failures)} ANY_VERSION appends failed, e.g. {blind_failures[0]!r}"
+    n = sum(counts)
     assert versions(await store.read_stream(stream)) == list(range(1, n + 1))
     assert positions(await read_all_paged(store)) == list(range(1, n + 1))
 
@@ -543,10 +558,11 @@ async def test_ids_stored_on_another_stream_raise(store: EventStore) -> None:
     assert await store.read_stream("b") == []
 
 
-async def test_concurrent_retries_write_once(store: EventStore, store_url: str) -> None:
+@SHARING
+async def test_concurrent_retries_write_once(store: EventStore, store_url: str, sharing: str) -> None:
     events = batch(3)
     async with AsyncExitStack() as stack:
-        stores = [await stack.enter_async_context(opened(store_url)) for _ in range(8)]
+        stores = await writers(stack, sharing, store, store_url, 8)
         outcomes = await asyncio.gather(*(s.append("s", events) for s in stores), return_exceptions=True)
     assert all(isinstance(o, AppendResult) for o in outcomes), outcomes
     results = [o for o in outcomes if isinstance(o, AppendResult)]
@@ -555,6 +571,23 @@ async def test_concurrent_retries_write_once(store: EventStore, store_url: str) 
     assert versions(stored) == [1, 2, 3]
     assert all(idents(r.events) == idents(stored) for r in results)
     assert await store.head_position() == 3
+
+
+@SHARING
+async def test_concurrent_overlapping_batches(store: EventStore, store_url: str, sharing: str) -> None:
+    """Two batches sharing one id race: one is written whole, the other raises and writes nothing."""
+    common = NewEvent(type="T", data=b"common")
+    left, right = [common, *batch(2, "left")], [common, *batch(2, "right")]
+    async with AsyncExitStack() as stack:
+        a, b = await writers(stack, sharing, store, store_url, 2)
+        outcomes = await asyncio.gather(a.append("s", left), b.append("s", right), return_exceptions=True)
+    wins = [o for o in outcomes if isinstance(o, AppendResult)]
+    errors = [o for o in outcomes if not isinstance(o, AppendResult)]
+    assert len(wins) == 1 and wins[0].duplicate is False, outcomes
+    assert len(errors) == 1 and isinstance(errors[0], IdempotencyError), outcomes
+    stored = await read_all_paged(store)
+    assert idents(stored) == idents(wins[0].events)
+    assert positions(stored) == [1, 2, 3]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -698,6 +731,34 @@ async def test_hook_database_error_propagates_and_is_not_a_conflict(store: Event
         assert not isinstance(ei.value, (ConcurrencyError, IdempotencyError)), repr(ei.value)
         assert await snapshot(store) == before
         assert await hook_rows(store) == [(1, "squatter")]
+
+
+@SHARING
+async def test_failing_hook_in_a_crowd_fails_only_its_own_append(
+    store: EventStore, store_url: str, sharing: str
+) -> None:
+    await create_hook_table(store)
+    boom = Boom("one bad hook")
+
+    async def failing(tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+        await project(tx, events)
+        raise boom
+
+    async with AsyncExitStack() as stack:
+        stores = await writers(stack, sharing, store, store_url, 10)
+        outcomes = await asyncio.gather(
+            *(s.append(f"t{i}", batch(2), on_append=failing if i == 3 else project) for i, s in enumerate(stores)),
+            return_exceptions=True,
+        )
+    assert outcomes[3] is boom
+    ok = [o for i, o in enumerate(outcomes) if i != 3]
+    assert all(isinstance(o, AppendResult) for o in ok), outcomes
+    written = [e for o in ok if isinstance(o, AppendResult) for e in o.events]
+    stored = await read_all_paged(store)
+    assert positions(stored) == list(range(1, 19))
+    assert sorted(idents(stored)) == sorted(idents(written))
+    assert await store.read_stream("t3") == []
+    assert await hook_rows(store) == [(e.position, e.stream) for e in stored]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,200 @@
+"""Group commit for PostgreSQL appends.
+
+Appends from concurrent tasks of one process are queued and committed together: one call of the
+`lz_append_batch` SQL function (which takes the head-row lock, checks each append's expected
+version, skips conflicting or duplicate appends and inserts the rest with consecutive positions),
+then the appends' hooks, then one COMMIT. Positions stay gap-free in commit order because the head
+lock is held to commit; the cost of that lock and of the WAL flush is shared by the whole batch.
+
+A hook that raises fails its own append only: the batch is rolled back and committed again without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from eventstore.interface import AppendResult, NewEvent, OnAppend, RecordedEvent
+
+MAX_BATCH = 256
+
+APPEND_BATCH_FUNCTION = """
+CREATE OR REPLACE FUNCTION lz_append_batch(
+    p_streams text[], p_expected int[], p_counts int[],
+    p_ids uuid[], p_types text[], p_data bytea[], p_meta bytea[], p_at timestamptz
+) RETURNS TABLE (idx int, status text, stream_version int, first_position bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint;
+    cur int;
+    ev int := 1;
+    n int;
+BEGIN
+    -- The one lock that orders all appends: held until COMMIT, so positions follow commit order.
+    SELECT position INTO head FROM lz_event_head WHERE id = 1 FOR UPDATE;
+    FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
+        n := p_counts[i];
+        idx := i;
+        IF EXISTS (SELECT 1 FROM lz_events WHERE event_id = ANY (p_ids[ev : ev + n - 1])) THEN
+            status := 'duplicate'; stream_version := NULL; first_position := NULL;
+        ELSE
+            SELECT coalesce(max(version), 0) INTO cur FROM lz_events WHERE stream = p_streams[i];
+            IF p_expected[i] <> -1 AND p_expected[i] <> cur THEN
+                status := 'conflict'; stream_version := cur; first_position := NULL;
+            ELSE
+                INSERT INTO lz_events (position, stream, version, event_id, type, data, metadata, recorded_at)
+                SELECT head + k, p_streams[i], cur + k, p_ids[ev + k - 1], p_types[ev + k - 1],
+                       p_data[ev + k - 1], p_meta[ev + k - 1], p_at
+                FROM generate_series(1, n) AS k;
+                status := 'ok'; stream_version := cur + n; first_position := head + 1;
+                head := head + n;
+            END IF;
+        END IF;
+        RETURN NEXT;
+        ev := ev + n;
+    END LOOP;
+    UPDATE lz_event_head SET position = head WHERE id = 1;
+    PERFORM pg_notify('lz_events', head::text);
+END $$
+"""
+
+
+@dataclass
+class PendingAppend:
+    stream: str
+    events: Sequence[NewEvent]
+    expected_version: int
+    on_append: OnAppend | None
+    future: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the batch function decided for one append."""
+
+    status: str  # ok | conflict | duplicate
+    result: AppendResult | None = None
+    actual_version: int = 0
+
+
+Connect = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
+MakeTransaction = Callable[[psycopg.AsyncConnection[Any]], Any]
+
+
+class GroupCommitter:
+    def __init__(self, connect: Connect, make_tx: MakeTransaction) -> None:
+        self._connect = connect
+        self._make_tx = make_tx
+        self._queue: list[PendingAppend] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: PendingAppend) -> Outcome:
+        self._queue.append(item)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await item.future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                await self._commit(batch)
+            except BaseException as exc:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _commit(self, batch: list[PendingAppend]) -> None:
+        while batch:
+            failed = await self._try_commit(batch)
+            if failed is None:
+                return
+            # Drop the append whose hook failed; the others go again in a fresh transaction.
+            batch = [item for item in batch if item is not failed]
+
+    async def _try_commit(self, batch: list[PendingAppend]) -> PendingAppend | None:
+        """Commit the batch; returns the append whose hook failed (everything rolled back) or None."""
+        now = datetime.now(UTC)
+        async with self._connect() as conn:
+            if not any(item.on_append is not None for item in batch):
+                # No hooks: the function call is the whole transaction, one round trip.
+                await conn.set_autocommit(True)
+                try:
+                    outcomes = await _call(conn, batch, now)
+                finally:
+                    await conn.set_autocommit(False)
+                _resolve(batch, outcomes)
+                return None
+            try:
+                async with conn.transaction():
+                    outcomes = await _call(conn, batch, now)
+                    tx = self._make_tx(conn)
+                    for item, outcome in zip(batch, outcomes, strict=True):
+                        if outcome.status != "ok" or item.on_append is None:
+                            continue
+                        assert outcome.result is not None
+                        try:
+                            await item.on_append(tx, outcome.result.events)
+                        except Exception as exc:
+                            item.future.set_exception(exc)
+                            raise _HookFailed(item) from exc
+            except _HookFailed as failed:
+                return failed.item
+        _resolve(batch, outcomes)
+        return None
+
+    async def close(self) -> None:
+        if self._drainer is not None and not self._drainer.done():
+            await asyncio.shield(self._drainer)
+
+
+class _HookFailed(Exception):
+    def __init__(self, item: PendingAppend) -> None:
+        super().__init__("append hook failed")
+        self.item = item
+
+
+async def _call(conn: psycopg.AsyncConnection[Any], batch: list[PendingAppend], now: datetime) -> list[Outcome]:
+    events = [e for item in batch for e in item.events]
+    cur = await conn.execute(
+        "SELECT idx, status, stream_version, first_position FROM lz_append_batch("
+        "%s::text[], %s::int[], %s::int[], %s::uuid[], %s::text[], %s::bytea[], %s::bytea[], %s)",
+        (
+            [item.stream for item in batch],
+            [item.expected_version for item in batch],
+            [len(item.events) for item in batch],
+            [e.event_id for e in events],
+            [e.type for e in events],
+            [e.data for e in events],
+            [e.metadata for e in events],
+            now,
+        ),
+        prepare=False,
+    )
+    rows = sorted(await cur.fetchall())
+    outcomes: list[Outcome] = []
+    for item, (_, status, version, first) in zip(batch, rows, strict=True):
+        if status == "ok":
+            base = version - len(item.events)
+            recorded = tuple(
+                RecordedEvent(first + i, item.stream, base + 1 + i, e.event_id, e.type, e.data, e.metadata, now)
+                for i, e in enumerate(item.events)
+            )
+            outcomes.append(Outcome("ok", AppendResult(events=recorded, stream_version=version)))
+        else:
+            outcomes.append(Outcome(status, actual_version=version or 0))
+    return outcomes
+
+
+def _resolve(batch: list[PendingAppend], outcomes: list[Outcome]) -> None:
+    for item, outcome in zip(batch, outcomes, strict=True):
+        if not item.future.done():
+            item.future.set_result(outcome)
