@@ -122,6 +122,105 @@ class DependentRemoved(Event, frozen=True, tag="secret.dependent_removed"):
     dependent_id: str
 
 
+class SecretVersionRetired(Event, frozen=True, tag="secret.version_retired"):
+    tenant: str
+    secret_id: str
+    version: int
+    #: Rollback may restore it until then; afterwards the scheduler retires it for good.
+    restorable_until: datetime
+
+
+class SecretVersionRestored(Event, frozen=True, tag="secret.version_restored"):
+    tenant: str
+    secret_id: str
+    version: int
+
+
+class SecretVersionDiscarded(Event, frozen=True, tag="secret.version_discarded"):
+    """A version created by a rotation that was compensated before it became current."""
+
+    tenant: str
+    secret_id: str
+    version: int
+
+
+class SecretRevoked(Event, frozen=True, tag="secret.revoked"):
+    tenant: str
+    secret_id: str
+    versions: tuple[int, ...]
+
+
+# --- rotation saga -------------------------------------------------------------------------------
+
+RotationKind = Literal["rotate", "rollback", "revoke"]
+SagaStep = Literal["create", "restore", "validate", "shift", "retire", "verify", "revoke", "alert"]
+
+
+class RotationRequested(Event, frozen=True, tag="rotation.requested"):
+    tenant: str
+    secret_id: str
+    rotation_id: str
+    kind: RotationKind
+    reason: str
+    from_version: int | None
+    to_version: int | None
+    idempotency_key: str | None = None
+
+
+class SagaStepStarted(Event, frozen=True, tag="rotation.step_started"):
+    """Intent, recorded before the step's side effect."""
+
+    tenant: str
+    secret_id: str
+    rotation_id: str
+    step: SagaStep
+    compensating: bool = False
+
+
+class SagaStepCompleted(Event, frozen=True, tag="rotation.step_completed"):
+    tenant: str
+    secret_id: str
+    rotation_id: str
+    step: SagaStep
+    compensating: bool = False
+    detail: str = ""
+
+
+class SagaStepFailed(Event, frozen=True, tag="rotation.step_failed"):
+    tenant: str
+    secret_id: str
+    rotation_id: str
+    step: SagaStep
+    compensating: bool = False
+    error: str = ""
+
+
+class RotationFinished(Event, frozen=True, tag="rotation.finished"):
+    tenant: str
+    secret_id: str
+    rotation_id: str
+    outcome: Literal["completed", "compensated", "failed"]
+
+
+# --- dependents' adoption (own stream per secret: frequent, and never races the saga) ---------------
+
+
+class DependentAdopted(Event, frozen=True, tag="dependent.adopted"):
+    tenant: str
+    secret_id: str
+    dependent_id: str
+    version: int
+    via: DeliveryKind
+
+
+class DeliveryFailed(Event, frozen=True, tag="dependent.delivery_failed"):
+    tenant: str
+    secret_id: str
+    dependent_id: str
+    version: int
+    error: str
+
+
 # --- incidents -----------------------------------------------------------------------------------
 
 
@@ -184,6 +283,17 @@ AnyEvent = (
     | IncidentAcknowledged
     | IncidentResolved
     | AuditRecorded
+    | SecretVersionRetired
+    | SecretVersionRestored
+    | SecretVersionDiscarded
+    | SecretRevoked
+    | RotationRequested
+    | SagaStepStarted
+    | SagaStepCompleted
+    | SagaStepFailed
+    | RotationFinished
+    | DependentAdopted
+    | DeliveryFailed
 )
 
 _encoder = msgspec.json.Encoder()

@@ -1,6 +1,6 @@
 """Inline projections: read-model rows updated in the same transaction as the append.
 
-Each handler is a pure function of (event, position) onto SQL rows, so replaying every event in
+Each handler is a pure function of the recorded event onto SQL rows, so replaying every event in
 order onto empty tables gives exactly the rows that incremental updates gave.
 """
 
@@ -24,11 +24,11 @@ def _dumps(value: Any) -> str:
     return _json.encode(value).decode()
 
 
-async def _tenant_created(tx: Transaction, e: ev.TenantCreated, _: int) -> None:
+async def _tenant_created(tx: Transaction, e: ev.TenantCreated, _: RecordedEvent) -> None:
     await tx.execute("INSERT INTO rm_tenants (tenant, created_at) VALUES (?, ?)", (e.tenant, iso(e.at)))
 
 
-async def _key_created(tx: Transaction, e: ev.ApiKeyCreated, _: int) -> None:
+async def _key_created(tx: Transaction, e: ev.ApiKeyCreated, _: RecordedEvent) -> None:
     await tx.execute(
         "INSERT INTO rm_api_keys (key_id, tenant, name, token_hash, read_only, scopes, created_at, expires_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -45,14 +45,14 @@ async def _key_created(tx: Transaction, e: ev.ApiKeyCreated, _: int) -> None:
     )
 
 
-async def _key_revoked(tx: Transaction, e: ev.ApiKeyRevoked, _: int) -> None:
+async def _key_revoked(tx: Transaction, e: ev.ApiKeyRevoked, _: RecordedEvent) -> None:
     await tx.execute(
         "UPDATE rm_api_keys SET revoked_at = ? WHERE key_id = ? AND tenant = ? AND revoked_at IS NULL",
         (iso(e.at), e.key_id, e.tenant),
     )
 
 
-async def _secret_registered(tx: Transaction, e: ev.SecretRegistered, _: int) -> None:
+async def _secret_registered(tx: Transaction, e: ev.SecretRegistered, _: RecordedEvent) -> None:
     await tx.execute(
         "INSERT INTO rm_secrets (tenant, secret_id, provider, environment, labels, status, current_version,"
         " latest_version, created_at, last_rotated_at, max_age_s, policy, dependents_count)"
@@ -94,14 +94,14 @@ async def _write_labels(tx: Transaction, tenant: str, secret_id: str, labels: di
         )
 
 
-async def _version_created(tx: Transaction, e: ev.SecretVersionCreated, _: int) -> None:
+async def _version_created(tx: Transaction, e: ev.SecretVersionCreated, _: RecordedEvent) -> None:
     await tx.execute(
         "UPDATE rm_secrets SET latest_version = ? WHERE tenant = ? AND secret_id = ? AND latest_version < ?",
         (e.version, e.tenant, e.secret_id, e.version),
     )
 
 
-async def _version_activated(tx: Transaction, e: ev.SecretVersionActivated, _: int) -> None:
+async def _version_activated(tx: Transaction, e: ev.SecretVersionActivated, _: RecordedEvent) -> None:
     if e.previous_version is None:
         await tx.execute(
             "UPDATE rm_secrets SET current_version = ? WHERE tenant = ? AND secret_id = ?",
@@ -115,14 +115,14 @@ async def _version_activated(tx: Transaction, e: ev.SecretVersionActivated, _: i
         await _refresh_due(tx, e.tenant, e.secret_id)
 
 
-async def _labels_changed(tx: Transaction, e: ev.SecretLabelsChanged, _: int) -> None:
+async def _labels_changed(tx: Transaction, e: ev.SecretLabelsChanged, _: RecordedEvent) -> None:
     await tx.execute(
         "UPDATE rm_secrets SET labels = ? WHERE tenant = ? AND secret_id = ?", (_dumps(e.labels), e.tenant, e.secret_id)
     )
     await _write_labels(tx, e.tenant, e.secret_id, e.labels)
 
 
-async def _policy_changed(tx: Transaction, e: ev.SecretPolicyChanged, _: int) -> None:
+async def _policy_changed(tx: Transaction, e: ev.SecretPolicyChanged, _: RecordedEvent) -> None:
     await tx.execute(
         "UPDATE rm_secrets SET policy = ?, max_age_s = ? WHERE tenant = ? AND secret_id = ?",
         (_dumps(e.policy), e.policy.max_age_s, e.tenant, e.secret_id),
@@ -130,7 +130,7 @@ async def _policy_changed(tx: Transaction, e: ev.SecretPolicyChanged, _: int) ->
     await _refresh_due(tx, e.tenant, e.secret_id)
 
 
-async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: int) -> None:
+async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: RecordedEvent) -> None:
     await tx.execute(
         "INSERT INTO rm_dependents (tenant, dependent_id, secret_id, service, environment, delivery, target,"
         " token_hash, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -152,7 +152,7 @@ async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: int) -> Non
     )
 
 
-async def _dependent_removed(tx: Transaction, e: ev.DependentRemoved, _: int) -> None:
+async def _dependent_removed(tx: Transaction, e: ev.DependentRemoved, _: RecordedEvent) -> None:
     removed = await tx.execute(
         "DELETE FROM rm_dependents WHERE tenant = ? AND dependent_id = ?", (e.tenant, e.dependent_id)
     )
@@ -163,7 +163,7 @@ async def _dependent_removed(tx: Transaction, e: ev.DependentRemoved, _: int) ->
         )
 
 
-async def _incident_opened(tx: Transaction, e: ev.IncidentOpened, _: int) -> None:
+async def _incident_opened(tx: Transaction, e: ev.IncidentOpened, _: RecordedEvent) -> None:
     await tx.execute(
         "INSERT INTO rm_incidents (tenant, incident_id, kind, severity, secret_id, status, opened_at, updated_at,"
         " summary) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
@@ -171,7 +171,7 @@ async def _incident_opened(tx: Transaction, e: ev.IncidentOpened, _: int) -> Non
     )
 
 
-async def _incident_acknowledged(tx: Transaction, e: ev.IncidentAcknowledged, _: int) -> None:
+async def _incident_acknowledged(tx: Transaction, e: ev.IncidentAcknowledged, _: RecordedEvent) -> None:
     await tx.execute(
         "UPDATE rm_incidents SET status = 'acknowledged', updated_at = ?"
         " WHERE tenant = ? AND incident_id = ? AND status = 'open'",
@@ -179,20 +179,20 @@ async def _incident_acknowledged(tx: Transaction, e: ev.IncidentAcknowledged, _:
     )
 
 
-async def _incident_resolved(tx: Transaction, e: ev.IncidentResolved, _: int) -> None:
+async def _incident_resolved(tx: Transaction, e: ev.IncidentResolved, _: RecordedEvent) -> None:
     await tx.execute(
         "UPDATE rm_incidents SET status = 'resolved', updated_at = ? WHERE tenant = ? AND incident_id = ?",
         (iso(e.at), e.tenant, e.incident_id),
     )
 
 
-async def _audit_recorded(tx: Transaction, e: ev.AuditRecorded, position: int) -> None:
+async def _audit_recorded(tx: Transaction, e: ev.AuditRecorded, r: RecordedEvent) -> None:
     await tx.execute(
         "INSERT INTO rm_audit (tenant, position, audit_id, at, actor_id, actor_type, method, secret_id, outcome,"
         " detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             e.tenant,
-            position,
+            r.position,
             e.audit_id,
             iso(e.at),
             e.actor_id,
@@ -206,7 +206,59 @@ async def _audit_recorded(tx: Transaction, e: ev.AuditRecorded, position: int) -
     )
 
 
-Handler = Callable[[Transaction, Any, int], Awaitable[None]]
+async def _rotation_requested(tx: Transaction, e: ev.RotationRequested, r: RecordedEvent) -> None:
+    meta = ev.decode_meta(r.metadata)
+    await tx.execute(
+        "INSERT INTO rm_rotations (tenant, rotation_id, secret_id, kind, status, requested_at, updated_at,"
+        " from_version, to_version, actor_id, actor_type, reason)"
+        " VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, ?, ?, ?)",
+        (
+            e.tenant,
+            e.rotation_id,
+            e.secret_id,
+            e.kind,
+            iso(e.at),
+            iso(e.at),
+            e.from_version,
+            e.to_version,
+            meta.actor_id,
+            meta.actor_type,
+            e.reason,
+        ),
+    )
+
+
+async def _step_event(
+    tx: Transaction, e: ev.SagaStepStarted | ev.SagaStepCompleted | ev.SagaStepFailed, _: RecordedEvent
+) -> None:
+    status = "compensating" if isinstance(e, ev.SagaStepFailed) and not e.compensating else None
+    await tx.execute(
+        "UPDATE rm_rotations SET updated_at = ?, status = COALESCE(?, status) WHERE tenant = ? AND rotation_id = ?",
+        (iso(e.at), status, e.tenant, e.rotation_id),
+    )
+
+
+async def _rotation_finished(tx: Transaction, e: ev.RotationFinished, _: RecordedEvent) -> None:
+    await tx.execute(
+        "UPDATE rm_rotations SET status = ?, updated_at = ?, finished_at = ? WHERE tenant = ? AND rotation_id = ?",
+        (e.outcome, iso(e.at), iso(e.at), e.tenant, e.rotation_id),
+    )
+
+
+async def _secret_revoked(tx: Transaction, e: ev.SecretRevoked, _: RecordedEvent) -> None:
+    await tx.execute(
+        "UPDATE rm_secrets SET status = 'revoked' WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id)
+    )
+
+
+async def _dependent_adopted(tx: Transaction, e: ev.DependentAdopted, _: RecordedEvent) -> None:
+    await tx.execute(
+        "UPDATE rm_dependents SET adopted_version = ?, last_seen_at = ? WHERE tenant = ? AND dependent_id = ?",
+        (e.version, iso(e.at), e.tenant, e.dependent_id),
+    )
+
+
+Handler = Callable[[Transaction, Any, RecordedEvent], Awaitable[None]]
 
 _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.TenantCreated: _tenant_created,
@@ -223,6 +275,13 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.IncidentAcknowledged: _incident_acknowledged,
     ev.IncidentResolved: _incident_resolved,
     ev.AuditRecorded: _audit_recorded,
+    ev.RotationRequested: _rotation_requested,
+    ev.SagaStepStarted: _step_event,
+    ev.SagaStepCompleted: _step_event,
+    ev.SagaStepFailed: _step_event,
+    ev.RotationFinished: _rotation_finished,
+    ev.SecretRevoked: _secret_revoked,
+    ev.DependentAdopted: _dependent_adopted,
 }
 
 
@@ -232,7 +291,7 @@ async def project(tx: Transaction, recorded: Sequence[RecordedEvent]) -> None:
         event = ev.decode(r.data)
         handler = _HANDLERS.get(type(event))
         if handler is not None:
-            await handler(tx, event, r.position)
+            await handler(tx, event, r)
 
 
 async def reset(tx: Transaction) -> None:

@@ -6,6 +6,7 @@ from eventstore import Migration
 
 #: Read models: derived from events only, so `lockzero replay` can drop and rebuild them.
 PROJECTION_TABLES = (
+    "rm_rotations",
     "rm_tenants",
     "rm_api_keys",
     "rm_secrets",
@@ -135,6 +136,27 @@ def _statements(sql: str, blob: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in sql.format(blob=blob).split(";") if s.strip())
 
 
+_ROTATIONS = """
+CREATE TABLE rm_rotations (
+    tenant TEXT NOT NULL,
+    rotation_id TEXT NOT NULL,
+    secret_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT,
+    from_version INTEGER,
+    to_version INTEGER,
+    actor_id TEXT NOT NULL,
+    actor_type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (tenant, rotation_id)
+);
+CREATE INDEX rm_rotations_secret ON rm_rotations (tenant, secret_id, requested_at);
+CREATE INDEX rm_rotations_open ON rm_rotations (finished_at, updated_at)
+"""
+
 ENGINE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         namespace="engine",
@@ -142,5 +164,12 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
         name="read_models_and_side_tables",
         postgresql=_statements(_READ_MODELS + _SIDE_TABLES, "BYTEA"),
         sqlite=_statements(_READ_MODELS + _SIDE_TABLES, "BLOB"),
+    ),
+    Migration(
+        namespace="engine",
+        version=2,
+        name="rotations",
+        postgresql=_statements(_ROTATIONS, "BYTEA"),
+        sqlite=_statements(_ROTATIONS, "BLOB"),
     ),
 )

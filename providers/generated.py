@@ -1,0 +1,54 @@
+"""`generated`: a value Lockzero mints and delivers (webhook signing secrets, internal tokens).
+
+There is no external system: a credential "works" while Lockzero considers it live, so validation
+and rejection are answered from the live set that this provider keeps in the secret's versions.
+The live set is passed in by the saga (it is derived from the events), which keeps this stateless.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.crypto import random_secret
+from providers.base import Credential, Usage
+
+
+class GeneratedProvider:
+    name = "generated"
+    overlapping = True
+
+    def __init__(self, config: Mapping[str, Any], live: set[str] | None = None) -> None:
+        self.length = int(config.get("length", 40))
+        self.prefix = str(config.get("prefix", ""))
+        #: Values currently accepted (filled by the engine from the secret's live versions).
+        self.live: set[str] = live if live is not None else set()
+
+    def mint(self) -> str:
+        return random_secret(self.length, self.prefix)
+
+    async def create(self, new: Credential, previous: Credential | None) -> Credential:
+        self.live.add(new.value)
+        return new
+
+    async def validate(self, credential: Credential) -> bool:
+        return credential.value in self.live
+
+    async def retire(self, credential: Credential) -> None:
+        self.live.discard(credential.value)
+
+    async def restore(self, credential: Credential) -> None:
+        self.live.add(credential.value)
+
+    async def revoke(self, credentials: list[Credential]) -> None:
+        for c in credentials:
+            self.live.discard(c.value)
+
+    async def discard(self, credential: Credential) -> None:
+        self.live.discard(credential.value)
+
+    async def observed_usage(self) -> list[Usage]:
+        return []
+
+    async def close(self) -> None:
+        return None
