@@ -80,6 +80,14 @@ class Engine:
         new = [NewEvent(type=ev.type_name(e), data=ev.encode(e), metadata=ev.encode_meta(m)) for e, m in events]
         return await self.store.append(stream, new, expected_version, projections.project)
 
+    async def load_with_meta(self, stream: str) -> tuple[list[ev.AnyEvent], list[ev.EventMeta], int]:
+        recorded = await self.store.read_stream(stream)
+        return (
+            [ev.decode(r.data) for r in recorded],
+            [ev.decode_meta(r.metadata) for r in recorded],
+            recorded[-1].version if recorded else 0,
+        )
+
     async def load(self, stream: str) -> tuple[list[ev.AnyEvent], int]:
         """A stream's decoded events and its version (0 when it does not exist)."""
         recorded = await self.store.read_stream(stream)

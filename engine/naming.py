@@ -64,3 +64,8 @@ def audit_stream(tenant: str) -> str:
 
 def version_arn(tenant: str, secret: str, version: int) -> str:
     return f"arn:lockzero:secrets:{tenant}:secret:{secret}:v{version}"
+
+
+def adoption_stream(tenant: str, secret: str) -> str:
+    """Dependents' adoption records, apart from the secret stream so they never race the saga."""
+    return f"adoption-{tenant}/{secret}"

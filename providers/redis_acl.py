@@ -29,7 +29,7 @@ class RedisAclProvider:
 
     async def _acl(self, *rules: str, op: str) -> None:
         try:
-            await self._connection().execute_command("ACL", "SETUSER", self.username, *rules)
+            await self._connection().execute_command("ACL", "SETUSER", self.username, *rules)  # type: ignore[no-untyped-call]
         except RedisError as exc:
             # Rules carry passwords: report the operation and the error class only.
             raise ProviderError(f"redis ACL {op} for user {self.username!r} failed ({type(exc).__name__})") from None
@@ -84,7 +84,7 @@ class RedisAclProvider:
 
     async def _kill_clients(self) -> None:
         try:
-            await self._connection().execute_command("CLIENT", "KILL", "USER", self.username)
+            await self._connection().execute_command("CLIENT", "KILL", "USER", self.username)  # type: ignore[no-untyped-call]
         except ResponseError:
             pass  # no connected clients
         except RedisError as exc:
@@ -92,7 +92,7 @@ class RedisAclProvider:
 
     async def observed_usage(self) -> list[Usage]:
         try:
-            listing = await self._connection().execute_command("CLIENT", "LIST")
+            listing = await self._connection().execute_command("CLIENT", "LIST")  # type: ignore[no-untyped-call]
         except RedisError as exc:
             raise ProviderError(f"redis CLIENT LIST failed ({type(exc).__name__})") from None
         text = listing.decode() if isinstance(listing, bytes) else str(listing)

@@ -72,9 +72,7 @@ async def test_file_dependent(engine: Engine, acme: str) -> None:
     events, _ = await engine.load(naming.secret_stream(acme, "prod/db"))
     secret = fold_secret(events)
     assert secret is not None
-    assert [(d.service, d.delivery, d.target) for d in secret.dependents] == [
-        ("batch", "file", "/etc/app/db-password")
-    ]
+    assert [(d.service, d.delivery, d.target) for d in secret.dependents] == [("batch", "file", "/etc/app/db-password")]
 
 
 async def test_dependents_count_in_the_read_model(engine: Engine, acme: str) -> None:

@@ -1,0 +1,55 @@
+"""Open a secret's provider: decrypt its config, and hand the versions' credentials to the saga."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from engine.aggregates.secret import Secret
+from engine.app import Engine
+from engine.errors import Conflict
+from engine.secrets import config_ref, read_version_value
+from providers.base import Credential, Provider
+from providers.registry import ProviderNotAvailable, build_provider
+
+
+async def provider_config(engine: Engine, secret: Secret) -> dict[str, Any]:
+    async with engine.store.transaction() as tx:
+        row = await tx.fetchone(
+            "SELECT ciphertext FROM lz_sealed WHERE tenant = ? AND ref = ?",
+            (secret.tenant, config_ref(secret.secret_id)),
+        )
+    if row is None:
+        return {}
+    keys = await engine.tenant_keys(secret.tenant)
+    config: dict[str, Any] = msgspec.json.decode(
+        keys.open(bytes(row[0]), ref=config_ref(secret.secret_id), version=0, purpose="config")
+    )
+    return config
+
+
+async def credential(engine: Engine, secret: Secret, version: int | None) -> Credential | None:
+    if version is None:
+        return None
+    raw = await read_version_value(engine, secret.tenant, secret.secret_id, version)
+    if raw is None:
+        return None
+    v = secret.version(version)
+    return Credential(raw.decode(), v.username if v else None)
+
+
+async def open_provider(engine: Engine, secret: Secret) -> Provider:
+    config = await provider_config(engine, secret)
+    live: set[str] = set()
+    if secret.provider == "generated":
+        # Lockzero is this provider's authority: what works is what its events say is live.
+        for v in secret.versions:
+            if v.status in ("live", "current"):
+                cred = await credential(engine, secret, v.number)
+                if cred is not None:
+                    live.add(cred.value)
+    try:
+        return build_provider(secret.provider, config, live)
+    except ProviderNotAvailable as exc:
+        raise Conflict(str(exc)) from None

@@ -1,0 +1,380 @@
+"""The rotation saga: rotate, roll back or revoke one secret as compensable steps.
+
+rotate:   create → validate → shift → retire → verify
+rollback: restore → validate → shift → retire → verify
+revoke:   revoke → alert
+
+Every step is recorded on the secret's stream: intent (``SagaStepStarted``) before its side effect,
+outcome (``SagaStepCompleted``/``SagaStepFailed``) after. A runner — a fresh one after a crash —
+folds the stream and continues at the first unfinished step, repeating its side effect, which every
+provider call tolerates (a new value is chosen and stored *with* the intent, so a repeat adds the
+same password, not a third one). A failed forward step compensates the completed ones in reverse
+(discard / re-activate the old version / restore it), so the secret ends on a working credential.
+Every append names the stream version it was folded from: two runners on one saga cannot both
+record a step; the loser reloads and carries on from what the winner recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from engine import events as ev
+from engine import naming
+from engine.aggregates.secret import Rotation, Secret, fold_secret
+from engine.app import SYSTEM, Engine
+from engine.clock import iso
+from engine.delivery import adopted_versions, deliver
+from engine.errors import NotFound
+from engine.incidents import open_incident
+from engine.provider_access import credential, open_provider, provider_config
+from eventstore import ConcurrencyError, Transaction
+from providers.base import Credential, Provider, ProviderError
+from providers.registry import mint_value
+
+FORWARD: dict[str, tuple[ev.SagaStep, ...]] = {
+    "rotate": ("create", "validate", "shift", "retire", "verify"),
+    "rollback": ("restore", "validate", "shift", "retire", "verify"),
+    "revoke": ("revoke", "alert"),
+}
+#: Steps with a side effect to undo when a later step fails.
+COMPENSABLE: frozenset[ev.SagaStep] = frozenset({"create", "restore", "shift", "retire"})
+
+ADOPTION_POLL_S = 0.05
+VALIDATE_ATTEMPTS = 5
+
+
+class StepFailed(Exception):
+    """A step could not do its job; the message is safe to record (no credential in it)."""
+
+
+@dataclass(frozen=True)
+class Do:
+    step: ev.SagaStep
+    compensating: bool
+    resume: bool
+
+
+@dataclass(frozen=True)
+class Finish:
+    outcome: str
+
+
+def next_action(rotation: Rotation) -> Do | Finish:
+    """Pure: what the saga does next, from its recorded steps alone."""
+    steps = FORWARD[rotation.kind]
+    if not rotation.compensating:
+        for step in steps:
+            record = rotation.last(step)
+            if record is None:
+                return Do(step, False, resume=False)
+            if record.status == "started":
+                return Do(step, False, resume=True)
+        return Finish("completed")
+    for step in reversed(steps):
+        if step not in COMPENSABLE or rotation.last(step) is None:
+            continue
+        undo = rotation.last(step, compensating=True)
+        if undo is None:
+            return Do(step, True, resume=False)
+        if undo.status == "started":
+            return Do(step, True, resume=True)
+        if undo.status == "failed":
+            return Finish("failed")
+    return Finish("compensated")
+
+
+SideWrites = Callable[[Transaction], Awaitable[None]]
+T = TypeVar("T")
+
+
+class RotationSaga:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def run(self, tenant: str, secret_id: str, rotation_id: str) -> str:
+        """Drive the rotation to its end; returns the outcome. Safe to call again at any time."""
+        stream = naming.secret_stream(tenant, secret_id)
+        while True:
+            events, metas, version = await self.engine.load_with_meta(stream)
+            secret = fold_secret(events, metas)
+            rotation = secret.rotation(rotation_id) if secret else None
+            if secret is None or rotation is None:
+                raise NotFound(f"no rotation {rotation_id!r} of secret {secret_id!r}")
+            if rotation.outcome is not None:
+                return rotation.outcome
+            try:
+                await self._advance(secret, rotation, version, next_action(rotation))
+            except ConcurrencyError:
+                continue  # another runner recorded something first: fold again and carry on
+
+    async def _advance(self, secret: Secret, rotation: Rotation, version: int, action: Do | Finish) -> None:
+        if isinstance(action, Finish):
+            await self._finish(secret, rotation, version, action.outcome)
+            return
+        started = ev.SagaStepStarted(
+            at=self.engine.clock.now(),
+            tenant=secret.tenant,
+            secret_id=secret.secret_id,
+            rotation_id=rotation.rotation_id,
+            step=action.step,
+            compensating=action.compensating,
+        )
+        if not action.resume:
+            intent_events, side = await self._intent(secret, rotation, action)
+            result = await self._append(secret, [started, *intent_events], version, side)
+            version = result
+            secret, rotation = await self._reload(secret, rotation.rotation_id)
+        try:
+            outcome_events, detail = await self._execute(secret, rotation, action)
+        except (StepFailed, ProviderError) as exc:
+            failed = ev.SagaStepFailed(
+                at=self.engine.clock.now(),
+                tenant=secret.tenant,
+                secret_id=secret.secret_id,
+                rotation_id=rotation.rotation_id,
+                step=action.step,
+                compensating=action.compensating,
+                error=str(exc)[:500],
+            )
+            await self._append(secret, [failed], None)
+            return
+        completed = ev.SagaStepCompleted(
+            at=self.engine.clock.now(),
+            tenant=secret.tenant,
+            secret_id=secret.secret_id,
+            rotation_id=rotation.rotation_id,
+            step=action.step,
+            compensating=action.compensating,
+            detail=detail,
+        )
+        await self._append(secret, [completed, *outcome_events], None)
+
+    async def _append(
+        self, secret: Secret, events: list[ev.Event], expected: int | None, side: SideWrites | None = None
+    ) -> int:
+        stream = naming.secret_stream(secret.tenant, secret.secret_id)
+        if expected is None:
+            # Outcomes: the step's intent is ours, so only the stream position is re-read, not re-decided.
+            _, expected = await self.engine.load(stream)
+        result = await self.engine.append(stream, events, SYSTEM, expected, side)
+        return result.stream_version
+
+    async def _reload(self, secret: Secret, rotation_id: str) -> tuple[Secret, Rotation]:
+        events, metas, _ = await self.engine.load_with_meta(naming.secret_stream(secret.tenant, secret.secret_id))
+        fresh = fold_secret(events, metas)
+        assert fresh is not None
+        rotation = fresh.rotation(rotation_id)
+        assert rotation is not None
+        return fresh, rotation
+
+    # --- intent: what must be durable before the side effect -------------------------------------
+
+    async def _intent(self, secret: Secret, rotation: Rotation, action: Do) -> tuple[list[ev.Event], SideWrites | None]:
+        now = self.engine.clock.now()
+        if action.step == "create" and not action.compensating:
+            assert rotation.to_version is not None
+            # The new value is chosen now and stored with the intent: a repeated create re-adds *this* value.
+            value = mint_value(secret.provider, await provider_config(self.engine, secret)).encode()
+            keys = await self.engine.tenant_keys(secret.tenant)
+            ciphertext = keys.seal(value, ref=secret.secret_id, version=rotation.to_version, purpose="value")
+            fingerprint = keys.fingerprint(value)
+            to_version = rotation.to_version
+
+            async def store_pending(tx: Transaction) -> None:
+                await tx.execute(
+                    "INSERT INTO lz_secret_versions (tenant, secret_id, version, ciphertext, fingerprint, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (secret.tenant, secret.secret_id, to_version, ciphertext, fingerprint, iso(now)),
+                )
+
+            return [], store_pending
+        if action.step == "shift":
+            # Activation is part of the intent: from here on, pull dependents get the target version.
+            target = rotation.from_version if action.compensating else rotation.to_version
+            previous = rotation.to_version if action.compensating else rotation.from_version
+            assert target is not None
+            if secret.current_version != target:
+                return [
+                    ev.SecretVersionActivated(
+                        at=now,
+                        tenant=secret.tenant,
+                        secret_id=secret.secret_id,
+                        version=target,
+                        previous_version=previous,
+                    )
+                ], None
+        return [], None
+
+    # --- the side effects ------------------------------------------------------------------------
+
+    async def _execute(self, secret: Secret, rotation: Rotation, action: Do) -> tuple[list[ev.Event], str]:
+        provider = await open_provider(self.engine, secret)
+        try:
+            handler = getattr(self, f"_{action.step}_{'undo' if action.compensating else 'do'}")
+            result: tuple[list[ev.Event], str] = await handler(secret, rotation, provider)
+            return result
+        finally:
+            await provider.close()
+
+    async def _cred(self, secret: Secret, version: int | None) -> Credential:
+        cred = await credential(self.engine, secret, version)
+        if cred is None:
+            raise StepFailed(f"version v{version} has no stored value")
+        return cred
+
+    def _base(self, secret: Secret) -> dict[str, object]:
+        return {"at": self.engine.clock.now(), "tenant": secret.tenant, "secret_id": secret.secret_id}
+
+    async def _create_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        assert rotation.to_version is not None
+        previous = await credential(self.engine, secret, rotation.from_version)
+        pending = await self._cred(secret, rotation.to_version)
+        wanted = Credential(pending.value, previous.username if previous else None)
+        new = await _retry(lambda: provider.create(wanted, previous))
+        created = ev.SecretVersionCreated(
+            **self._base(secret),  # type: ignore[arg-type]
+            version=rotation.to_version,
+            origin="rotation",
+            username=new.username,
+        )
+        return [created], f"v{rotation.to_version} created beside v{rotation.from_version}"
+
+    async def _create_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        cred = await credential(self.engine, secret, rotation.to_version)
+        if cred is not None:
+            await _retry(lambda: provider.discard(cred))
+        events: list[ev.Event] = []
+        if secret.version(rotation.to_version) is not None:
+            events.append(ev.SecretVersionDiscarded(**self._base(secret), version=rotation.to_version))  # type: ignore[arg-type]
+        return events, f"v{rotation.to_version} discarded"
+
+    async def _restore_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        target = await self._cred(secret, rotation.to_version)
+        await _retry(lambda: provider.restore(target))
+        return [ev.SecretVersionRestored(**self._base(secret), version=rotation.to_version)], (  # type: ignore[arg-type]
+            f"v{rotation.to_version} restored"
+        )
+
+    async def _restore_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        target = await self._cred(secret, rotation.to_version)
+        await _retry(lambda: provider.retire(target))
+        until = self.engine.clock.now() + timedelta(seconds=secret.policy.grace_s)
+        retired = ev.SecretVersionRetired(**self._base(secret), version=rotation.to_version, restorable_until=until)  # type: ignore[arg-type]
+        return [retired], f"v{rotation.to_version} retired again"
+
+    async def _validate_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        target = await self._cred(secret, rotation.to_version)
+        for attempt in range(VALIDATE_ATTEMPTS):
+            if await provider.validate(target):
+                return [], f"v{rotation.to_version} authenticates"
+            await asyncio.sleep(0.1 * (attempt + 1))
+        raise StepFailed(f"v{rotation.to_version} does not authenticate at the provider")
+
+    async def _shift_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        assert rotation.to_version is not None
+        event = "secret.rolled_back" if rotation.kind == "rollback" else "secret.rotated"
+        await deliver(self.engine, secret, rotation.to_version, event)
+        return [], await self._await_adoption(secret, rotation, rotation.to_version)
+
+    async def _shift_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        assert rotation.from_version is not None
+        report = await deliver(self.engine, secret, rotation.from_version, "secret.rolled_back")
+        return [], f"v{rotation.from_version} current again; delivered to {report.delivered}"
+
+    async def _await_adoption(self, secret: Secret, rotation: Rotation, version: int) -> str:
+        """Wait until every dependent holds ``version``, or the policy's adoption deadline passes."""
+        total = len(secret.dependents)
+        started = rotation.last("shift")
+        begin = started.started_at if started else self.engine.clock.now()
+        deadline = begin + timedelta(seconds=secret.policy.adoption_deadline_s)
+        while True:
+            adopted = await adopted_versions(self.engine, secret.tenant, secret.secret_id)
+            count = sum(1 for d in secret.dependents if adopted.get(d.dependent_id) == version)
+            if count == total:
+                return f"{count}/{total} dependents adopted v{version}"
+            if self.engine.clock.now() >= deadline:
+                return f"adoption deadline passed: {count}/{total} dependents adopted v{version}"
+            await asyncio.sleep(ADOPTION_POLL_S)
+
+    async def _retire_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        old = await self._cred(secret, rotation.from_version)
+        await _retry(lambda: provider.retire(old))
+        until = self.engine.clock.now() + timedelta(seconds=secret.policy.grace_s)
+        retired = ev.SecretVersionRetired(**self._base(secret), version=rotation.from_version, restorable_until=until)  # type: ignore[arg-type]
+        return [retired], f"v{rotation.from_version} retired, restorable until {until.isoformat()}"
+
+    async def _retire_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        old = await self._cred(secret, rotation.from_version)
+        await _retry(lambda: provider.restore(old))
+        events: list[ev.Event] = []
+        v = secret.version(rotation.from_version)
+        if v is not None and v.status == "retired":
+            events.append(ev.SecretVersionRestored(**self._base(secret), version=rotation.from_version))  # type: ignore[arg-type]
+        return events, f"v{rotation.from_version} restored"
+
+    async def _verify_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        new = await self._cred(secret, rotation.to_version)
+        old = await self._cred(secret, rotation.from_version)
+        if not await provider.validate(new):
+            raise StepFailed(f"v{rotation.to_version} no longer authenticates")
+        if await provider.validate(old):
+            raise StepFailed(f"v{rotation.from_version} still authenticates after retirement")
+        return [], f"v{rotation.to_version} works, v{rotation.from_version} is refused"
+
+    async def _revoke_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        numbers = tuple(v.number for v in secret.versions if v.status in ("live", "current", "retired"))
+        creds = [c for n in numbers if (c := await credential(self.engine, secret, n)) is not None]
+        await _retry(lambda: provider.revoke(creds))
+        revoked = ev.SecretRevoked(**self._base(secret), versions=numbers)  # type: ignore[arg-type]
+        return [revoked], f"revoked {', '.join(f'v{n}' for n in numbers)} at the provider"
+
+    async def _alert_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        report = await deliver(self.engine, secret, secret.current_version or 0, "secret.revoked")
+        return [], f"alerts sent: {report.delivered}, failed: {report.failed}"
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    async def _finish(self, secret: Secret, rotation: Rotation, version: int, outcome: str) -> None:
+        finished = ev.RotationFinished(
+            at=self.engine.clock.now(),
+            tenant=secret.tenant,
+            secret_id=secret.secret_id,
+            rotation_id=rotation.rotation_id,
+            outcome=outcome,  # type: ignore[arg-type]
+        )
+        await self.engine.append(naming.secret_stream(secret.tenant, secret.secret_id), [finished], SYSTEM, version)
+        if outcome != "completed":
+            failed = [s for s in rotation.steps if s.status == "failed"]
+            why = failed[0].detail if failed else "unknown"
+            await open_incident(
+                self.engine,
+                secret.tenant,
+                SYSTEM,
+                kind="rotation_failed",
+                severity="critical" if outcome == "failed" else "high",
+                secret_id=secret.secret_id,
+                summary=f"{rotation.kind} {rotation.rotation_id} {outcome}: {why}"[:500],
+            )
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, ProviderError) and exc.retryable
+
+
+async def _retry(call: Callable[[], Awaitable[T]]) -> T:
+    """Provider calls are idempotent, so a transient failure is simply tried again (three times)."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(3),
+        wait=wait_exponential(multiplier=0.1, max=1),
+        retry=retry_if_exception(_transient),
+        reraise=True,
+    ):
+        with attempt:
+            return await call()
+    raise AssertionError("unreachable: tenacity returns or re-raises")

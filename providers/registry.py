@@ -1,0 +1,30 @@
+"""Build the provider object for a secret from its (decrypted) config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.crypto import random_secret
+from providers.base import Provider
+from providers.generated import GeneratedProvider
+from providers.redis_acl import RedisAclProvider
+
+
+class ProviderNotAvailable(Exception):
+    pass
+
+
+def build_provider(name: str, config: Mapping[str, Any], live_values: set[str] | None = None) -> Provider:
+    if name == "generated":
+        return GeneratedProvider(config, live_values)
+    if name == "redis_acl":
+        return RedisAclProvider(config)
+    raise ProviderNotAvailable(f"provider {name} cannot rotate in this build yet")
+
+
+def mint_value(name: str, config: Mapping[str, Any]) -> str:
+    """A fresh credential value for providers where Lockzero chooses it."""
+    if name == "generated":
+        return GeneratedProvider(config).mint()
+    return random_secret(40)
