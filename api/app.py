@@ -10,25 +10,28 @@ from litestar.response import Response
 from api.mcp.dispatcher import Dispatcher
 from api.mcp.endpoint import McpEndpoint
 from api.mcp.sessions import SessionStore
+from api.pull import pull_endpoint
 from api.ratelimit import RateLimiter
 from api.telemetry import setup_tracing
 from api.tools.read_tools import READ_TOOLS
 from api.tools.registry import Registry
 from api.tools.runner import ToolRunner
+from api.tools.saga_tools import SAGA_TOOLS
 from engine.app import Engine
 from engine.audit_batcher import AuditBatcher
 from engine.config import Settings
+from engine.rotations import SagaQueue
 from eventstore import StoreUnavailable
 
 
 def build_registry() -> Registry:
-    return Registry([*READ_TOOLS])
+    return Registry([*READ_TOOLS, *SAGA_TOOLS])
 
 
-def create_app(engine: Engine, settings: Settings) -> Litestar:
+def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar:
     setup_tracing()
     audit = AuditBatcher(engine)
-    runner = ToolRunner(engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s))
+    runner = ToolRunner(engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s), queue)
     endpoint = McpEndpoint(engine, Dispatcher(runner, SessionStore()), settings.allowed_origins)
 
     @post("/api/mcp", status_code=200)
@@ -43,6 +46,10 @@ def create_app(engine: Engine, settings: Settings) -> Litestar:
     async def mcp_delete(request: Request[Any, Any, Any]) -> Response[Any]:
         return await endpoint.delete(request)
 
+    @get("/api/v1/secrets/{rest:path}")
+    async def pull_current(request: Request[Any, Any, Any], rest: str) -> Response[Any]:
+        return await pull_endpoint(engine, request, rest)
+
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -56,7 +63,7 @@ def create_app(engine: Engine, settings: Settings) -> Litestar:
         return Response({"status": "ready", "store": "ok"})
 
     return Litestar(
-        route_handlers=[mcp_post, mcp_get, mcp_delete, healthz, readyz],
+        route_handlers=[mcp_post, mcp_get, mcp_delete, pull_current, healthz, readyz],
         debug=False,
         request_max_body_size=None,
         on_shutdown=[audit.close],

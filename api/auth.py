@@ -24,9 +24,7 @@ def bearer_token(request: Request) -> str | None:
 
 def unauthorized(description: str) -> Response[dict[str, str]]:
     # No OAuth metadata is advertised: keys are issued by `lockzero key create`.
-    return Response(
-        {"error": "invalid_token", "error_description": description}, status_code=401, headers=_CHALLENGE
-    )
+    return Response({"error": "invalid_token", "error_description": description}, status_code=401, headers=_CHALLENGE)
 
 
 async def authenticate_key(engine: Engine, request: Request) -> ApiKey | Response[dict[str, str]]:

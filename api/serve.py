@@ -9,6 +9,8 @@ from api.bootstrap import first_start
 from engine.app import Engine
 from engine.config import Settings
 from engine.errors import Unavailable
+from workers.arq_worker import ArqQueue
+from workers.inprocess import InProcessQueue
 
 
 async def serve(settings: Settings) -> None:
@@ -19,10 +21,27 @@ async def serve(settings: Settings) -> None:
             await first_start(engine, settings)
         elif not await engine.schema_ready():
             raise Unavailable("the database schema is not migrated; run `lockzero migrate` first")
+        queue = await open_queue(engine, settings)
         config = uvicorn.Config(
-            create_app(engine, settings), host=settings.host, port=settings.port, log_level="warning", access_log=False
+            create_app(engine, settings, queue),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
         )
         print(f"lockzero: listening on http://{settings.host}:{settings.port}", flush=True)
-        await uvicorn.Server(config).serve()
+        try:
+            await uvicorn.Server(config).serve()
+        finally:
+            await queue.close()
     finally:
         await engine.close()
+
+
+async def open_queue(engine: Engine, settings: Settings) -> InProcessQueue | ArqQueue:
+    """arq on Redis when LOCKZERO_REDIS_URL is set, else sagas run inside this process."""
+    if settings.redis_url:
+        return await ArqQueue.connect(settings.redis_url)
+    queue = InProcessQueue(engine)
+    queue.start()
+    return queue

@@ -46,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line; LOCKZERO_DEBUG=1 shows the traceback
         if os.environ.get("LOCKZERO_DEBUG"):
             raise
-        error(f"internal error ({type(exc).__name__}); rerun with LOCKZERO_DEBUG=1 for details", code="internal_error", as_json=as_json)
+        error(
+            f"internal error ({type(exc).__name__}); rerun with LOCKZERO_DEBUG=1 for details",
+            code="internal_error",
+            as_json=as_json,
+        )
         return EXIT_FAILURE
 
 

@@ -78,7 +78,8 @@ class Dispatcher:
     async def _initialize(self, state: CallState, params: dict[str, Any]) -> dict[str, Any]:
         if state.era == "modern":
             raise RpcError(
-                METHOD_NOT_FOUND, "initialize does not exist in protocol 2026-07-28; use server/discover",
+                METHOD_NOT_FOUND,
+                "initialize does not exist in protocol 2026-07-28; use server/discover",
                 http_status=404,
             )
         version = versions.negotiate(params.get("protocolVersion"))
@@ -117,13 +118,19 @@ class Dispatcher:
         try:
             structured = await self.runner.call(state.key, name, params.get("arguments"))
         except UnknownTool:
-            raise RpcError(INVALID_PARAMS, f"unknown tool {name!r}; tools/list shows the tools this key may use") from None
+            raise RpcError(
+                INVALID_PARAMS, f"unknown tool {name!r}; tools/list shows the tools this key may use"
+            ) from None
         except LockzeroError as exc:
             error = {"code": exc.code, "name": exc.name, "message": exc.message}
             if exc.data:
                 error["data"] = exc.data
             payload = {"error": error}
-            return {"content": [{"type": "text", "text": json.dumps(payload)}], "structuredContent": payload, "isError": True}
+            return {
+                "content": [{"type": "text", "text": json.dumps(payload)}],
+                "structuredContent": payload,
+                "isError": True,
+            }
         text = msgspec.json.encode(structured).decode()
         return {"content": [{"type": "text", "text": text}], "structuredContent": structured, "isError": False}
 

@@ -140,15 +140,15 @@ class McpEndpoint:
             self._check_modern_headers(request, msg, meta_version)
             return CallState(key, "modern", versions.MODERN)
         if meta_version == versions.MODERN:
-            raise RpcError(
-                HEADER_MISMATCH, "Header mismatch: MCP-Protocol-Version header is required", http_status=400
-            )
+            raise RpcError(HEADER_MISMATCH, "Header mismatch: MCP-Protocol-Version header is required", http_status=400)
         session_id = request.headers.get("mcp-session-id")
         if msg.method == "initialize":
             return CallState(key, "handshake", header_version or versions.DEFAULT_HANDSHAKE)
         if session_id is None:
             if header_version is not None and not msg.is_notification:
-                raise RpcError(INVALID_REQUEST, "Mcp-Session-Id header is required; call initialize first", http_status=400)
+                raise RpcError(
+                    INVALID_REQUEST, "Mcp-Session-Id header is required; call initialize first", http_status=400
+                )
             return CallState(key, "direct", header_version or versions.DEFAULT_HANDSHAKE)
         session = self.dispatcher.sessions.get(session_id, key.key_id)
         if session is None:

@@ -13,6 +13,7 @@ from engine import events as ev
 from engine.aggregates.api_key import ApiKey
 from engine.app import Engine
 from engine.errors import InvalidInput
+from engine.rotations import SagaQueue
 
 
 @dataclass
@@ -20,6 +21,7 @@ class CallContext:
     engine: Engine
     key: ApiKey
     actor: ev.EventMeta
+    queue: SagaQueue | None = None
     #: The secret the call concerns, for the audit record (set by handlers that know one).
     secret_id: str | None = None
     detail: str = ""
@@ -58,14 +60,10 @@ class Tool:
     _schemas: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def input_schema(self) -> dict[str, Any]:
-        if "input" not in self._schemas:
-            self._schemas["input"] = json_schema(self.arguments)
-        return self._schemas["input"]
+        return self._schemas.setdefault("input", json_schema(self.arguments))
 
     def output_schema(self) -> dict[str, Any]:
-        if "output" not in self._schemas:
-            self._schemas["output"] = json_schema(self.result)
-        return self._schemas["output"]
+        return self._schemas.setdefault("output", json_schema(self.result))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -83,7 +81,8 @@ class Tool:
         if not isinstance(raw, dict):
             raise InvalidInput("arguments must be a JSON object")
         try:
-            return msgspec.convert(raw, self.arguments)
+            parsed: msgspec.Struct = msgspec.convert(raw, self.arguments)
+            return parsed
         except msgspec.ValidationError as exc:
             raise InvalidInput(f"invalid arguments for {self.name}: {exc}") from None
 

@@ -18,6 +18,7 @@ from engine.app import Engine
 from engine.audit import make_record, outcome_of
 from engine.audit_batcher import AuditBatcher
 from engine.errors import Forbidden, LockzeroError, RateLimited, Unavailable
+from engine.rotations import SagaQueue
 from eventstore import EventStoreError, StoreUnavailable
 
 log = logging.getLogger("lockzero.api")
@@ -38,7 +39,10 @@ def actor_of(key: ApiKey) -> ev.EventMeta:
 
 
 class ToolRunner:
-    def __init__(self, engine: Engine, registry: Registry, audit: AuditBatcher, limiter: RateLimiter) -> None:
+    def __init__(
+        self, engine: Engine, registry: Registry, audit: AuditBatcher, limiter: RateLimiter, queue: SagaQueue
+    ) -> None:
+        self.queue = queue
         self.engine = engine
         self.registry = registry
         self.audit = audit
@@ -52,7 +56,7 @@ class ToolRunner:
         with tracer.start_as_current_span(f"tool {name}") as span:
             span.set_attribute("lockzero.method", name)
             span.set_attribute("lockzero.tenant", key.tenant)
-            ctx = CallContext(self.engine, key, actor_of(key))
+            ctx = CallContext(self.engine, key, actor_of(key), self.queue)
             started = time.perf_counter()
             error: LockzeroError | None = None
             result: dict[str, Any] | None = None

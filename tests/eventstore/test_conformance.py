@@ -590,6 +590,26 @@ async def test_concurrent_overlapping_batches(store: EventStore, store_url: str,
     assert positions(stored) == [1, 2, 3]
 
 
+@SHARING
+async def test_a_malformed_append_does_not_fail_concurrent_ones(
+    store: EventStore, store_url: str, sharing: str
+) -> None:
+    """An append that repeats an event id inside its own batch fails alone; the others are written."""
+    twice = NewEvent(type="T", data=b"twice")
+    async with AsyncExitStack() as stack:
+        stores = await writers(stack, sharing, store, store_url, 10)
+        outcomes = await asyncio.gather(
+            *(s.append(f"t{i}", [twice, twice] if i == 4 else batch(2)) for i, s in enumerate(stores)),
+            return_exceptions=True,
+        )
+    assert isinstance(outcomes[4], Exception)
+    good = [o for i, o in enumerate(outcomes) if i != 4]
+    assert all(isinstance(o, AppendResult) for o in good), good
+    stored = await read_all_paged(store)
+    assert positions(stored) == list(range(1, 19))
+    assert await store.read_stream("t4") == []
+
+
 # --------------------------------------------------------------------------------------------------
 # 6. large streams
 

@@ -1,0 +1,124 @@
+"""The tools that change credentials (rotate, roll back, revoke) and the live proof (verify)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from api.tools.read_tools import SecretId, in_scope
+from api.tools.registry import Annotations, CallContext, Tool
+from engine import rotations
+from engine.errors import Unavailable
+
+Reason = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=500, description="Why: shown in history, audit and incidents")
+]
+
+
+class RotateArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    secret_id: SecretId
+    reason: Reason
+    idempotency_key: (
+        Annotated[str, msgspec.Meta(max_length=128, description="Same key, same rotation (safe retries)")] | None
+    ) = None
+
+
+class RollbackArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    secret_id: SecretId
+    reason: Reason
+    to_version: (
+        Annotated[str, msgspec.Meta(pattern=r"^v[0-9]+$", description="e.g. v3; default: the previous")] | None
+    ) = None
+
+
+class RevokeArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    secret_id: SecretId
+    reason: Reason
+
+
+class VerifyArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    secret_id: SecretId
+    rotation_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+def _queue(ctx: CallContext) -> rotations.SagaQueue:
+    if ctx.queue is None:
+        raise Unavailable("no saga worker is configured; retry later")
+    return ctx.queue
+
+
+async def rotate_secret(ctx: CallContext, a: RotateArgs) -> rotations.RotationStarted:
+    in_scope(ctx, a.secret_id)
+    return await rotations.rotate(
+        ctx.engine, _queue(ctx), ctx.key.tenant, a.secret_id, ctx.actor, a.reason, a.idempotency_key
+    )
+
+
+async def rollback_secret(ctx: CallContext, a: RollbackArgs) -> rotations.RollbackStarted:
+    in_scope(ctx, a.secret_id)
+    to = int(a.to_version[1:]) if a.to_version else None
+    return await rotations.rollback(ctx.engine, _queue(ctx), ctx.key.tenant, a.secret_id, ctx.actor, a.reason, to)
+
+
+async def revoke_secret(ctx: CallContext, a: RevokeArgs) -> rotations.RevokeResult:
+    in_scope(ctx, a.secret_id)
+    return await rotations.revoke(ctx.engine, ctx.key.tenant, a.secret_id, ctx.actor, a.reason)
+
+
+async def verify_remediation(ctx: CallContext, a: VerifyArgs) -> rotations.Verification:
+    in_scope(ctx, a.secret_id)
+    return await rotations.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id)
+
+
+SAGA_TOOLS = [
+    Tool(
+        "rotate_secret",
+        "Rotate a secret",
+        "Replace a secret's credential for real: create a new one at the provider, check it works, move every "
+        "dependent service to it, retire the old one and prove the old one is refused. Returns at once with a "
+        "rotation_id and status in_progress; then poll verify_remediation (every 1-2 s) until verified is true. "
+        "Calling again while a rotation is in flight returns that rotation; pass idempotency_key to make retries "
+        "safe. Use after a leak (detect_exposure) or when check_rotation_policy says it is overdue.",
+        RotateArgs,
+        rotations.RotationStarted,
+        Annotations(read_only=False, destructive=True, idempotent=False, open_world=True),
+        rotate_secret,
+        writes=True,
+    ),
+    Tool(
+        "rollback_secret",
+        "Roll a secret back",
+        "Make the previous working credential current again (within its grace period), deliver it to every "
+        "dependent and retire the newer one. Use when a rotation broke something. Fails with conflict when "
+        "there is no restorable previous version. Returns at once; poll verify_remediation.",
+        RollbackArgs,
+        rotations.RollbackStarted,
+        Annotations(read_only=False, destructive=True, idempotent=False, open_world=True),
+        rollback_secret,
+        writes=True,
+    ),
+    Tool(
+        "revoke_secret",
+        "Revoke a secret now",
+        "Emergency stop: make every version of the credential stop working at the provider immediately, mark the "
+        "secret revoked (final: it cannot be rotated or rolled back afterwards), open an incident and alert "
+        "dependents. Dependents will break: prefer rotate_secret unless the credential is being abused right now.",
+        RevokeArgs,
+        rotations.RevokeResult,
+        Annotations(read_only=False, destructive=True, idempotent=True, open_world=True),
+        revoke_secret,
+        writes=True,
+    ),
+    Tool(
+        "verify_remediation",
+        "Verify a remediation",
+        "Check, live against the provider, that a rotation worked: the new credential authenticates, the old one "
+        "is refused, and how many dependents adopted the new version. verified is true only when all hold and the "
+        "saga completed. Without rotation_id it checks the latest rotation. next_action says what to do.",
+        VerifyArgs,
+        rotations.Verification,
+        Annotations(read_only=True, destructive=False, idempotent=True, open_world=True),
+        verify_remediation,
+    ),
+]

@@ -1,0 +1,63 @@
+"""The pull delivery: a dependent fetches the current version with its lz_svc_ token; the read records
+that it adopted that version (what the saga waits for before retiring the old credential)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import naming
+from engine.aggregates.secret import fold_secret
+from engine.app import Engine
+from engine.crypto import SERVICE_TOKEN_PREFIX
+from engine.delivery import record_adoption
+from engine.errors import Forbidden, NotFound
+from engine.secrets import read_version_value
+
+
+class BadServiceToken(Forbidden):
+    pass
+
+
+async def current_for_dependent(engine: Engine, token: str, secret_id: str) -> dict[str, Any]:
+    if not token.startswith(SERVICE_TOKEN_PREFIX) or len(token) > 200:
+        raise BadServiceToken("not a dependent token")
+    digest = engine.tokens.hash(token)
+    async with engine.store.transaction() as tx:
+        dep = await tx.fetchone(
+            "SELECT tenant, dependent_id, secret_id, adopted_version, token_hash FROM rm_dependents"
+            " WHERE token_hash = ?",
+            (digest,),
+        )
+        if dep is None or not engine.tokens.matches(token, str(dep[4])):
+            raise BadServiceToken("unknown dependent token")
+        tenant, dependent_id, attached_to, adopted, _ = dep
+        if attached_to != secret_id:
+            raise NotFound("this dependent is not attached to that secret")
+        row = await tx.fetchone(
+            "SELECT current_version, status FROM rm_secrets WHERE tenant = ? AND secret_id = ?", (tenant, secret_id)
+        )
+    if row is None or row[0] is None or row[1] == "revoked":
+        raise NotFound("the secret has no current version (revoked or removed)")
+    version = int(row[0])
+    value = await read_version_value(engine, tenant, secret_id, version)
+    if value is None:
+        raise NotFound("the current version's value was destroyed")
+    if adopted != version:
+        await record_adoption(engine, tenant, secret_id, dependent_id, version, "pull")
+    body: dict[str, Any] = {
+        "secret_id": secret_id,
+        "version": f"v{version}",
+        "version_arn": naming.version_arn(tenant, secret_id, version),
+        "value": value.decode(),
+    }
+    username = await _username(engine, tenant, secret_id, version)
+    if username:
+        body["username"] = username
+    return body
+
+
+async def _username(engine: Engine, tenant: str, secret_id: str, version: int) -> str | None:
+    events, _ = await engine.load(naming.secret_stream(tenant, secret_id))
+    secret = fold_secret(events)
+    v = secret.version(version) if secret else None
+    return v.username if v else None

@@ -1,0 +1,111 @@
+"""The arq worker (`lockzero worker`): runs sagas from Redis, and a reconciler cron.
+
+arq facts this is built around: ordinary exceptions are not retried; a job held by a worker killed
+with -9 stays blocked until its in-progress key expires (job_timeout + 10 s); the queue is polled.
+So Redis is only a trigger: a saga lock with a short TTL (renewed while the saga runs) lets the
+reconciler, every few seconds, re-enqueue a stalled saga with a fresh job id that runs at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+from arq import create_pool, cron
+from arq.connections import ArqRedis, RedisSettings
+
+from engine.app import Engine
+from engine.config import load_settings
+from engine.saga import RotationSaga
+from workers.reconciler import stalled_rotations
+
+log = logging.getLogger("lockzero.worker")
+
+SAGA_LOCK_TTL_MS = 10_000
+STALL_AFTER_S = 8.0
+JOB_TIMEOUT_S = 900
+
+
+def _lock_key(rotation_id: str) -> str:
+    return f"lockzero:saga-lock:{rotation_id}"
+
+
+class ArqQueue:
+    """What the API uses to start sagas when LOCKZERO_REDIS_URL is set."""
+
+    def __init__(self, pool: ArqRedis) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, redis_url: str) -> ArqQueue:
+        return cls(await create_pool(RedisSettings.from_dsn(redis_url)))
+
+    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
+        # A fresh job id every time: a stuck job id (killed worker) must not block the resume.
+        await self.pool.enqueue_job(
+            "run_saga", tenant, secret_id, rotation_id, _job_id=f"saga:{rotation_id}:{secrets.token_hex(4)}"
+        )
+
+    async def close(self) -> None:
+        await self.pool.aclose()
+
+
+async def run_saga(ctx: dict[str, Any], tenant: str, secret_id: str, rotation_id: str) -> str:
+    redis: ArqRedis = ctx["redis"]
+    token = secrets.token_hex(8)
+    if not await redis.set(_lock_key(rotation_id), token, px=SAGA_LOCK_TTL_MS, nx=True):
+        return "already running elsewhere"
+    renew = asyncio.create_task(_keep_lock(redis, rotation_id, token))
+    try:
+        return await RotationSaga(ctx["engine"]).run(tenant, secret_id, rotation_id)
+    finally:
+        renew.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renew
+        if (await redis.get(_lock_key(rotation_id))) == token.encode():
+            await redis.delete(_lock_key(rotation_id))
+
+
+async def _keep_lock(redis: ArqRedis, rotation_id: str, token: str) -> None:
+    while True:
+        await asyncio.sleep(SAGA_LOCK_TTL_MS / 3000)
+        if (await redis.get(_lock_key(rotation_id))) != token.encode():
+            return
+        await redis.pexpire(_lock_key(rotation_id), SAGA_LOCK_TTL_MS)
+
+
+async def reconcile(ctx: dict[str, Any]) -> int:
+    engine: Engine = ctx["engine"]
+    redis: ArqRedis = ctx["redis"]
+    queue = ArqQueue(redis)
+    count = 0
+    for tenant, secret_id, rotation_id in await stalled_rotations(engine, STALL_AFTER_S):
+        if await redis.exists(_lock_key(rotation_id)):
+            continue  # a live runner holds it (e.g. waiting for adoption)
+        await queue.enqueue(tenant, secret_id, rotation_id)
+        count += 1
+    return count
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = load_settings(create_embedded_key=False)
+    ctx["engine"] = await Engine.open(settings.database_url, settings.require_master_key())
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["engine"].close()
+
+
+class WorkerSettings:
+    functions = [run_saga]
+    cron_jobs = [cron(reconcile, second=set(range(0, 60, 3)), run_at_startup=True, unique=True)]
+    on_startup = startup
+    on_shutdown = shutdown
+    poll_delay = 0.02
+    job_timeout = JOB_TIMEOUT_S
+    max_jobs = 64
+    keep_result = 60
+    redis_settings = RedisSettings()

@@ -1,0 +1,64 @@
+"""The embedded default's worker: sagas run as tasks inside `lockzero serve`, using the same saga
+code as the arq worker. A reconciler loop resumes any unfinished saga (e.g. after a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from engine.app import Engine
+from engine.saga import RotationSaga
+from workers.reconciler import stalled_rotations
+
+log = logging.getLogger("lockzero.worker")
+
+
+class InProcessQueue:
+    def __init__(self, engine: Engine, reconcile_every_s: float = 2.0) -> None:
+        self.engine = engine
+        self.reconcile_every_s = reconcile_every_s
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._reconciler: asyncio.Task[None] | None = None
+
+    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
+        task = self._running.get(rotation_id)
+        if task is not None and not task.done():
+            return
+        self._running[rotation_id] = asyncio.create_task(self._run(tenant, secret_id, rotation_id))
+
+    async def _run(self, tenant: str, secret_id: str, rotation_id: str) -> None:
+        try:
+            await RotationSaga(self.engine).run(tenant, secret_id, rotation_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the reconciler will pick it up again
+            log.error("saga %s stopped: %s", rotation_id, type(exc).__name__)
+        finally:
+            self._running.pop(rotation_id, None)
+
+    def start(self) -> None:
+        self._reconciler = asyncio.create_task(self._reconcile_forever())
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            try:
+                # In one process every unfinished saga that is not running here is stalled.
+                for tenant, secret_id, rotation_id in await stalled_rotations(self.engine, 0):
+                    await self.enqueue(tenant, secret_id, rotation_id)
+            except Exception as exc:
+                log.error("reconciler pass failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.reconcile_every_s)
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self._running:
+                await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._reconciler, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
