@@ -32,7 +32,7 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
     setup_tracing()
     audit = AuditBatcher(engine)
     runner = ToolRunner(engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s), queue)
-    endpoint = McpEndpoint(engine, Dispatcher(runner, SessionStore()), settings.allowed_origins)
+    endpoint = McpEndpoint(engine, Dispatcher(runner, SessionStore()), settings.allowed_origins, settings.host)
 
     @post("/api/mcp", status_code=200)
     async def mcp_post(request: Request[Any, Any, Any]) -> Response[Any]:

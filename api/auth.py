@@ -37,13 +37,19 @@ async def authenticate_key(engine: Engine, request: Request) -> ApiKey | Respons
     return key
 
 
-def origin_allowed(request: Request, allowed: tuple[str, ...]) -> bool:
-    """No Origin (non-browser clients) is fine; a browser Origin must be ours or explicitly allowed."""
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def origin_allowed(request: Request, allowed: tuple[str, ...], bind_host: str = "127.0.0.1") -> bool:
+    """No Origin (non-browser clients) is fine; a browser Origin must be listed, or be this server on a
+    loopback/bind address. Matching Host alone is not enough: DNS rebinding makes Host whatever it likes."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    if origin.rstrip("/") in allowed:
+    if origin.rstrip("/") in {a.rstrip("/") for a in allowed}:
         return True
-    host = request.headers.get("host", "")
     parts = urlsplit(origin)
-    return bool(parts.netloc) and parts.netloc == host and parts.scheme in ("http", "https")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    own_hosts = _LOOPBACK | {bind_host}
+    return parts.hostname in own_hosts and parts.netloc == request.headers.get("host", "")

@@ -23,6 +23,11 @@ def outcome_of(exc: BaseException | None) -> str:
     return "error"
 
 
+def clean_text(text: str) -> str:
+    """PostgreSQL text cannot hold NUL; an audit record must never fail over what a caller typed."""
+    return text.replace("\x00", "\ufffd")
+
+
 def make_record(
     engine: Engine,
     tenant: str,
@@ -43,7 +48,7 @@ def make_record(
         method=method,
         outcome=outcome,  # type: ignore[arg-type]
         secret_id=secret_id,
-        detail=detail[:500],
+        detail=clean_text(detail)[:500],
         duration_ms=round(duration_ms, 3),
     )
 

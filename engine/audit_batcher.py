@@ -41,17 +41,29 @@ class AuditBatcher:
     async def _flush(self, tenant: str, items: list[_Item]) -> None:
         try:
             await self._engine.append_each(naming.audit_stream(tenant), [(e, m) for e, m, _ in items])
+        except Exception as exc:
+            if len(items) > 1:
+                # One bad record must not fail its neighbours' calls: retry them one by one.
+                for item in items:
+                    await self._flush(tenant, [item])
+                return
+            _settle(items, exc)
         except BaseException as exc:
-            for _, _, future in items:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+            _settle(items, exc)
+            raise
         else:
-            for _, _, future in items:
-                if not future.done():
-                    future.set_result(None)
+            _settle(items, None)
 
     async def close(self) -> None:
         if self._drainer is not None:
             await asyncio.shield(self._drainer)
+
+
+def _settle(items: list[_Item], exc: BaseException | None) -> None:
+    for _, _, future in items:
+        if future.done():
+            continue
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)

@@ -78,7 +78,7 @@ async def audit_log(
         params.extend(visible)
     if cursor is not None:
         (position,) = decode_cursor(cursor, 1)
-        if not isinstance(position, int):
+        if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position < 2**62:
             raise InvalidInput("cursor is not one this server returned; start again without a cursor")
         where.append("position < ?")
         params.append(position)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import msgspec
 
 from engine import naming
-from engine.aggregates.secret import fold_secret
+from engine.aggregates.secret import Rotation, fold_secret
 from engine.app import Engine
-from engine.errors import NotFound
+from engine.errors import InvalidInput, NotFound
 from engine.paging import decode_cursor, encode_cursor, page_limit
 
 
-class StepRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+class StepRecord(msgspec.Struct, frozen=True):
     step: str
     status: str
     at: str
@@ -38,19 +38,51 @@ class RotationHistory(msgspec.Struct, frozen=True):
     next_cursor: str | None
 
 
+def _v(n: int | None) -> str | None:
+    return f"v{n}" if n is not None else None
+
+
+def _record(r: Rotation) -> RotationRecord:
+    steps = [
+        StepRecord(
+            step=f"{s.step} (compensation)" if s.compensating else s.step,
+            status=s.status,
+            at=(s.finished_at or s.started_at).isoformat(),
+            error=s.detail if s.status == "failed" else None,
+        )
+        for s in r.steps
+    ]
+    return RotationRecord(
+        rotation_id=r.rotation_id,
+        kind=r.kind,
+        requested_at=r.requested_at.isoformat(),
+        completed_at=r.finished_at.isoformat() if r.finished_at else None,
+        actor_id=r.actor_id,
+        actor_type=r.actor_type,
+        reason=r.reason,
+        outcome=r.status,
+        from_version=_v(r.from_version),
+        to_version=_v(r.to_version),
+        steps=steps,
+    )
+
+
 async def rotation_history(
     engine: Engine, tenant: str, secret_id: str, *, limit: int | None = None, cursor: str | None = None
 ) -> RotationHistory:
     """Newest first. The saga's events add records here; a secret never rotated has none."""
     n = page_limit(limit)
-    events, _ = await engine.load(naming.secret_stream(tenant, naming.secret_id(secret_id)))
-    if fold_secret(events) is None:
+    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, naming.secret_id(secret_id)))
+    secret = fold_secret(events, metas)
+    if secret is None:
         raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
-    records: list[RotationRecord] = []  # filled by the saga's rotation events
+    records = [_record(r) for r in reversed(secret.rotations)]
     start = 0
     if cursor is not None:
-        (start,) = decode_cursor(cursor, 1)
-        start = int(start)
+        (position,) = decode_cursor(cursor, 1)
+        if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position < 10**9:
+            raise InvalidInput("cursor is not one this server returned; start again without a cursor")
+        start = position
     page = records[start : start + n]
     more = start + n < len(records)
     return RotationHistory(secret_id, page, encode_cursor([start + n]) if more else None)

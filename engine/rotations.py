@@ -239,10 +239,10 @@ async def verify(engine: Engine, tenant: str, secret_id: str, rotation_id: str |
     """Live checks against the provider, not a replay of what the saga recorded."""
     secret, _ = await _load(engine, tenant, secret_id)
     rotation = secret.rotation(rotation_id) if rotation_id else (secret.rotations[-1] if secret.rotations else None)
+    if rotation is None and rotation_id is not None:
+        raise NotFound(f"no rotation {rotation_id!r} of secret {secret_id!r}")
     if rotation is None:
-        if rotation_id is not None:
-            raise NotFound(f"no rotation {rotation_id!r} of secret {secret_id!r}")
-        raise NotFound(f"secret {secret_id!r} has never been rotated; call rotate_secret first")
+        return await _never_rotated(engine, secret)
     adopted = await adopted_versions(engine, tenant, secret_id)
     target = rotation.to_version if rotation.kind != "revoke" else None
     pending = [d.service for d in secret.dependents if adopted.get(d.dependent_id) != target]
@@ -280,4 +280,24 @@ async def verify(engine: Engine, tenant: str, secret_id: str, rotation_id: str |
         Checks(new_ok, old_rejected, adoption),
         rotation.finished_at.isoformat() if rotation.finished_at else None,
         hint,
+    )
+
+
+async def _never_rotated(engine: Engine, secret: Secret) -> Verification:
+    """Nothing to verify yet; still report, live, whether the current credential works."""
+    adopted = await adopted_versions(engine, secret.tenant, secret.secret_id)
+    pending = [d.service for d in secret.dependents if adopted.get(d.dependent_id) != secret.current_version]
+    provider = await open_provider(engine, secret)
+    try:
+        current = await credential(engine, secret, secret.current_version)
+        works = bool(current and await provider.validate(current))
+    finally:
+        await provider.close()
+    return Verification(
+        False,
+        "never_rotated",
+        None,
+        Checks(works, None, AdoptionCheck(len(secret.dependents) - len(pending), len(secret.dependents), pending)),
+        None,
+        "this secret has not been rotated; if it leaked, call rotate_secret and poll verify_remediation",
     )

@@ -52,13 +52,16 @@ def _error(err: RpcError, request_id: Any = None) -> Response[bytes]:
 
 
 class McpEndpoint:
-    def __init__(self, engine: Engine, dispatcher: Dispatcher, allowed_origins: tuple[str, ...]) -> None:
+    def __init__(
+        self, engine: Engine, dispatcher: Dispatcher, allowed_origins: tuple[str, ...], bind_host: str = "127.0.0.1"
+    ) -> None:
         self.engine = engine
         self.dispatcher = dispatcher
         self.allowed_origins = allowed_origins
+        self.bind_host = bind_host
 
     async def _gate(self, request: Request) -> ApiKey | Response[Any]:
-        if not origin_allowed(request, self.allowed_origins):
+        if not origin_allowed(request, self.allowed_origins, self.bind_host):
             return _json({"error": "forbidden_origin", "error_description": "this Origin is not allowed"}, 403)
         try:
             return await authenticate_key(self.engine, request)
@@ -76,6 +79,8 @@ class McpEndpoint:
                 payload = msgspec.json.decode(body)
             except msgspec.DecodeError:
                 raise RpcError(PARSE_ERROR, "parse error: the body is not valid JSON", http_status=400) from None
+            except RecursionError:
+                raise RpcError(INVALID_REQUEST, "JSON nested too deeply", http_status=400) from None
             header_version = request.headers.get("mcp-protocol-version")
             if header_version is not None and header_version not in versions.SUPPORTED:
                 raise RpcError(
@@ -111,9 +116,11 @@ class McpEndpoint:
     ) -> Response[Any]:
         version = header_version or versions.DEFAULT_HANDSHAKE
         session_id = request.headers.get("mcp-session-id")
-        if session_id and header_version is None:
+        if session_id is not None:
             session = self.dispatcher.sessions.get(session_id, key.key_id)
-            version = session.protocol_version if session else version
+            if session is None:
+                raise RpcError(INVALID_REQUEST, "session not found or ended; initialize again", http_status=404)
+            version = header_version or session.protocol_version
         if version not in versions.BATCH_VERSIONS:
             raise RpcError(INVALID_REQUEST, f"JSON-RPC batches are not allowed in protocol {version}", http_status=400)
         if not payload:

@@ -80,11 +80,25 @@ class Tool:
             raw = {}
         if not isinstance(raw, dict):
             raise InvalidInput("arguments must be a JSON object")
+        if _has_nul(raw):
+            raise InvalidInput("arguments must not contain NUL characters")
         try:
             parsed: msgspec.Struct = msgspec.convert(raw, self.arguments)
             return parsed
         except msgspec.ValidationError as exc:
             raise InvalidInput(f"invalid arguments for {self.name}: {exc}") from None
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
 
 
 def json_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:

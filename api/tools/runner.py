@@ -89,6 +89,11 @@ class ToolRunner:
         except EventStoreError as exc:
             log.error("tool %s failed in the store: %s", tool.name, type(exc).__name__)
             raise InternalError("the call could not be completed; nothing was changed") from exc
+        except LockzeroError:
+            raise
+        except Exception as exc:  # a bug: audited as an error, answered without a traceback
+            log.exception("tool %s failed unexpectedly (%s)", tool.name, type(exc).__name__)
+            raise InternalError("internal error; the call was not completed") from exc
         builtins: dict[str, Any] = msgspec.to_builtins(out)
         return builtins
 

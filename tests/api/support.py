@@ -29,7 +29,10 @@ READ_TOOLS = (
     "get_rotation_history",
     "get_active_incidents",
     "get_audit_log",
+    "verify_remediation",
 )
+WRITE_TOOLS = ("rotate_secret", "rollback_secret", "revoke_secret")
+ALL_TOOLS = (*READ_TOOLS, *WRITE_TOOLS)
 
 
 def free_port() -> int:

@@ -177,11 +177,6 @@ def test_fuzz_random_bytes_after_valid_prefix(
     _check(shared.server.post(content=prefix + raw, key=fuzz_key, headers=headers))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: JSON nested deeper than msgspec's recursion limit raises RecursionError, which "
-    "endpoint.post does not catch (only msgspec.DecodeError) -> Litestar answers HTTP 500",
-)
 @pytest.mark.parametrize(
     "raw",
     [

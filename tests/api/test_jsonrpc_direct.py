@@ -163,17 +163,6 @@ def test_a_notification_gets_202_and_no_body(shared: Tenant) -> None:
 
 # --- NUL characters in client strings (PostgreSQL text cannot hold them) ------------------------------
 
-PG_NUL_BUG = (
-    "server bug (PostgreSQL only): a NUL character in a client string reaches PostgreSQL -- in a filter value the "
-    "query fails with psycopg.DataError -> -32603 internal_error (and the call is not audited); in an unknown "
-    "field name it lands in the audit detail, the audit append fails -> -32016 unavailable"
-)
-
-
-def _xfail_on_postgres(request: pytest.FixtureRequest, shared: Tenant) -> None:
-    if shared.server.backend == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_NUL_BUG))
-
 
 @pytest.mark.parametrize(
     ("tool", "params"),
@@ -187,7 +176,6 @@ def _xfail_on_postgres(request: pytest.FixtureRequest, shared: Tenant) -> None:
 def test_nul_in_a_filter_value_is_not_an_internal_error(
     request: pytest.FixtureRequest, shared: Tenant, tool: str, params: dict[str, Any]
 ) -> None:
-    _xfail_on_postgres(request, shared)
     body = shared.server.call(shared.key, tool, params).json()
     # Either no match (what SQLite answers) or invalid params; never an internal or availability error.
     if "error" in body:
@@ -197,14 +185,12 @@ def test_nul_in_a_filter_value_is_not_an_internal_error(
 
 
 def test_nul_in_an_unknown_field_name_is_invalid_params(request: pytest.FixtureRequest, shared: Tenant) -> None:
-    _xfail_on_postgres(request, shared)
     err = shared.server.error(shared.key, "list_secrets", {"bad\x00field": 1})
     assert err["code"] == -32602, err
 
 
 def test_one_bad_call_does_not_fail_other_callers(request: pytest.FixtureRequest, shared: Tenant) -> None:
     """Audit records are group-committed per tenant; a poisoned record must not fail the others in its batch."""
-    _xfail_on_postgres(request, shared)
 
     async def burst() -> list[tuple[bool, dict[str, Any]]]:
         good = {"jsonrpc": "2.0", "id": 1, "method": "list_secrets", "params": {}}

@@ -12,7 +12,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.api.conftest import Tenant
-from tests.api.support import READ_TOOLS, Key, Server
+from tests.api.support import ALL_TOOLS, READ_TOOLS, Key, Server
 
 
 @asynccontextmanager
@@ -35,17 +35,18 @@ async def test_sdk_negotiates_the_era(shared: Tenant, mode: str, expected_versio
 
 
 @pytest.mark.parametrize(("mode", "expected_version"), ERAS)
-async def test_sdk_lists_six_described_read_tools(shared: Tenant, mode: str, expected_version: str) -> None:
+async def test_sdk_lists_every_described_tool(shared: Tenant, mode: str, expected_version: str) -> None:
     async with mcp_client(shared.server, shared.key, mode) as c:
         tools = (await c.list_tools()).tools
-    assert sorted(t.name for t in tools) == sorted(READ_TOOLS)
+    assert sorted(t.name for t in tools) == sorted(ALL_TOOLS)
     for t in tools:
         assert t.input_schema.get("type") == "object", t.name
         assert t.output_schema is not None and t.output_schema.get("type") == "object", t.name
         assert t.description and len(t.description) > 40, t.name
         assert t.annotations is not None, t.name
-        assert t.annotations.read_only_hint is True, t.name
-        assert t.annotations.destructive_hint is False, t.name
+        reads = t.name in READ_TOOLS
+        assert t.annotations.read_only_hint is reads, t.name
+        assert t.annotations.destructive_hint is (not reads), t.name
         assert isinstance(t.annotations.idempotent_hint, bool), t.name
         assert isinstance(t.annotations.open_world_hint, bool), t.name
     by_name = {t.name: t for t in tools}

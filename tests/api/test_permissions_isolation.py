@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import Tenant
-from tests.api.support import READ_TOOLS, Key, Server
+from tests.api.support import ALL_TOOLS, READ_TOOLS, WRITE_TOOLS, Key, Server
 
 
 def _tools_list(s: Server, key: Key, era: str) -> list[dict[str, Any]]:
@@ -38,12 +38,25 @@ def test_read_only_key_sees_only_read_tools(shared: Tenant, read_only_key: Key, 
     s, tenant, ro = shared.server, shared, read_only_key
     ro_tools = _tools_list(s, ro, era)
     rw_tools = _tools_list(s, tenant.key, era)
-    # Today every tool is a read tool, so the lists are identical and every one is marked read-only.
-    assert ro_tools == rw_tools
+    assert sorted(t["name"] for t in rw_tools) == sorted(ALL_TOOLS)
     assert sorted(t["name"] for t in ro_tools) == sorted(READ_TOOLS)
+    assert [t for t in rw_tools if t["name"] in READ_TOOLS] == ro_tools
     for t in ro_tools:
         assert t["annotations"]["readOnlyHint"] is True, t["name"]
         assert t["annotations"]["destructiveHint"] is False, t["name"]
+
+
+@pytest.mark.parametrize("tool", WRITE_TOOLS)
+def test_read_only_key_calling_a_write_tool_is_forbidden(shared: Tenant, read_only_key: Key, tool: str) -> None:
+    s = shared.server
+    args = {"secret_id": "prod/db/password", "reason": "test"}
+    r = s.call(read_only_key, tool, args)
+    assert r.json()["error"]["code"] == -32011, r.text
+    r = s.call(read_only_key, "tools/call", {"name": tool, "arguments": args})
+    result = r.json()["result"]
+    assert result["isError"] is True and result["structuredContent"]["error"]["code"] == -32011
+    # and nothing was started
+    assert s.result(shared.key, "get_rotation_history", {"secret_id": "prod/db/password"})["rotations"] == []
 
 
 def test_read_only_key_can_call_read_tools(shared: Tenant, read_only_key: Key) -> None:

@@ -10,7 +10,8 @@ Two clients, chosen with ``--client``:
   generator takes little CPU away from the server (and from PostgreSQL) it measures.
 - ``httpx``: one httpx.AsyncClient with a pool of N connections; several times the CPU per call.
 
-Prints one JSON document: ok/failed counts, elapsed seconds, client CPU seconds and the latencies.
+Prints one JSON document (the last line): ok/failed counts, elapsed seconds, client CPU seconds and
+the latencies of the measured calls.
 
     python -m tests.bench.loadgen --port 8080 --token lz_mcp_... --secret a --secret b --duration 5
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import resource
 import sys
@@ -68,10 +70,8 @@ class RawConnection:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
 
     async def call(self, call_id: int, secret_id: str) -> tuple[int, bytes]:
         if self.writer is None or self.reader is None:
@@ -107,8 +107,12 @@ async def run_load(
     duration: float,
     warmup: float,
     client: str = "raw",
+    markers: bool = False,
 ) -> dict[str, object]:
-    """Warm up for ``warmup`` s (calls counted, latencies not kept), then measure for ``duration`` s."""
+    """Warm up for ``warmup`` s (calls counted, latencies not kept), then measure for ``duration`` s.
+
+    With ``markers``, print "start" and "stop" lines at the edges of the measured window, so a
+    parent process can read server-side counters around exactly that window."""
     result = Result()
     warm = Result()
     phase: dict[str, object] = {"current": warm, "stop": False}
@@ -135,8 +139,14 @@ async def run_load(
                 into.failed += 1
                 into.first_failure = into.first_failure or failure
 
+    def mark(text: str) -> None:
+        if markers:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+
     async def timed(tasks: list[asyncio.Task[None]]) -> tuple[float, float]:
         await asyncio.sleep(warmup)
+        mark("start")
         c0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         phase["current"] = result
@@ -145,6 +155,7 @@ async def run_load(
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - t0
         c1 = resource.getrusage(resource.RUSAGE_SELF)
+        mark("stop")
         return elapsed, (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
 
     if client == "httpx":
@@ -200,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw")
+    p.add_argument("--markers", action="store_true", help='print "start"/"stop" lines around the measured window')
     a = p.parse_args(argv)
     out = asyncio.run(
         run_load(
@@ -211,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             duration=a.duration,
             warmup=a.warmup,
             client=a.client,
+            markers=a.markers,
         )
     )
     sys.stdout.write(json.dumps(out) + "\n")

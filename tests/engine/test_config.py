@@ -250,5 +250,5 @@ def test_embedded_mode_prefers_an_explicit_key(tmp_path: Path) -> None:
 def test_corrupt_embedded_key_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "master.key").write_text("garbage")
     (tmp_path / "master.key").chmod(0o600)
-    with pytest.raises(ConfigError, match="master.key"):
+    with pytest.raises(ConfigError, match=r"master\.key"):
         load_settings({"LOCKZERO_DATABASE_URL": f"sqlite:///{tmp_path / 'lockzero.db'}"})

@@ -152,6 +152,15 @@ async def create_hook_table(store: EventStore) -> None:
         await tx.execute(HOOK_TABLE)
 
 
+async def project(tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+    """An inline projection: one hook_rows row per event."""
+    await tx.executemany(HOOK_INSERT, [(e.position, e.stream) for e in events])
+
+
+async def clear_projection(tx: Transaction) -> None:
+    await tx.execute("DELETE FROM hook_rows")
+
+
 async def hook_rows(store: EventStore) -> list[tuple[Any, ...]]:
     async with store.transaction() as tx:
         return [tuple(r) for r in await tx.fetchall("SELECT position, stream FROM hook_rows ORDER BY position")]
@@ -426,7 +435,7 @@ async def run_tailing_scenario(url: str, plans: list[list[tuple[int, int]]], rea
     async with AsyncExitStack() as stack:
         admin = await stack.enter_async_context(opened(url))
         await admin.migrate()
-        writers = [await stack.enter_async_context(opened(url)) for _ in plans]
+        writer_stores = [await stack.enter_async_context(opened(url)) for _ in plans]
         reader_store = await stack.enter_async_context(opened(url))
         go, writers_done = asyncio.Event(), asyncio.Event()
         appended: list[AppendResult] = []
@@ -458,7 +467,7 @@ async def run_tailing_scenario(url: str, plans: list[list[tuple[int, int]]], rea
                     await asyncio.sleep(0.001)  # bounded polling
 
         reader = asyncio.create_task(tail())
-        tasks = [asyncio.create_task(write(w, s, p)) for w, (s, p) in enumerate(zip(writers, plans, strict=True))]
+        tasks = [asyncio.create_task(write(w, s, p)) for w, (s, p) in enumerate(zip(writer_stores, plans, strict=True))]
         go.set()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         writers_done.set()
@@ -714,7 +723,7 @@ async def test_failing_on_append_hook_rolls_back_everything(store: EventStore) -
     boom = Boom("hook failed")
 
     async def failing(tx: Transaction, events: Sequence[RecordedEvent]) -> None:
-        await tx.executemany(HOOK_INSERT, [(e.position, e.stream) for e in events])
+        await project(tx, events)
         raise boom
 
     for stream in ("s", "new-stream"):
@@ -726,10 +735,7 @@ async def test_failing_on_append_hook_rolls_back_everything(store: EventStore) -
     assert await store.read_stream("new-stream") == []
 
     # the store is still usable and no position was burnt
-    async def ok(tx: Transaction, events: Sequence[RecordedEvent]) -> None:
-        await tx.executemany(HOOK_INSERT, [(e.position, e.stream) for e in events])
-
-    res = await store.append("s", batch(1), expected_version=2, on_append=ok)
+    res = await store.append("s", batch(1), expected_version=2, on_append=project)
     assert versions(res.events) == [3]
     assert positions(res.events) == [3]
     assert await hook_rows(store) == [(3, "s")]
@@ -946,14 +952,6 @@ async def test_transaction_sql_with_percent_signs(store: EventStore) -> None:
             ("abc",),
         ]
         assert await tx.fetchone("SELECT k FROM side WHERE k = '100%'") == ("100%",)
-
-
-async def project(tx: Transaction, events: Sequence[RecordedEvent]) -> None:
-    await tx.executemany(HOOK_INSERT, [(e.position, e.stream) for e in events])
-
-
-async def clear_projection(tx: Transaction) -> None:
-    await tx.execute("DELETE FROM hook_rows")
 
 
 async def test_rebuild_replays_every_event_in_order(store: EventStore) -> None:
