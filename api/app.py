@@ -65,6 +65,7 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
     return Litestar(
         route_handlers=[mcp_post, mcp_get, mcp_delete, pull_current, healthz, readyz],
         debug=False,
+        logging_config=None,
         request_max_body_size=None,
         on_shutdown=[audit.close],
     )

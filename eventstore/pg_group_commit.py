@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from eventstore.interface import AppendResult, NewEvent, OnAppend, RecordedEvent
+from eventstore.interface import AppendResult, EventStoreError, NewEvent, OnAppend, RecordedEvent, StoreUnavailable
 
 MAX_BATCH = 256
 
@@ -105,16 +105,30 @@ class GroupCommitter:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
                 await self._commit(batch)
+            except psycopg.OperationalError as exc:
+                for item in batch:
+                    _fail(item, StoreUnavailable("PostgreSQL event store is unavailable"))
+                del exc
             except BaseException as exc:
                 for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                    _fail(item, exc)
                 if not isinstance(exc, Exception):
                     raise
 
     async def _commit(self, batch: list[PendingAppend]) -> None:
         while batch:
-            failed = await self._try_commit(batch)
+            try:
+                failed = await self._try_commit(batch)
+            except psycopg.OperationalError:
+                raise  # the database is gone: every append in the batch fails alike
+            except psycopg.Error as exc:
+                if len(batch) == 1:
+                    _fail(batch[0], InvalidAppend(f"append to {batch[0].stream!r} rejected ({type(exc).__name__})"))
+                    return
+                # Something in one append broke the shared call: commit each alone so only it fails.
+                for item in batch:
+                    await self._commit([item])
+                return
             if failed is None:
                 return
             # Drop the append whose hook failed; the others go again in a fresh transaction.
@@ -144,7 +158,7 @@ class GroupCommitter:
                         try:
                             await item.on_append(tx, outcome.result.events)
                         except Exception as exc:
-                            item.future.set_exception(exc)
+                            _fail(item, exc)
                             raise _HookFailed(item) from exc
             except _HookFailed as failed:
                 return failed.item
@@ -154,6 +168,16 @@ class GroupCommitter:
     async def close(self) -> None:
         if self._drainer is not None and not self._drainer.done():
             await asyncio.shield(self._drainer)
+
+
+class InvalidAppend(EventStoreError):
+    """The database refused this append's data (e.g. text it cannot store); nothing was written."""
+
+
+def _fail(item: PendingAppend, exc: BaseException) -> None:
+    # A caller that gave up (cancelled) has a done future; the rest of the batch must not trip on it.
+    if not item.future.done():
+        item.future.set_exception(exc)
 
 
 class _HookFailed(Exception):

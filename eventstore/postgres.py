@@ -180,6 +180,8 @@ class PostgresEventStore:
     ) -> AppendResult:
         if not events:
             raise ValueError("append needs at least one event")
+        if len({e.event_id for e in events}) != len(events):
+            raise IdempotencyError(f"an append to {stream!r} repeats an event id")
         outcome = await self._committer.submit(PendingAppend(stream, events, expected_version, on_append))
         if outcome.status == "ok":
             assert outcome.result is not None

@@ -183,6 +183,8 @@ class SQLiteEventStore:
     ) -> AppendResult:
         if not events:
             raise ValueError("append needs at least one event")
+        if len({e.event_id for e in events}) != len(events):
+            raise IdempotencyError(f"an append to {stream!r} repeats an event id")
         async with self._tx() as tx:
             dup = await self._duplicate(tx, stream, events)
             if dup is not None:

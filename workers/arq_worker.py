@@ -18,7 +18,7 @@ from arq import create_pool, cron
 from arq.connections import ArqRedis, RedisSettings
 
 from engine.app import Engine
-from engine.config import load_settings
+from engine.config import Settings, load_settings
 from engine.saga import RotationSaga
 from workers.reconciler import stalled_rotations
 
@@ -88,6 +88,35 @@ async def reconcile(ctx: dict[str, Any]) -> int:
         await queue.enqueue(tenant, secret_id, rotation_id)
         count += 1
     return count
+
+
+async def run_worker(settings: Settings) -> None:
+    """`lockzero worker`: run until interrupted."""
+    from arq.worker import Worker
+
+    assert settings.redis_url is not None
+    worker = Worker(
+        functions=WorkerSettings.functions,
+        cron_jobs=WorkerSettings.cron_jobs,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        poll_delay=WorkerSettings.poll_delay,
+        job_timeout=WorkerSettings.job_timeout,
+        max_jobs=WorkerSettings.max_jobs,
+        keep_result=WorkerSettings.keep_result,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        handle_signals=False,
+    )
+    print(f"lockzero: worker consuming sagas from {_without_password(settings.redis_url)}", flush=True)
+    try:
+        await worker.async_run()
+    finally:
+        await worker.close()
+
+
+def _without_password(url: str) -> str:
+    _, sep, tail = url.rpartition("@")
+    return ("redis://***@" + tail) if sep else url
 
 
 async def startup(ctx: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from engine import audit, dependents, keys, policies, secrets, tenants
 from engine import events as ev
 from engine.app import Engine
 from engine.audit import audited
-from engine.config import Settings, load_settings
+from engine.config import ConfigError, Settings, load_settings
 from engine.durations import parse_duration
 from engine.errors import InvalidInput, Unavailable
 
@@ -300,8 +300,25 @@ async def cmd_serve(args: argparse.Namespace) -> None:
     await serve(settings_with_key())
 
 
+async def cmd_worker(args: argparse.Namespace) -> None:
+    settings = settings_with_key()
+    if not settings.redis_url:
+        raise ConfigError("LOCKZERO_REDIS_URL is required for `lockzero worker` (embedded mode runs sagas in serve)")
+    from workers.arq_worker import run_worker
+
+    await run_worker(settings)
+
+
+async def cmd_demo(args: argparse.Namespace) -> None:
+    from api.demo import run_demo
+
+    await run_demo(as_json=args.json)
+
+
 HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("serve", None): cmd_serve,
+    ("worker", None): cmd_worker,
+    ("demo", None): cmd_demo,
     ("migrate", None): cmd_migrate,
     ("replay", None): cmd_replay,
     ("tenant", "create"): cmd_tenant_create,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,8 +19,16 @@ from eventstore import EventStoreError, StoreUnavailable
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
+def _configure_logging() -> None:
+    # Warnings and errors only, one line each; libraries' request logs would be noise (and carry URLs).
+    logging.basicConfig(level=logging.WARNING, format="lockzero: %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "arq", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_logging()
     as_json = bool(getattr(args, "json", False))
     handler = HANDLERS[(args.command, getattr(args, "action", None))]
     try:

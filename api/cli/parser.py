@@ -26,6 +26,8 @@ def build_parser() -> UsageParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=UsageParser)
 
     sub.add_parser("serve", parents=[common], help="run the API (and the in-process worker in embedded mode)")
+    sub.add_parser("worker", parents=[common], help="run the arq saga worker (needs LOCKZERO_REDIS_URL)")
+    sub.add_parser("demo", parents=[common], help="the whole incident story on the embedded default, with timings")
     sub.add_parser("migrate", parents=[common], help="create or upgrade the schema (idempotent)")
     sub.add_parser("replay", parents=[common], help="rebuild every read model from the events")
 

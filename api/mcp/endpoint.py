@@ -9,6 +9,7 @@ Era selection, per request:
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import msgspec
@@ -105,7 +106,12 @@ class McpEndpoint:
         except StoreUnavailable:
             return _error(RpcError(UNAVAILABLE, "the event store is unavailable; nothing was changed"), msg.id)
         except Exception as exc:  # never a traceback to the client
-            log.exception("unexpected error in %s (%s)", msg.method, type(exc).__name__)
+            log.error(
+                "unexpected error in %s (%s)",
+                msg.method,
+                type(exc).__name__,
+                exc_info=bool(os.environ.get("LOCKZERO_DEBUG")),
+            )
             return _error(RpcError(INTERNAL_ERROR, "internal error; the call was not completed"), msg.id)
         if result is None:
             return Response(b"", status_code=202, headers=state.response_headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -32,6 +33,10 @@ class UnknownTool(Exception):
 
 class InternalError(LockzeroError):
     code, name = -32603, "internal_error"
+
+
+def _debug() -> bool:
+    return bool(os.environ.get("LOCKZERO_DEBUG"))
 
 
 def actor_of(key: ApiKey) -> ev.EventMeta:
@@ -92,7 +97,8 @@ class ToolRunner:
         except LockzeroError:
             raise
         except Exception as exc:  # a bug: audited as an error, answered without a traceback
-            log.exception("tool %s failed unexpectedly (%s)", tool.name, type(exc).__name__)
+            # Type only: an exception's text may quote arguments. LOCKZERO_DEBUG=1 logs the traceback.
+            log.error("tool %s failed unexpectedly (%s)", tool.name, type(exc).__name__, exc_info=_debug())
             raise InternalError("internal error; the call was not completed") from exc
         builtins: dict[str, Any] = msgspec.to_builtins(out)
         return builtins
