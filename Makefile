@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 export LOCKZERO_TEST_PG_DSN ?= postgresql://postgres@127.0.0.1:5432/postgres
 
-.PHONY: run test bench lint typecheck install services clean demo
+.PHONY: run test bench lint typecheck install services clean demo worker
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ run: $(STAMP)
 
 test: $(STAMP) services
 	$(BIN)/python -m pytest -q -m "not bench" tests
+
+demo: $(STAMP) services
+	$(BIN)/lockzero demo
 
 bench: $(STAMP) services
 	$(BIN)/python -m pytest -q -s -m bench tests/bench
