@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
+from opentelemetry import trace
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from engine import events as ev
@@ -46,6 +47,7 @@ FORWARD: dict[str, tuple[ev.SagaStep, ...]] = {
 COMPENSABLE: frozenset[ev.SagaStep] = frozenset({"create", "restore", "shift", "retire"})
 
 ADOPTION_POLL_S = 0.05
+tracer = trace.get_tracer("lockzero.saga")
 VALIDATE_ATTEMPTS = 5
 
 
@@ -214,6 +216,15 @@ class RotationSaga:
     # --- the side effects ------------------------------------------------------------------------
 
     async def _execute(self, secret: Secret, rotation: Rotation, action: Do) -> tuple[list[ev.Event], str]:
+        with tracer.start_as_current_span(
+            f"saga {action.step}{' (compensation)' if action.compensating else ''}"
+        ) as span:
+            span.set_attribute("lockzero.rotation_id", rotation.rotation_id)
+            span.set_attribute("lockzero.tenant", secret.tenant)
+            span.set_attribute("lockzero.provider", secret.provider)
+            return await self._execute_step(secret, rotation, action)
+
+    async def _execute_step(self, secret: Secret, rotation: Rotation, action: Do) -> tuple[list[ev.Event], str]:
         provider = await open_provider(self.engine, secret)
         try:
             handler = getattr(self, f"_{action.step}_{'undo' if action.compensating else 'do'}")

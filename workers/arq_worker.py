@@ -16,6 +16,8 @@ from typing import Any
 
 from arq import create_pool, cron
 from arq.connections import ArqRedis, RedisSettings
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from engine.app import Engine
 from engine.config import Settings, load_settings
@@ -44,16 +46,34 @@ class ArqQueue:
         return cls(await create_pool(RedisSettings.from_dsn(redis_url)))
 
     async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
+        # The caller's trace context travels with the job, so one trace shows call → saga steps.
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
         # A fresh job id every time: a stuck job id (killed worker) must not block the resume.
         await self.pool.enqueue_job(
-            "run_saga", tenant, secret_id, rotation_id, _job_id=f"saga:{rotation_id}:{secrets.token_hex(4)}"
+            "run_saga",
+            tenant,
+            secret_id,
+            rotation_id,
+            carrier,
+            _job_id=f"saga:{rotation_id}:{secrets.token_hex(4)}",
         )
 
     async def close(self) -> None:
         await self.pool.aclose()
 
 
-async def run_saga(ctx: dict[str, Any], tenant: str, secret_id: str, rotation_id: str) -> str:
+async def run_saga(
+    ctx: dict[str, Any], tenant: str, secret_id: str, rotation_id: str, trace_carrier: dict[str, str] | None = None
+) -> str:
+    token_ctx = otel_context.attach(propagate.extract(trace_carrier or {}))
+    try:
+        return await _run_saga_locked(ctx, tenant, secret_id, rotation_id)
+    finally:
+        otel_context.detach(token_ctx)
+
+
+async def _run_saga_locked(ctx: dict[str, Any], tenant: str, secret_id: str, rotation_id: str) -> str:
     redis: ArqRedis = ctx["redis"]
     token = secrets.token_hex(8)
     if not await redis.set(_lock_key(rotation_id), token, px=SAGA_LOCK_TTL_MS, nx=True):

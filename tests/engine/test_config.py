@@ -252,3 +252,15 @@ def test_corrupt_embedded_key_file_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "master.key").chmod(0o600)
     with pytest.raises(ConfigError, match=r"master\.key"):
         load_settings({"LOCKZERO_DATABASE_URL": f"sqlite:///{tmp_path / 'lockzero.db'}"})
+
+
+@pytest.mark.parametrize("rate", ["abc", "-1", "nan", "inf", "2000000"])
+def test_bad_rate_limit_names_the_variable(rate: str) -> None:
+    with pytest.raises(ConfigError, match="LOCKZERO_RATE_LIMIT"):
+        load_settings({"LOCKZERO_RATE_LIMIT": rate}, create_embedded_key=False)
+
+
+def test_rate_limit_values() -> None:
+    assert load_settings({}, create_embedded_key=False).rate_limit_per_s == 20.0
+    assert load_settings({"LOCKZERO_RATE_LIMIT": "0"}, create_embedded_key=False).rate_limit_per_s == 0.0
+    assert load_settings({"LOCKZERO_RATE_LIMIT": "2.5"}, create_embedded_key=False).rate_limit_per_s == 2.5
