@@ -58,12 +58,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, create_embedded_key: 
     database_url = env.get("LOCKZERO_DATABASE_URL") or DEFAULT_DATABASE_URL
     if not database_url.startswith(("postgresql://", "postgres://", "sqlite:///")):
         raise ConfigError("LOCKZERO_DATABASE_URL must start with postgresql:// or sqlite:///")
+    if database_url.startswith("sqlite:") and database_url.removeprefix("sqlite:///").strip("/") == "":
+        raise ConfigError("LOCKZERO_DATABASE_URL needs a file path, e.g. sqlite:///./.lockzero/lockzero.db")
     redis_url = env.get("LOCKZERO_REDIS_URL") or None
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("LOCKZERO_REDIS_URL must start with redis://, rediss:// or unix://")
     host = env.get("LOCKZERO_HOST") or "127.0.0.1"
     port_text = env.get("LOCKZERO_PORT") or "8080"
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ConfigError("LOCKZERO_PORT must be a TCP port number (1-65535)")
     origins = tuple(o.strip() for o in (env.get("LOCKZERO_ALLOWED_ORIGINS") or "").split(",") if o.strip())
     rate_text = env.get("LOCKZERO_RATE_LIMIT") or "20"
@@ -91,6 +93,12 @@ def _load_master_key(env: Mapping[str, str], embedded_dir: Path | None) -> tuple
     path = embedded_dir / "master.key"
     if path.exists():
         return _read_key_file(path, f"embedded master key file {path}"), None
+    if (embedded_dir / "lockzero.db").exists():
+        # A new key now would orphan every stored secret: they could never be decrypted again.
+        raise ConfigError(
+            f"{embedded_dir}/lockzero.db exists but its master.key is missing; restore the key file"
+            " (or set LOCKZERO_MASTER_KEY) instead of letting Lockzero create a new one"
+        )
     embedded_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = MasterKey.generate()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -101,9 +109,11 @@ def _load_master_key(env: Mapping[str, str], embedded_dir: Path | None) -> tuple
 
 def _read_key_file(path: Path, what: str) -> MasterKey:
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("ascii")
     except OSError as exc:
         raise ConfigError(f"{what}: cannot read {path} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: {path} must hold the key as base64 text") from None
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         print(f"lockzero: warning: {path} is readable by other users (mode {mode:o}); chmod 600 it", file=sys.stderr)

@@ -19,6 +19,22 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     at: datetime
 
 
+class SecretEvent(Event, frozen=True, kw_only=True):
+    """An event of one secret's stream (or its adoption stream)."""
+
+    tenant: str
+    secret_id: str
+
+
+class SagaEvent(SecretEvent, frozen=True, kw_only=True):
+    rotation_id: str
+
+
+class IncidentEvent(Event, frozen=True, kw_only=True):
+    tenant: str
+    incident_id: str
+
+
 class EventMeta(msgspec.Struct, frozen=True, omit_defaults=True):
     """Who caused an event; stored beside the payload for audit and timelines."""
 
@@ -65,9 +81,7 @@ class Policy(msgspec.Struct, frozen=True, omit_defaults=True):
     notify: tuple[str, ...] = ()
 
 
-class SecretRegistered(Event, frozen=True, tag="secret.registered"):
-    tenant: str
-    secret_id: str
+class SecretRegistered(SecretEvent, frozen=True, tag="secret.registered"):
     provider: str
     environment: str
     labels: dict[str, str]
@@ -76,36 +90,26 @@ class SecretRegistered(Event, frozen=True, tag="secret.registered"):
     has_config: bool
 
 
-class SecretVersionCreated(Event, frozen=True, tag="secret.version_created"):
-    tenant: str
-    secret_id: str
+class SecretVersionCreated(SecretEvent, frozen=True, tag="secret.version_created"):
     version: int
     origin: Literal["imported", "generated", "rotation", "provider"]
     username: str | None = None
 
 
-class SecretVersionActivated(Event, frozen=True, tag="secret.version_activated"):
-    tenant: str
-    secret_id: str
+class SecretVersionActivated(SecretEvent, frozen=True, tag="secret.version_activated"):
     version: int
     previous_version: int | None
 
 
-class SecretLabelsChanged(Event, frozen=True, tag="secret.labels_changed"):
-    tenant: str
-    secret_id: str
+class SecretLabelsChanged(SecretEvent, frozen=True, tag="secret.labels_changed"):
     labels: dict[str, str]
 
 
-class SecretPolicyChanged(Event, frozen=True, tag="secret.policy_changed"):
-    tenant: str
-    secret_id: str
+class SecretPolicyChanged(SecretEvent, frozen=True, tag="secret.policy_changed"):
     policy: Policy
 
 
-class DependentAdded(Event, frozen=True, tag="secret.dependent_added"):
-    tenant: str
-    secret_id: str
+class DependentAdded(SecretEvent, frozen=True, tag="secret.dependent_added"):
     dependent_id: str
     service: str
     environment: str
@@ -116,37 +120,27 @@ class DependentAdded(Event, frozen=True, tag="secret.dependent_added"):
     token_hash: str | None = None
 
 
-class DependentRemoved(Event, frozen=True, tag="secret.dependent_removed"):
-    tenant: str
-    secret_id: str
+class DependentRemoved(SecretEvent, frozen=True, tag="secret.dependent_removed"):
     dependent_id: str
 
 
-class SecretVersionRetired(Event, frozen=True, tag="secret.version_retired"):
-    tenant: str
-    secret_id: str
+class SecretVersionRetired(SecretEvent, frozen=True, tag="secret.version_retired"):
     version: int
     #: Rollback may restore it until then; afterwards the scheduler retires it for good.
     restorable_until: datetime
 
 
-class SecretVersionRestored(Event, frozen=True, tag="secret.version_restored"):
-    tenant: str
-    secret_id: str
+class SecretVersionRestored(SecretEvent, frozen=True, tag="secret.version_restored"):
     version: int
 
 
-class SecretVersionDiscarded(Event, frozen=True, tag="secret.version_discarded"):
+class SecretVersionDiscarded(SecretEvent, frozen=True, tag="secret.version_discarded"):
     """A version created by a rotation that was compensated before it became current."""
 
-    tenant: str
-    secret_id: str
     version: int
 
 
-class SecretRevoked(Event, frozen=True, tag="secret.revoked"):
-    tenant: str
-    secret_id: str
+class SecretRevoked(SecretEvent, frozen=True, tag="secret.revoked"):
     versions: tuple[int, ...]
 
 
@@ -156,10 +150,7 @@ RotationKind = Literal["rotate", "rollback", "revoke"]
 SagaStep = Literal["create", "restore", "validate", "shift", "retire", "verify", "revoke", "alert"]
 
 
-class RotationRequested(Event, frozen=True, tag="rotation.requested"):
-    tenant: str
-    secret_id: str
-    rotation_id: str
+class RotationRequested(SagaEvent, frozen=True, tag="rotation.requested"):
     kind: RotationKind
     reason: str
     from_version: int | None
@@ -167,55 +158,39 @@ class RotationRequested(Event, frozen=True, tag="rotation.requested"):
     idempotency_key: str | None = None
 
 
-class SagaStepStarted(Event, frozen=True, tag="rotation.step_started"):
+class SagaStepStarted(SagaEvent, frozen=True, tag="rotation.step_started"):
     """Intent, recorded before the step's side effect."""
 
-    tenant: str
-    secret_id: str
-    rotation_id: str
     step: SagaStep
     compensating: bool = False
 
 
-class SagaStepCompleted(Event, frozen=True, tag="rotation.step_completed"):
-    tenant: str
-    secret_id: str
-    rotation_id: str
+class SagaStepCompleted(SagaEvent, frozen=True, tag="rotation.step_completed"):
     step: SagaStep
     compensating: bool = False
     detail: str = ""
 
 
-class SagaStepFailed(Event, frozen=True, tag="rotation.step_failed"):
-    tenant: str
-    secret_id: str
-    rotation_id: str
+class SagaStepFailed(SagaEvent, frozen=True, tag="rotation.step_failed"):
     step: SagaStep
     compensating: bool = False
     error: str = ""
 
 
-class RotationFinished(Event, frozen=True, tag="rotation.finished"):
-    tenant: str
-    secret_id: str
-    rotation_id: str
+class RotationFinished(SagaEvent, frozen=True, tag="rotation.finished"):
     outcome: Literal["completed", "compensated", "failed"]
 
 
 # --- dependents' adoption (own stream per secret: frequent, and never races the saga) ---------------
 
 
-class DependentAdopted(Event, frozen=True, tag="dependent.adopted"):
-    tenant: str
-    secret_id: str
+class DependentAdopted(SecretEvent, frozen=True, tag="dependent.adopted"):
     dependent_id: str
     version: int
     via: DeliveryKind
 
 
-class DeliveryFailed(Event, frozen=True, tag="dependent.delivery_failed"):
-    tenant: str
-    secret_id: str
+class DeliveryFailed(SecretEvent, frozen=True, tag="dependent.delivery_failed"):
     dependent_id: str
     version: int
     error: str
@@ -224,31 +199,23 @@ class DeliveryFailed(Event, frozen=True, tag="dependent.delivery_failed"):
 # --- incidents -----------------------------------------------------------------------------------
 
 
-class IncidentOpened(Event, frozen=True, tag="incident.opened"):
-    tenant: str
-    incident_id: str
+class IncidentOpened(IncidentEvent, frozen=True, tag="incident.opened"):
     kind: IncidentKind
     severity: Severity
     secret_id: str | None
     summary: str
 
 
-class IncidentLinked(Event, frozen=True, tag="incident.linked"):
-    tenant: str
-    incident_id: str
+class IncidentLinked(IncidentEvent, frozen=True, tag="incident.linked"):
     ref_kind: str
     ref_id: str
 
 
-class IncidentAcknowledged(Event, frozen=True, tag="incident.acknowledged"):
-    tenant: str
-    incident_id: str
+class IncidentAcknowledged(IncidentEvent, frozen=True, tag="incident.acknowledged"):
     by: str
 
 
-class IncidentResolved(Event, frozen=True, tag="incident.resolved"):
-    tenant: str
-    incident_id: str
+class IncidentResolved(IncidentEvent, frozen=True, tag="incident.resolved"):
     resolution: str
 
 

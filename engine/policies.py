@@ -14,9 +14,18 @@ from eventstore import ConcurrencyError
 _UNSET = object()
 
 
+MAX_AGE_LIMIT_S = 3650 * 86400
+GRACE_LIMIT_S = 365 * 86400
+ADOPTION_LIMIT_S = 86400
+
+
 def checked_policy(policy: ev.Policy) -> ev.Policy:
-    if policy.max_age_s is not None and policy.max_age_s < 60:
-        raise InvalidInput("max age must be at least 1m")
+    if policy.max_age_s is not None and not 60 <= policy.max_age_s <= MAX_AGE_LIMIT_S:
+        raise InvalidInput("max age must be from 1m to 3650d")
+    if policy.grace_s > GRACE_LIMIT_S:
+        raise InvalidInput("grace must be at most 365d")
+    if policy.adoption_deadline_s > ADOPTION_LIMIT_S:
+        raise InvalidInput("adoption deadline must be at most 24h")
     if not 0 <= policy.required_approvals <= 10:
         raise InvalidInput("approvals must be from 0 to 10")
     if policy.adoption_deadline_s < 1 or policy.grace_s < 0:

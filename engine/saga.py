@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 from opentelemetry import trace
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -62,9 +62,12 @@ class Do:
     resume: bool
 
 
+Outcome = Literal["completed", "compensated", "failed"]
+
+
 @dataclass(frozen=True)
 class Finish:
-    outcome: str
+    outcome: Outcome
 
 
 def next_action(rotation: Rotation) -> Do | Finish:
@@ -93,6 +96,7 @@ def next_action(rotation: Rotation) -> Do | Finish:
 
 SideWrites = Callable[[Transaction], Awaitable[None]]
 T = TypeVar("T")
+E = TypeVar("E", bound=ev.SecretEvent)
 
 
 class RotationSaga:
@@ -239,8 +243,9 @@ class RotationSaga:
             raise StepFailed(f"version v{version} has no stored value")
         return cred
 
-    def _base(self, secret: Secret) -> dict[str, object]:
-        return {"at": self.engine.clock.now(), "tenant": secret.tenant, "secret_id": secret.secret_id}
+    def _event(self, kind: type[E], secret: Secret, **fields: Any) -> E:
+        """A secret-stream event stamped now."""
+        return kind(at=self.engine.clock.now(), tenant=secret.tenant, secret_id=secret.secret_id, **fields)
 
     async def _create_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
         assert rotation.to_version is not None
@@ -248,8 +253,9 @@ class RotationSaga:
         pending = await self._cred(secret, rotation.to_version)
         wanted = Credential(pending.value, previous.username if previous else None)
         new = await _retry(lambda: provider.create(wanted, previous))
-        created = ev.SecretVersionCreated(
-            **self._base(secret),  # type: ignore[arg-type]
+        created = self._event(
+            ev.SecretVersionCreated,
+            secret,
             version=rotation.to_version,
             origin="rotation",
             username=new.username,
@@ -262,13 +268,13 @@ class RotationSaga:
             await _retry(lambda: provider.discard(cred))
         events: list[ev.Event] = []
         if secret.version(rotation.to_version) is not None:
-            events.append(ev.SecretVersionDiscarded(**self._base(secret), version=rotation.to_version))  # type: ignore[arg-type]
+            events.append(self._event(ev.SecretVersionDiscarded, secret, version=rotation.to_version))
         return events, f"v{rotation.to_version} discarded"
 
     async def _restore_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
         target = await self._cred(secret, rotation.to_version)
         await _retry(lambda: provider.restore(target))
-        return [ev.SecretVersionRestored(**self._base(secret), version=rotation.to_version)], (  # type: ignore[arg-type]
+        return [self._event(ev.SecretVersionRestored, secret, version=rotation.to_version)], (
             f"v{rotation.to_version} restored"
         )
 
@@ -276,7 +282,7 @@ class RotationSaga:
         target = await self._cred(secret, rotation.to_version)
         await _retry(lambda: provider.retire(target))
         until = self.engine.clock.now() + timedelta(seconds=secret.policy.grace_s)
-        retired = ev.SecretVersionRetired(**self._base(secret), version=rotation.to_version, restorable_until=until)  # type: ignore[arg-type]
+        retired = self._event(ev.SecretVersionRetired, secret, version=rotation.to_version, restorable_until=until)
         return [retired], f"v{rotation.to_version} retired again"
 
     async def _validate_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
@@ -317,7 +323,7 @@ class RotationSaga:
         old = await self._cred(secret, rotation.from_version)
         await _retry(lambda: provider.retire(old))
         until = self.engine.clock.now() + timedelta(seconds=secret.policy.grace_s)
-        retired = ev.SecretVersionRetired(**self._base(secret), version=rotation.from_version, restorable_until=until)  # type: ignore[arg-type]
+        retired = self._event(ev.SecretVersionRetired, secret, version=rotation.from_version, restorable_until=until)
         return [retired], f"v{rotation.from_version} retired, restorable until {until.isoformat()}"
 
     async def _retire_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
@@ -326,7 +332,7 @@ class RotationSaga:
         events: list[ev.Event] = []
         v = secret.version(rotation.from_version)
         if v is not None and v.status == "retired":
-            events.append(ev.SecretVersionRestored(**self._base(secret), version=rotation.from_version))  # type: ignore[arg-type]
+            events.append(self._event(ev.SecretVersionRestored, secret, version=rotation.from_version))
         return events, f"v{rotation.from_version} restored"
 
     async def _verify_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
@@ -342,7 +348,7 @@ class RotationSaga:
         numbers = tuple(v.number for v in secret.versions if v.status in ("live", "current", "retired"))
         creds = [c for n in numbers if (c := await credential(self.engine, secret, n)) is not None]
         await _retry(lambda: provider.revoke(creds))
-        revoked = ev.SecretRevoked(**self._base(secret), versions=numbers)  # type: ignore[arg-type]
+        revoked = self._event(ev.SecretRevoked, secret, versions=numbers)
         return [revoked], f"revoked {', '.join(f'v{n}' for n in numbers)} at the provider"
 
     async def _alert_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
@@ -351,13 +357,13 @@ class RotationSaga:
 
     # --- the end ---------------------------------------------------------------------------------
 
-    async def _finish(self, secret: Secret, rotation: Rotation, version: int, outcome: str) -> None:
+    async def _finish(self, secret: Secret, rotation: Rotation, version: int, outcome: Outcome) -> None:
         finished = ev.RotationFinished(
             at=self.engine.clock.now(),
             tenant=secret.tenant,
             secret_id=secret.secret_id,
             rotation_id=rotation.rotation_id,
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
         )
         await self.engine.append(naming.secret_stream(secret.tenant, secret.secret_id), [finished], SYSTEM, version)
         if outcome != "completed":

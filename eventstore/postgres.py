@@ -93,6 +93,12 @@ class PostgresEventStore:
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, connect_timeout: float = 5.0) -> PostgresEventStore:
+        try:
+            # One direct attempt first: a refused connection fails at once instead of after the pool's retries.
+            probe = await psycopg.AsyncConnection.connect(url, connect_timeout=max(1, int(connect_timeout)))
+        except psycopg.Error as exc:
+            raise StoreUnavailable("PostgreSQL event store is unreachable") from _scrub(exc)
+        await probe.close()
         pool = AsyncConnectionPool(
             url,
             min_size=1,

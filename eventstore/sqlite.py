@@ -96,11 +96,14 @@ class SQLiteEventStore:
     @classmethod
     async def open(cls, path: str) -> SQLiteEventStore:
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # Create the file owner-only before SQLite does (it would use the umask); -wal/-shm copy its mode.
-            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Create the file owner-only before SQLite does (it would use the umask); -wal/-shm copy its mode.
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            except OSError as exc:
+                raise StoreUnavailable(f"SQLite event store cannot be created at {path} ({exc.strerror})") from None
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=30)
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None, timeout=30)
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute("PRAGMA busy_timeout=30000")
@@ -108,7 +111,8 @@ class SQLiteEventStore:
             # LIKE must be case-sensitive as in PostgreSQL: scope globs filter secret ids with it.
             await conn.execute("PRAGMA case_sensitive_like=ON")
         except sqlite3.Error as exc:
-            raise StoreUnavailable(f"SQLite event store cannot be opened at {path}") from exc
+            await conn.close()  # else its thread keeps the process alive
+            raise StoreUnavailable(f"SQLite event store cannot be opened at {path} (not a Lockzero database?)") from exc
         return cls(conn)
 
     @asynccontextmanager

@@ -1,5 +1,1 @@
-"""The `lockzero` command line."""
-
-from api.cli.main import main
-
-__all__ = ["main"]
+"""The `lockzero` command line (entry point: api.cli.main:main)."""

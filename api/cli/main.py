@@ -24,6 +24,8 @@ def _configure_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="lockzero: %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "arq", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The pool logs each failed connection attempt (with driver text); we report unavailability once.
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

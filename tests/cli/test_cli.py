@@ -449,11 +449,6 @@ def test_secret_add_failures(cli: Cli) -> None:
     assert outcomes == [("secret.add", "ok"), ("secret.add", "error")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG engine/policies.py checked_policy (via durations.parse_duration, 9 digits allowed): "
-    "--max-age 999999999d overflows datetime in projections._refresh_due -> 'internal error (OverflowError)', exit 1",
-)
 def test_secret_add_absurd_max_age_is_a_usage_error(cli: Cli) -> None:
     cli.ok("tenant", "create", "acme")
     assert_one_error_line(cli(*ADD, "prod/x", "--provider", "generated", "--max-age", "999999999d"), 2, "max")
@@ -812,11 +807,6 @@ def test_dead_postgresql_fails_cleanly(dead_port: Result) -> None:
     assert "LOCKZERO_DATABASE_URL" in dead_port.err_lines[-1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG eventstore/postgres.py PostgresEventStore.open: psycopg_pool logs each failed connect attempt "
-    "('error connecting in pool-1: …', several lines) to stderr before the one-line error",
-)
 def test_dead_postgresql_prints_one_line(dead_port: Result) -> None:
     assert len(dead_port.err_lines) == 1, dead_port.err
 
@@ -824,11 +814,6 @@ def test_dead_postgresql_prints_one_line(dead_port: Result) -> None:
 # --- configuration bugs (contract: one clear line naming the variable) ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG eventstore/sqlite.py SQLiteEventStore.open: when PRAGMA fails (file is not a database) the "
-    "aiosqlite connection is never closed; its non-daemon thread keeps the process alive after the error",
-)
 def test_sqlite_file_that_is_not_a_database(tmp_path: Path) -> None:
     (tmp_path / "notadb").write_text("this is not a database\n" * 10)
     env = base_env(LOCKZERO_DATABASE_URL=f"sqlite:///{tmp_path / 'notadb'}", LOCKZERO_MASTER_KEY=new_key_b64())
@@ -850,11 +835,6 @@ def test_sqlite_file_that_is_not_a_database(tmp_path: Path) -> None:
     assert_one_error_line(r, 1, "LOCKZERO_DATABASE_URL")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG engine/config.py _read_key_file: a raw 32-byte key file gives 'internal error "
-    "(UnicodeDecodeError)' instead of naming LOCKZERO_MASTER_KEY_FILE",
-)
 def test_binary_master_key_file(tmp_path: Path) -> None:
     (tmp_path / "kek").write_bytes(b"\xff" + os.urandom(31))
     (tmp_path / "kek").chmod(0o600)
@@ -862,22 +842,12 @@ def test_binary_master_key_file(tmp_path: Path) -> None:
     assert_one_error_line(run(["tenant", "list"], env, tmp_path), 1, "LOCKZERO_MASTER_KEY_FILE")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG engine/config.py load_settings: LOCKZERO_PORT='²' passes isdigit(), int() raises ValueError "
-    "-> 'internal error (ValueError)' instead of naming LOCKZERO_PORT",
-)
 def test_unicode_digit_port(tmp_path: Path) -> None:
     env = base_env(LOCKZERO_DATABASE_URL=f"sqlite:///{tmp_path / 'lz.db'}", LOCKZERO_MASTER_KEY=new_key_b64())
     env["LOCKZERO_PORT"] = "²"
     assert_one_error_line(run(["tenant", "list"], env, tmp_path), 1, "LOCKZERO_PORT")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG engine/config.py load_settings: 'sqlite:///' (no path) is accepted; the embedded master key is "
-    "written to ./master.key and open_store then fails with 'internal error (UnsupportedDatabaseURL)'",
-)
 def test_sqlite_url_without_a_path(tmp_path: Path) -> None:
     r = run(["tenant", "list"], base_env(LOCKZERO_DATABASE_URL="sqlite:///"), tmp_path)
     stray_key = (tmp_path / "master.key").exists()
@@ -885,12 +855,6 @@ def test_sqlite_url_without_a_path(tmp_path: Path) -> None:
     assert not stray_key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG eventstore/sqlite.py SQLiteEventStore.open: a SQLite path whose directory cannot be created "
-    "(a regular file is in the way) gives 'internal error (FileExistsError)', not a line naming "
-    "LOCKZERO_DATABASE_URL",
-)
 def test_sqlite_path_under_a_regular_file(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     env = base_env(LOCKZERO_DATABASE_URL=f"sqlite:///{tmp_path / 'afile' / 'lz.db'}", LOCKZERO_MASTER_KEY=new_key_b64())
@@ -940,11 +904,6 @@ async def test_embedded_default_creates_and_reuses_its_master_key(tmp_path: Path
         await engine.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG engine/config.py _load_master_key: with .lockzero/lockzero.db present but master.key missing, "
-    "a new master key is generated silently (warning only); existing secrets can then never be decrypted",
-)
 def test_embedded_default_refuses_a_new_key_for_existing_state(tmp_path: Path) -> None:
     env = base_env()
     assert run(["secret", "add", "x"], env, tmp_path).rc == 2  # parser only: creates nothing

@@ -77,11 +77,6 @@ def test_port_bounds(port: str) -> None:
     assert load_settings({"LOCKZERO_PORT": port}, create_embedded_key=False).port == int(port)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG engine/config.py load_settings: str.isdigit() accepts '²', then int('²') raises ValueError",
-)
 def test_superscript_digit_port_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="LOCKZERO_PORT"):
         load_settings({"LOCKZERO_PORT": "²"}, create_embedded_key=False)
@@ -104,11 +99,6 @@ def test_bad_database_url_names_the_variable_and_hides_the_url(url: str) -> None
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG engine/config.py load_settings: 'sqlite:///' (no path) passes validation; "
-    "open_store later raises UnsupportedDatabaseURL and the embedded key would go to ./master.key",
-)
 def test_sqlite_url_without_a_path_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="LOCKZERO_DATABASE_URL"):
         load_settings({"LOCKZERO_DATABASE_URL": "sqlite:///", "LOCKZERO_MASTER_KEY": key_b64()})
@@ -193,12 +183,6 @@ def test_bad_key_file_content_names_the_variable_without_echoing_it(tmp_path: Pa
     assert "definitely-not-a-key" not in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="BUG engine/config.py _read_key_file: a raw-bytes key file (head -c32 /dev/urandom) raises "
-    "UnicodeDecodeError (not ConfigError); its message carries a byte of the key",
-)
 def test_binary_key_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "kek"
     path.write_bytes(b"\xff" + os.urandom(31))

@@ -166,12 +166,6 @@ def test_checked_policy_rejects(changes: dict[str, object]) -> None:
         policies.checked_policy(msgspec.structs.replace(ev.Policy(), **changes))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG engine/policies.py checked_policy: no upper bound on max_age_s; projections._refresh_due then "
-    "overflows datetime (created_at + max_age) inside the append",
-)
 async def test_absurd_max_age_is_invalid_input(engine: Engine, acme: str) -> None:
     with pytest.raises(InvalidInput):
         await policies.update_policy(engine, acme, "prod/db", OPERATOR, max_age_s=999_999_999 * 86400)

@@ -1,0 +1,612 @@
+"""Rotation saga benchmark: time to remediation, and sustained rotation throughput.
+
+Run with ``make bench``. In ONE run:
+
+A. Time to remediation. A real Redis ACL user (``lzb-<uuid8>``, created with a password, deleted at the
+   end) is registered with the real CLI as a ``redis_acl`` secret (``--value-stdin``), with one webhook
+   dependent (an HTTP server in this test that answers 200 only to a correctly HMAC-signed delivery) and
+   one pull dependent (a task that GETs /api/v1/secrets/{id}/current with its lz_svc_ token every 20 ms,
+   like a sidecar). N rotations in sequence: t0 just before the direct JSON-RPC ``rotate_secret`` call,
+   t1 when ``verify_remediation`` (polled every 20 ms) first answers verified=true. Two rows:
+   PostgreSQL (fresh database) + arq (a dedicated, flushed Redis DB) with one ``lockzero serve`` and one
+   ``lockzero worker`` subprocess; and the embedded default (SQLite, in-process worker, no Redis queue).
+   A per-phase breakdown, read from the saga's own step events, shows where the time goes.
+B. Sustained throughput. 200 ``generated`` secrets (registered in-process through
+   engine.secrets.register_secret: 200 CLI processes would take minutes), no dependents; ``rotate_secret``
+   is fired through the real API for all 200 (at most 32 calls in flight), run by two ``lockzero worker``
+   processes on PostgreSQL + arq; the clock stops when rm_rotations shows all 200 finished. Baseline, same
+   database, same run: the same number of bare event-store appends, in the shape one rotation writes them.
+
+The test prints a table and asserts correctness only (every rotation completed and verified, deliveries
+signed, counts match), never a speed threshold. Optional: LOCKZERO_BENCH_PYSPY=<dir> records py-spy
+profiles of the serve and worker processes per phase (see saga_support.PySpy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, ResponseError
+
+from engine import events as ev
+from engine import secrets as secret_cmds
+from engine.app import Engine
+from engine.crypto import MasterKey
+from eventstore import NewEvent, open_store
+from tests.api.support import Key, Server, start_server
+from tests.bench.saga_support import (
+    PHASES,
+    CpuMeter,
+    CpuUsage,
+    PySpy,
+    WebhookReceiver,
+    WorkerProcess,
+    load_rotations,
+    median,
+    parse_iso,
+    percentile,
+    phase_breakdown,
+)
+from tests.conftest import fresh_pg_database
+
+pytestmark = pytest.mark.bench
+
+# --- A: time to remediation -------------------------------------------------------------------------
+ROTATIONS = 30  # timed, in sequence, per mode
+WARMUP_ROTATIONS = 2  # untimed, per mode, before the timed ones
+VERIFY_POLL_S = 0.02  # the agent polls verify_remediation this often
+SIDECAR_POLL_S = 0.02  # the pull dependent re-reads the secret this often
+ROTATION_TIMEOUT_S = 30.0
+GOAL_P50_MS = 250.0
+GOAL_P99_MS = 1000.0
+CLAIM_MS = 4200.0  # the product page's "time to remediation"
+
+# --- B: sustained throughput --------------------------------------------------------------------------
+THROUGHPUT_SECRETS = 200
+FIRE_CONCURRENCY = 32  # rotate_secret calls in flight at once
+THROUGHPUT_WORKERS = 2
+REGISTER_CONCURRENCY = 16
+DB_POLL_S = 0.02
+THROUGHPUT_TIMEOUT_S = 120.0
+GOAL_ROTATIONS_PER_S = 50.0
+#: Appends one rotation of a `generated` secret without dependents makes on its stream, and their event
+#: counts: RotationRequested; then per step an intent append and an outcome append (create: started |
+#: completed + SecretVersionCreated; validate: 1 | 1; shift: started + SecretVersionActivated | completed;
+#: retire: 1 | completed + SecretVersionRetired; verify: 1 | 1); RotationFinished.
+APPEND_SHAPE = (1, 1, 2, 1, 1, 2, 1, 1, 2, 1, 1, 1)
+BASELINE_PAYLOAD = b'{"at":"2026-01-01T00:00:00.000000+00:00","tenant":"bench","secret_id":"bench/gen/000",' + (
+    b'"rotation_id":"rot_0123456789abcdef","step":"create","compensating":false,"detail":"' + b"x" * 120 + b'"}'
+)
+
+REDIS_ADMIN_URL = os.environ.get("LOCKZERO_BENCH_REDIS_ADMIN_URL", "redis://127.0.0.1:6379/0")
+QUEUE_DB = int(os.environ.get("LOCKZERO_BENCH_REDIS_DB", "13"))  # dedicated to this benchmark; flushed
+QUEUE_URL = f"{REDIS_ADMIN_URL.rsplit('/', 1)[0]}/{QUEUE_DB}"
+ARQ_HEALTH_KEY = "arq:queue:health-check"
+WORKER_START_TIMEOUT_S = 30.0
+CORES = os.cpu_count() or 1
+OPERATOR = ev.EventMeta(actor_id="bench:saga", actor_type="operator")
+
+
+# --------------------------------------------------------------------------------------------------
+# Plumbing.
+
+
+async def rpc(client: httpx.AsyncClient, key: Key, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A direct JSON-RPC call as the product page shows it; returns the tool's result."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    r = await client.post("/api/mcp", json=body, headers=key.auth)
+    assert r.status_code == 200, (method, r.status_code, r.text)
+    reply = r.json()
+    assert "error" not in reply, (method, reply)
+    result: dict[str, Any] = reply["result"]
+    return result
+
+
+async def start_worker(workdir: Path, server: Server, name: str, queue: aioredis.Redis) -> WorkerProcess:
+    """Start `lockzero worker` and wait until it polls the queue (its first poll writes arq's health key)."""
+    await queue.delete(ARQ_HEALTH_KEY)
+    worker = WorkerProcess(name, workdir, dict(server.env))
+    worker.start()
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while not await queue.exists(ARQ_HEALTH_KEY):
+        if not worker.alive() or time.monotonic() > deadline:
+            worker.stop()
+            raise RuntimeError(f"lockzero worker {name} did not start:\n{worker.logs()}")
+        await asyncio.sleep(0.05)
+    return worker
+
+
+@asynccontextmanager
+async def profiled(spy: PySpy, phase: str, pids: dict[str, list[int]]) -> AsyncIterator[None]:
+    ours = {name: ps[0] for name, ps in pids.items() if not name.startswith(("bench client", "redis-server"))}
+    procs = spy.start(phase, ours)
+    if procs:
+        await asyncio.sleep(0.5)  # let py-spy attach before the phase starts
+    try:
+        yield
+    finally:
+        spy.stop(procs)
+
+
+async def password_works(username: str, password: str) -> bool:
+    base = aioredis.Redis.from_url(REDIS_ADMIN_URL)
+    kw = base.connection_pool.connection_kwargs
+    await base.aclose()
+    client = aioredis.Redis(
+        host=kw.get("host", "127.0.0.1"),
+        port=kw.get("port", 6379),
+        username=username,
+        password=password,
+        socket_timeout=5,
+    )
+    try:
+        return bool(await client.ping())
+    except (AuthenticationError, ResponseError):
+        return False
+    finally:
+        await client.aclose()
+
+
+class Sidecar:
+    """A pull dependent: GET …/current every SIDECAR_POLL_S with its lz_svc_ token, as a sidecar would."""
+
+    def __init__(self, client: httpx.AsyncClient, secret_id: str, token: str) -> None:
+        self.client = client
+        self.path = f"/api/v1/secrets/{secret_id}/current"
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.version: str | None = None
+        self.value: str | None = None
+        self.reads = 0
+        self.errors: list[str] = []
+        self.first = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                r = await self.client.get(self.path, headers=self.headers)
+                if r.status_code == 200:
+                    body = r.json()
+                    self.version, self.value = body["version"], body["value"]
+                    self.first.set()
+                else:
+                    self.errors.append(f"{r.status_code} {r.text[:200]}")
+            except httpx.HTTPError as exc:
+                self.errors.append(type(exc).__name__)
+            self.reads += 1
+            await asyncio.sleep(SIDECAR_POLL_S)
+
+
+# --------------------------------------------------------------------------------------------------
+# A: time to remediation.
+
+
+@dataclass
+class LatencyResult:
+    label: str
+    ms: list[float]
+    phases: list[dict[str, float]]
+    polls: list[int]
+    sidecar_reads: int
+    webhook_ok: int
+    cpu: CpuUsage
+
+
+async def time_to_remediation(
+    label: str,
+    server: Server,
+    store_url: str,
+    admin: aioredis.Redis,
+    users: list[str],
+    spy: PySpy,
+    pids: dict[str, list[int]],
+) -> LatencyResult:
+    username = f"lzb-{uuid.uuid4().hex[:8]}"
+    leaked = secrets.token_urlsafe(24)
+    await admin.execute_command(  # type: ignore[no-untyped-call]
+        "ACL", "SETUSER", username, "on", f">{leaked}", "resetkeys", "resetchannels", "-@all", "+ping"
+    )
+    users.append(username)
+    assert await password_works(username, leaked)
+
+    tenant = server.tenant("bench-ttr")
+    key = server.key(tenant)
+    secret_id = "prod/redis/cache"
+    config = json.dumps({"url": REDIS_ADMIN_URL, "username": username})
+    added = server.cli(
+        "secret",
+        "add",
+        secret_id,
+        "--tenant",
+        tenant,
+        "--provider",
+        "redis_acl",
+        "--environment",
+        "prod",
+        "--config",
+        config,
+        "--value-stdin",
+        stdin=leaked.encode(),
+    )
+    assert added["current_version"] == "v1", added
+    receiver = WebhookReceiver()
+    receiver.start()
+    try:
+        hook = server.dependent(tenant, secret_id, "session-worker", f"webhook:{receiver.url}")
+        receiver.signing_secret = hook["signing_secret"]
+        pull = server.dependent(tenant, secret_id, "checkout-api", "pull")
+        assert str(pull["token"]).startswith("lz_svc_"), pull
+
+        samples: list[tuple[str, float, float, float, int]] = []  # rotation_id, t0 wall, t1 wall, ms, polls
+        async with (
+            httpx.AsyncClient(base_url=server.base, timeout=30) as agent,
+            httpx.AsyncClient(base_url=server.base, timeout=30) as side,
+        ):
+            sidecar = Sidecar(side, secret_id, pull["token"])
+            task = asyncio.create_task(sidecar.run())
+            try:
+                await asyncio.wait_for(sidecar.first.wait(), timeout=10)
+                for i in range(WARMUP_ROTATIONS):
+                    await one_rotation(agent, key, secret_id, f"warm-up {i}")
+                meter = CpuMeter(pids, store_url if store_url.startswith("postgresql") else None)
+                async with profiled(spy, f"ttr-{label}", pids):
+                    await meter.start()
+                    for i in range(ROTATIONS):
+                        samples.append(await one_rotation(agent, key, secret_id, f"bench {i}"))
+                    cpu = await meter.stop()
+                await asyncio.sleep(3 * SIDECAR_POLL_S)
+            finally:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        receiver.stop()
+
+    # ---- correctness -------------------------------------------------------------------------------
+    total = WARMUP_ROTATIONS + ROTATIONS
+    final = f"v{1 + total}"
+    rotations = await load_rotations(store_url, tenant, secret_id)
+    assert len(rotations) == total
+    assert all(r.outcome == "completed" for r in rotations.values()), [r.outcome for r in rotations.values()]
+    assert receiver.bad == 0, f"{receiver.bad} webhook deliveries with a bad signature"
+    assert receiver.ok == total, (receiver.ok, total)
+    assert receiver.versions == [f"v{n}" for n in range(2, total + 2)], receiver.versions
+    assert not sidecar.errors, sidecar.errors[:5]
+    assert sidecar.version == final and sidecar.value is not None, (sidecar.version, final)
+    assert await password_works(username, sidecar.value), "the current password does not authenticate"
+    assert not await password_works(username, leaked), "the leaked password still works"
+
+    phases = [phase_breakdown(rotations[rid], t0, t1) for rid, t0, t1, _, _ in samples]
+    return LatencyResult(
+        label, [s[3] for s in samples], phases, [s[4] for s in samples], sidecar.reads, receiver.ok, cpu
+    )
+
+
+async def one_rotation(
+    agent: httpx.AsyncClient, key: Key, secret_id: str, reason: str
+) -> tuple[str, float, float, float, int]:
+    t0_wall, t0 = time.time(), time.perf_counter()
+    started = await rpc(agent, key, "rotate_secret", {"secret_id": secret_id, "reason": reason})
+    assert started["status"] == "in_progress", started
+    rotation_id = started["rotation_id"]
+    polls = 0
+    while True:
+        verdict = await rpc(agent, key, "verify_remediation", {"secret_id": secret_id, "rotation_id": rotation_id})
+        polls += 1
+        if verdict["verified"]:
+            t1, t1_wall = time.perf_counter(), time.time()
+            break
+        assert verdict["status"] in ("in_progress", "completed"), verdict
+        assert time.perf_counter() - t0 < ROTATION_TIMEOUT_S, f"not verified after {ROTATION_TIMEOUT_S}s: {verdict}"
+        await asyncio.sleep(VERIFY_POLL_S)
+    checks = verdict["checks"]
+    assert checks["new_credential_valid"] is True and checks["old_credential_rejected"] is True, verdict
+    assert checks["dependents_adopted"] == {"adopted": 2, "total": 2, "pending": []}, verdict
+    return rotation_id, t0_wall, t1_wall, (t1 - t0) * 1000, polls
+
+
+# --------------------------------------------------------------------------------------------------
+# B: sustained throughput, and the bare-append baseline.
+
+
+@dataclass
+class ThroughputResult:
+    wall_s: float
+    fire_s: float
+    cpu: CpuUsage
+    latencies_ms: list[float] = field(default_factory=list)
+    events_per_rotation: int = 0
+
+
+async def secret_stream_counts(conn: psycopg.AsyncConnection[Any], tenant: str) -> dict[str, int]:
+    cur = await conn.execute(
+        "SELECT stream, count(*) FROM lz_events WHERE stream LIKE %s GROUP BY stream", (f"secret-{tenant}/%",)
+    )
+    return {str(s): int(n) for s, n in await cur.fetchall()}
+
+
+async def sustained_throughput(server: Server, pg_url: str, spy: PySpy, pids: dict[str, list[int]]) -> ThroughputResult:
+    tenant = server.tenant("bench-tput")
+    key = server.key(tenant)
+    ids = [f"bench/gen/{i:03d}" for i in range(THROUGHPUT_SECRETS)]
+    engine = await Engine.open(pg_url, MasterKey.from_base64(server.env["LOCKZERO_MASTER_KEY"]))
+    try:
+        gate = asyncio.Semaphore(REGISTER_CONCURRENCY)
+
+        async def register(secret_id: str) -> None:
+            async with gate:
+                s = await secret_cmds.register_secret(
+                    engine, tenant, OPERATOR, secret_id=secret_id, provider="generated", environment="prod"
+                )
+                assert s.current_version == "v1", s
+
+        await asyncio.gather(*(register(s) for s in ids))
+    finally:
+        await engine.close()
+
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        before = await secret_stream_counts(conn, tenant)
+        assert len(before) == THROUGHPUT_SECRETS
+        limits = httpx.Limits(max_connections=FIRE_CONCURRENCY, max_keepalive_connections=FIRE_CONCURRENCY)
+        async with httpx.AsyncClient(base_url=server.base, timeout=60, limits=limits) as client:
+            gate = asyncio.Semaphore(FIRE_CONCURRENCY)
+
+            async def fire(secret_id: str) -> str:
+                async with gate:
+                    r = await rpc(client, key, "rotate_secret", {"secret_id": secret_id, "reason": "throughput bench"})
+                    assert r["status"] == "in_progress" and r["to_version"] == "v2", r
+                    return str(r["rotation_id"])
+
+            meter = CpuMeter(pids, pg_url)
+            async with profiled(spy, "throughput", pids):
+                await meter.start()
+                t0 = time.perf_counter()
+                rotation_ids = await asyncio.gather(*(fire(s) for s in ids))
+                fired = time.perf_counter()
+                while True:
+                    cur = await conn.execute(
+                        "SELECT count(*) FROM rm_rotations WHERE tenant = %s AND finished_at IS NOT NULL", (tenant,)
+                    )
+                    row = await cur.fetchone()
+                    assert row is not None
+                    if int(row[0]) >= THROUGHPUT_SECRETS:
+                        break
+                    assert time.perf_counter() - t0 < THROUGHPUT_TIMEOUT_S, f"only {row[0]} rotations finished"
+                    await asyncio.sleep(DB_POLL_S)
+                t1 = time.perf_counter()
+                cpu = await meter.stop()
+
+            # ---- correctness -------------------------------------------------------------------------
+            cur = await conn.execute(
+                "SELECT rotation_id, secret_id, status, requested_at, finished_at FROM rm_rotations WHERE tenant = %s",
+                (tenant,),
+            )
+            rows = await cur.fetchall()
+            assert len(rows) == THROUGHPUT_SECRETS
+            assert {r[0] for r in rows} == set(rotation_ids)
+            assert {r[1] for r in rows} == set(ids)
+            assert all(r[2] == "completed" for r in rows), sorted({r[2] for r in rows})
+
+            async def verified(secret_id: str, rotation_id: str) -> None:
+                async with gate:
+                    v = await rpc(
+                        client, key, "verify_remediation", {"secret_id": secret_id, "rotation_id": rotation_id}
+                    )
+                    assert v["verified"] is True and v["status"] == "completed", v
+
+            await asyncio.gather(*(verified(s, r) for s, r in zip(ids, rotation_ids, strict=True)))
+        after = await secret_stream_counts(conn, tenant)
+    deltas = {after[s] - before[s] for s in before}
+    assert len(deltas) == 1, f"rotations wrote different event counts: {sorted(deltas)}"
+    return ThroughputResult(
+        wall_s=t1 - t0,
+        fire_s=fired - t0,
+        cpu=cpu,
+        latencies_ms=[(parse_iso(r[4]) - parse_iso(r[3])) * 1000 for r in rows],
+        events_per_rotation=deltas.pop(),
+    )
+
+
+@dataclass
+class BaselineResult:
+    appends: int
+    events: int
+    wall_s: float
+
+
+async def bare_appends(pg_url: str) -> BaselineResult:
+    """THROUGHPUT_SECRETS streams, all at once, each appending APPEND_SHAPE in order with expected_version:
+    the store's own limit for what the saga writes, with no reads, no projections and no provider calls."""
+    store = await open_store(pg_url)  # the default pool, as serve and the workers open it
+    run = uuid.uuid4().hex[:8]
+
+    async def one_stream(stream: str) -> int:
+        version = 0
+        for n in APPEND_SHAPE:
+            batch = [NewEvent(type="BenchSagaEvent", data=BASELINE_PAYLOAD) for _ in range(n)]
+            version = (await store.append(stream, batch, expected_version=version)).stream_version
+        return version
+
+    try:
+        await asyncio.gather(*(one_stream(f"bench-warm-{run}-{i}") for i in range(16)))
+        streams = [f"bench-bare-{run}-{i:03d}" for i in range(THROUGHPUT_SECRETS)]
+        t0 = time.perf_counter()
+        versions = await asyncio.gather(*(one_stream(s) for s in streams))
+        wall = time.perf_counter() - t0
+        assert versions == [sum(APPEND_SHAPE)] * THROUGHPUT_SECRETS
+        for s in streams[:: THROUGHPUT_SECRETS // 10]:
+            assert len(await store.read_stream(s)) == sum(APPEND_SHAPE)
+    finally:
+        await store.close()
+    return BaselineResult(len(APPEND_SHAPE) * THROUGHPUT_SECRETS, sum(APPEND_SHAPE) * THROUGHPUT_SECRETS, wall)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+async def test_saga_bench(tmp_path: Path) -> None:
+    admin = aioredis.Redis.from_url(REDIS_ADMIN_URL)
+    queue = aioredis.Redis.from_url(QUEUE_URL)
+    spy = PySpy()
+    users: list[str] = []
+    t_start = time.perf_counter()
+    try:
+        await queue.flushdb()
+        redis_pid = int((await admin.info("server"))["process_id"])
+        common = {"bench client (pytest)": [os.getpid()], "redis-server (shared)": [redis_pid]}
+        with fresh_pg_database() as pg_url:
+            workdir = tmp_path / "postgresql"
+            workdir.mkdir()
+            server = start_server("postgresql", workdir, pg_url, LOCKZERO_REDIS_URL=QUEUE_URL)
+            workers: list[WorkerProcess] = []
+            try:
+                assert server.proc is not None
+                workers.append(await start_worker(workdir, server, "worker-1", queue))
+                pids = {"serve": [server.proc.pid], "worker": [workers[0].pid], **common}
+                arq = await time_to_remediation("arq", server, pg_url, admin, users, spy, pids)
+                workers.append(await start_worker(workdir, server, "worker-2", queue))
+                pids = {"serve": [server.proc.pid], "worker-1": [workers[0].pid], "worker-2": [workers[1].pid]}
+                tput = await sustained_throughput(server, pg_url, spy, {**pids, **common})
+                assert all(w.alive() for w in workers), "\n".join(w.logs() for w in workers)
+                baseline = await bare_appends(pg_url)
+            finally:
+                for w in workers:
+                    w.stop()
+                server.stop()
+
+        workdir = tmp_path / "embedded"
+        workdir.mkdir()
+        server = start_server("sqlite", workdir, f"sqlite:///{workdir / 'lockzero.db'}")
+        try:
+            assert server.proc is not None
+            pids = {"serve (+ in-process worker)": [server.proc.pid], **common}
+            embedded = await time_to_remediation("embedded", server, server.database_url, admin, users, spy, pids)
+        finally:
+            server.stop()
+    finally:
+        for user in users:
+            await admin.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]
+        await queue.flushdb()
+        await queue.aclose()
+        await admin.aclose()
+    report(arq, embedded, tput, baseline, time.perf_counter() - t_start, spy)
+
+
+def _met(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
+
+
+def cpu_lines(label: str, cpu: CpuUsage, rotations: int) -> list[str]:
+    """CPU ms per rotation by process group, and how busy the whole machine was meanwhile."""
+    parts = ", ".join(f"{name} {sec * 1000 / rotations:.1f}" for name, sec in cpu.by_group.items())
+    return [
+        f"   CPU ms per rotation ({label}): {parts}",
+        f"      = {cpu.ours_s * 1000 / rotations:.1f} ms ours; machine busy {cpu.machine_busy_s / cpu.wall_s:.2f} of"
+        f" {CORES} cores over {cpu.wall_s:.1f}s, of which {cpu.others_s / cpu.wall_s:.2f} cores other processes/kernel",
+    ]
+
+
+def vs_claim(p50_ms: float) -> str:
+    return f"{CLAIM_MS / p50_ms:.1f}x faster" if p50_ms <= CLAIM_MS else f"{p50_ms / CLAIM_MS:.1f}x slower"
+
+
+def report(
+    arq: LatencyResult,
+    embedded: LatencyResult,
+    tput: ThroughputResult,
+    baseline: BaselineResult,
+    runtime_s: float,
+    spy: PySpy,
+) -> None:
+    hr = "-" * 118
+    lines = [
+        "",
+        hr,
+        "Lockzero rotation saga benchmark (one run)",
+        hr,
+        f"A. time to remediation: t0 = just before the rotate_secret JSON-RPC call, t1 = first verify_remediation"
+        f" with verified=true (polled every {VERIFY_POLL_S * 1000:.0f} ms)",
+        f"   redis_acl secret (real ACL user), 1 signed-webhook + 1 pull dependent (sidecar GET every"
+        f" {SIDECAR_POLL_S * 1000:.0f} ms); {ROTATIONS} rotations in sequence after {WARMUP_ROTATIONS} warm-up;"
+        " p99 = nearest rank (the slowest of 30)",
+        hr,
+        f"{'mode':<44} | {'p50 ms':>7} | {'p99 ms':>7} | {'min ms':>7} | {'max ms':>7}"
+        f" | {'goal p50<=250, p99<=1000':>24} | {'vs claim 4,200 ms':>17}",
+        hr,
+    ]
+    for r, name in ((arq, "PostgreSQL + arq (1 serve, 1 worker)"), (embedded, "embedded: SQLite + in-process worker")):
+        p50, p99 = percentile(r.ms, 50), percentile(r.ms, 99)
+        goal = f"p50 {_met(p50 <= GOAL_P50_MS)}, p99 {_met(p99 <= GOAL_P99_MS)}"
+        lines.append(
+            f"{name:<44} | {p50:>7.0f} | {p99:>7.0f} | {min(r.ms):>7.0f} | {max(r.ms):>7.0f} | {goal:>24}"
+            f" | {vs_claim(p50):>17}"
+        )
+    lines += [
+        hr,
+        f"   where the time goes (median ms per phase; phases add up to t1-t0)  {'arq':>10} {'embedded':>10}",
+    ]
+    for key, text in PHASES:
+        a = median([p[key] for p in arq.phases])
+        e = median([p[key] for p in embedded.phases])
+        lines.append(f"   {text:<70} {a:>10.1f} {e:>10.1f}")
+    third = ROTATIONS // 3
+    lines += [
+        f"   {'verify_remediation calls per rotation (median)':<70} {median(arq.polls):>10.0f}"
+        f" {median(embedded.polls):>10.0f}",
+        f"   {f'trend: median ms of rotations 1-{third} -> {ROTATIONS - third + 1}-{ROTATIONS} (stream grows)':<70}"
+        f" {median(arq.ms[:third]):>4.0f}->{median(arq.ms[-third:]):<4.0f} {median(embedded.ms[:third]):>5.0f}"
+        f"->{median(embedded.ms[-third:]):<4.0f}",
+        *cpu_lines("arq", arq.cpu, ROTATIONS),
+        *cpu_lines("embedded", embedded.cpu, ROTATIONS),
+        f"   correctness: every rotation completed and verified; {arq.webhook_ok}+{embedded.webhook_ok} signed webhook"
+        f" deliveries adopted, 0 bad signatures; sidecar reads {arq.sidecar_reads}+{embedded.sidecar_reads}, 0 errors;"
+        " leaked password refused",
+        hr,
+    ]
+    rate = THROUGHPUT_SECRETS / tput.wall_s
+    per_rotation_ms = tput.cpu.ours_s * 1000 / THROUGHPUT_SECRETS
+    bare_rate = THROUGHPUT_SECRETS / baseline.wall_s
+    lines += [
+        f"B. sustained throughput: {THROUGHPUT_SECRETS} `generated` secrets, no dependents; rotate_secret fired"
+        f" through the API ({FIRE_CONCURRENCY} in flight), {THROUGHPUT_WORKERS} `lockzero worker` processes,"
+        " PostgreSQL + arq",
+        hr,
+        f"{'':<44} | {'wall s':>7} | {'rotations/s':>11} | {'appends/s':>9} | {'events/s':>8} | goal >= 50 rotations/s",
+        hr,
+        f"{'saga (API -> arq -> 2 workers -> completed)':<44} | {tput.wall_s:>7.2f} | {rate:>11.1f} |"
+        f" {rate * len(APPEND_SHAPE):>9,.0f} | {rate * tput.events_per_rotation:>8,.0f} |"
+        f" {_met(rate >= GOAL_ROTATIONS_PER_S)}",
+        f"{'baseline: bare event-store appends':<44} | {baseline.wall_s:>7.2f} | {bare_rate:>11.1f} |"
+        f" {baseline.appends / baseline.wall_s:>9,.0f} | {baseline.events / baseline.wall_s:>8,.0f} |"
+        f" saga = {rate / bare_rate:.1%} of it",
+        hr,
+        f"   baseline: {THROUGHPUT_SECRETS} streams x {len(APPEND_SHAPE)} appends ({sum(APPEND_SHAPE)} events, the"
+        f" shape of one rotation), all streams at once, one process, default pool; same database, same run",
+        f"   saga: {tput.events_per_rotation} events per rotation on each secret stream (+1 audit record per call);"
+        f" {THROUGHPUT_SECRETS} rotate_secret calls answered in {tput.fire_s:.2f}s"
+        f" ({THROUGHPUT_SECRETS / tput.fire_s:.0f}/s)",
+        f"   per-rotation latency under this load (RotationRequested -> RotationFinished): p50"
+        f" {percentile(tput.latencies_ms, 50):,.0f} ms, p99 {percentile(tput.latencies_ms, 99):,.0f} ms",
+        *cpu_lines("saga", tput.cpu, THROUGHPUT_SECRETS),
+        f"   CPU-bound ceiling on this {CORES}-core machine: {CORES * 1000:,} ms/s / {per_rotation_ms:.1f} ms of"
+        f" our CPU per rotation = {CORES * 1000 / per_rotation_ms:.0f} rotations/s if nothing else ran",
+        f"   correctness: {THROUGHPUT_SECRETS}/{THROUGHPUT_SECRETS} completed and verify_remediation verified=true;"
+        " rotation ids match; every secret stream grew by the same event count",
+        hr,
+        f"runtime {runtime_s:.0f}s" + (f"; py-spy profiles in {spy.dir}" if spy.enabled else ""),
+        hr,
+    ]
+    print("\n".join(lines))

@@ -1,0 +1,245 @@
+"""The rotation saga end to end, through the real server, in both queue modes (embedded and arq):
+rotate with zero downtime on a real Redis ACL user, deliveries to pull/webhook/file dependents,
+rollback, revocation, and the adoption deadline."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.api.support import Key
+from tests.saga.support import AclUser, PasswordSampler, Stack, WebhookReceiver, wait_for
+
+STEPS = ["create", "validate", "shift", "retire", "verify"]
+ROLLBACK_STEPS = ["restore", "validate", "shift", "retire", "verify"]
+
+
+def arn(tenant: str, secret_id: str, version: str) -> str:
+    return f"arn:lockzero:secrets:{tenant}:secret:{secret_id}:{version}"
+
+
+def steps(rotation: dict) -> list[tuple[str, str]]:
+    return [(s["step"], s["status"]) for s in rotation["steps"]]
+
+
+def rotate(stack: Stack, key: Key, secret_id: str, reason: str = "leaked in a CI log") -> dict:
+    return dict(stack.server.result(key, "rotate_secret", {"secret_id": secret_id, "reason": reason}))
+
+
+def wait_step(stack: Stack, key: Key, secret_id: str, rotation_id: str, step: str, status: str = "started") -> None:
+    wait_for(
+        lambda: stack.step_status(key, secret_id, rotation_id, step) == status,
+        30,
+        f"step {step} {status}",
+        interval=0.05,
+    )
+
+
+def test_rotation_is_zero_downtime_and_reaches_every_dependent(
+    stack: Stack, acl_user: AclUser, webhook: WebhookReceiver, tmp_path: Path
+) -> None:
+    tenant, key = stack.tenant_and_key()
+    sid = f"prod/redis/{acl_user.name}"
+    stack.add_redis_secret(tenant, sid, acl_user)
+    stack.policy(tenant, sid, "--adoption-deadline", "60s")
+    token = stack.server.dependent(tenant, sid, "api", "pull")["token"]
+    assert token.startswith("lz_svc_")
+    hook = stack.server.dependent(tenant, sid, "billing", f"webhook:{webhook.url}")
+    webhook.signing_secret = hook["signing_secret"]
+    target = tmp_path / "etc" / "batch" / "redis-password"
+    stack.server.dependent(tenant, sid, "batch", f"file:{target}")
+    old = acl_user.password
+
+    before = acl_user.connect(old)  # a live connection opened with the old password
+    assert before.ping() is True
+    with PasswordSampler(acl_user) as sampler:
+        started = rotate(stack, key, sid)
+        assert started["status"] == "in_progress", started
+        assert started["from_version"] == "v1" and started["to_version"] == "v2", started
+        assert started["new_version_arn"] == arn(tenant, sid, "v2")
+        assert started["poll"] == "verify_remediation"
+        rid = started["rotation_id"]
+
+        # The saga waits in shift until the pull dependent adopts v2 (the deadline is a minute away).
+        wait_step(stack, key, sid, rid, "shift")
+        assert len(acl_user.passwords()) == 2
+        assert acl_user.works(old), "the old password must still authenticate a NEW connection mid-rotation"
+        assert before.ping() is True
+        # The webhook and the file are served during shift; then only the pull dependent is pending.
+        mid = wait_for(
+            lambda: (v := stack.verify(key, sid, rid))["checks"]["dependents_adopted"]["pending"] == ["api"] and v,
+            10,
+            "webhook and file dependents to adopt",
+        )
+        assert mid["status"] == "in_progress" and mid["verified"] is False, mid
+        assert mid["checks"]["new_credential_valid"] is True and mid["checks"]["old_credential_rejected"] is False
+
+        pushed = webhook.received()
+        assert len(pushed) == 1, pushed
+        assert pushed[0].signature_ok, "X-Lockzero-Signature must be the HMAC-SHA256 of the raw body"
+        body = pushed[0].json
+        assert body["event"] == "secret.rotated" and body["version"] == "v2", body
+        assert body["secret_id"] == sid and body["version_arn"] == arn(tenant, sid, "v2")
+        assert body["username"] == acl_user.name
+        new = body["value"]
+        assert new != old and acl_user.works(new)
+        assert target.read_text() == new
+        assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+        # Now the pull dependent reads, and the saga carries on to retire the old password.
+        pulled = stack.pull(token, sid)
+        assert pulled.status_code == 200, pulled.text
+        assert pulled.json() == {
+            "secret_id": sid,
+            "version": "v2",
+            "version_arn": arn(tenant, sid, "v2"),
+            "value": new,
+            "username": acl_user.name,
+        }
+        result = stack.wait_finished(key, sid, rid)
+
+    assert result["status"] == "completed" and result["verified"] is True, result
+    assert result["rotation_id"] == rid and result["completed_at"]
+    assert result["checks"] == {
+        "new_credential_valid": True,
+        "old_credential_rejected": True,
+        "dependents_adopted": {"adopted": 3, "total": 3, "pending": []},
+    }
+    assert acl_user.refused(old), acl_user.auth_error(old)
+    assert acl_user.works(new)
+    assert len(acl_user.passwords()) == 1
+    assert sampler.errors == [] and sampler.samples > 0
+    assert sampler.max_seen == 2, "never more than two passwords, and both live during the switch"
+
+    (rotation,) = stack.history(key, sid)
+    assert rotation["rotation_id"] == rid and rotation["kind"] == "rotate"
+    assert rotation["actor_id"] == key.key_id and rotation["actor_type"] == "agent"
+    assert rotation["reason"] == "leaked in a CI log"
+    assert rotation["outcome"] == "completed" and rotation["completed_at"]
+    assert (rotation["from_version"], rotation["to_version"]) == ("v1", "v2")
+    assert steps(rotation) == [(s, "completed") for s in STEPS]
+    assert stack.metadata(key, sid)["current_version"] == "v2"
+    before.close()
+
+
+def test_rollback_makes_the_previous_credential_current_again(
+    stack: Stack, acl_user: AclUser, webhook: WebhookReceiver
+) -> None:
+    tenant, key = stack.tenant_and_key()
+    sid = f"prod/redis/{acl_user.name}"
+    stack.add_redis_secret(tenant, sid, acl_user)
+    hook = stack.server.dependent(tenant, sid, "billing", f"webhook:{webhook.url}")
+    webhook.signing_secret = hook["signing_secret"]
+    old = acl_user.password
+
+    first = rotate(stack, key, sid)
+    assert stack.wait_finished(key, sid, first["rotation_id"])["verified"] is True
+    new = webhook.received()[-1].json["value"]
+    assert acl_user.refused(old) and acl_user.works(new)
+
+    with PasswordSampler(acl_user) as sampler:
+        rb = stack.server.result(key, "rollback_secret", {"secret_id": sid, "reason": "v2 broke the batch job"})
+        assert rb["status"] == "in_progress", rb
+        assert rb["restored_version"] == "v1" and rb["restored_version_arn"] == arn(tenant, sid, "v1")
+        assert rb["rotation_id"] != first["rotation_id"]
+        result = stack.wait_finished(key, sid, rb["rotation_id"])
+    assert result["status"] == "completed" and result["verified"] is True, result
+    assert result["checks"]["new_credential_valid"] is True and result["checks"]["old_credential_rejected"] is True
+    assert acl_user.works(old), "v1 works again"
+    assert acl_user.refused(new), "v2 is retired once the rollback completed"
+    assert sampler.max_seen <= 2
+    assert stack.metadata(key, sid)["current_version"] == "v1"
+
+    rolled = [d for d in webhook.received() if d.json["event"] == "secret.rolled_back"]
+    assert len(rolled) == 1 and rolled[0].signature_ok
+    assert rolled[0].json["version"] == "v1" and rolled[0].json["value"] == old
+
+    newest, oldest = stack.history(key, sid)
+    assert newest["kind"] == "rollback" and newest["outcome"] == "completed"
+    assert (newest["from_version"], newest["to_version"]) == ("v2", "v1")
+    assert steps(newest) == [(s, "completed") for s in ROLLBACK_STEPS]
+    assert oldest["rotation_id"] == first["rotation_id"]
+
+
+def test_rollback_without_a_previous_version_is_a_conflict(stack: Stack, acl_user: AclUser) -> None:
+    tenant, key = stack.tenant_and_key()
+    sid = f"prod/redis/{acl_user.name}"
+    stack.add_redis_secret(tenant, sid, acl_user)
+    err = stack.server.error(key, "rollback_secret", {"secret_id": sid, "reason": "try"})
+    assert err["code"] == -32012, err
+    err = stack.server.error(key, "rollback_secret", {"secret_id": sid, "reason": "try", "to_version": "v7"})
+    assert err["code"] == -32012, err
+    assert stack.history(key, sid) == []
+    assert acl_user.works(acl_user.password) and len(acl_user.passwords()) == 1
+
+
+def test_revoke_stops_every_credential_and_is_final(
+    stack: Stack, acl_user: AclUser, webhook: WebhookReceiver
+) -> None:
+    tenant, key = stack.tenant_and_key()
+    sid = f"prod/redis/{acl_user.name}"
+    stack.add_redis_secret(tenant, sid, acl_user)
+    hook = stack.server.dependent(tenant, sid, "billing", f"webhook:{webhook.url}")
+    webhook.signing_secret = hook["signing_secret"]
+    token = stack.server.dependent(tenant, sid, "api", "pull")["token"]
+    stack.policy(tenant, sid, "--adoption-deadline", "1s")
+    old = acl_user.password
+    first = rotate(stack, key, sid)
+    assert stack.wait_finished(key, sid, first["rotation_id"])["status"] == "completed"
+    new = webhook.received()[-1].json["value"]
+    live = acl_user.connect(new)
+    assert live.ping() is True
+
+    result = stack.server.result(key, "revoke_secret", {"secret_id": sid, "reason": "key abused from 203.0.113.9"})
+    assert result["status"] == "revoked", result
+    assert result["incident_id"], result
+    assert sorted(result["revoked_versions"]) == ["v1", "v2"], result
+    assert result["alerts_sent"] == 1, result
+
+    assert acl_user.refused(old) and acl_user.refused(new)
+    assert acl_user.passwords() == []
+    with pytest.raises(redis.RedisError):
+        live.ping()  # the live session was cut too
+    live.close()
+    alert = [d for d in webhook.received() if d.json["event"] == "secret.revoked"]
+    assert len(alert) == 1 and alert[0].signature_ok, alert
+    assert "value" not in alert[0].json
+
+    assert stack.metadata(key, sid)["status"] == "revoked"
+    incidents = stack.server.result(key, "get_active_incidents", {"secret_id": sid})["incidents"]
+    assert result["incident_id"] in {i["incident_id"] for i in incidents}, incidents
+    check = stack.verify(key, sid)
+    assert check["verified"] is True and check["checks"]["old_credential_rejected"] is True, check
+    assert stack.pull(token, sid).status_code == 404
+
+    for method, params in (
+        ("rotate_secret", {"secret_id": sid, "reason": "again"}),
+        ("rollback_secret", {"secret_id": sid, "reason": "undo"}),
+        ("revoke_secret", {"secret_id": sid, "reason": "twice"}),
+    ):
+        err = stack.server.error(key, method, params)
+        assert err["code"] == -32012, (method, err)
+    assert acl_user.refused(old) and acl_user.refused(new)
+    kinds = [r["kind"] for r in stack.history(key, sid)]
+    assert kinds == ["revoke", "rotate"], kinds
+
+
+def test_adoption_deadline_lets_the_rotation_finish_without_the_laggard(stack: Stack, acl_user: AclUser) -> None:
+    tenant, key = stack.tenant_and_key()
+    sid = f"prod/redis/{acl_user.name}"
+    stack.add_redis_secret(tenant, sid, acl_user)
+    stack.policy(tenant, sid, "--adoption-deadline", "2s")
+    stack.server.dependent(tenant, sid, "legacy-cron", "pull")  # never reads
+    started = rotate(stack, key, sid)
+    result = stack.wait_finished(key, sid, started["rotation_id"])
+    assert result["status"] == "completed", result
+    assert result["checks"]["new_credential_valid"] is True
+    assert result["checks"]["old_credential_rejected"] is True
+    assert result["checks"]["dependents_adopted"] == {"adopted": 0, "total": 1, "pending": ["legacy-cron"]}
+    assert result["verified"] is False, "a dependent still on the old version is not a verified remediation"
+    (rotation,) = stack.history(key, sid)
+    assert steps(rotation) == [(s, "completed") for s in STEPS]
+    assert acl_user.refused(acl_user.password)
