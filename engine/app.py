@@ -44,7 +44,7 @@ class Engine:
 
     async def schema_ready(self) -> bool:
         try:
-            async with self.store.transaction() as tx:
+            async with self.store.reader() as tx:
                 await tx.fetchone("SELECT 1 FROM rm_tenants LIMIT 1")
         except StoreUnavailable:
             raise
@@ -109,7 +109,7 @@ class Engine:
     async def tenant_keys(self, tenant: str) -> TenantKeys:
         if (cached := self._tenant_keys.get(tenant)) is not None:
             return cached
-        async with self.store.transaction() as tx:
+        async with self.store.reader() as tx:
             row = await tx.fetchone("SELECT wrapped_key FROM lz_tenant_keys WHERE tenant = ?", (tenant,))
         if row is None:
             raise NotFound(f"tenant {tenant!r} does not exist")

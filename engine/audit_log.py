@@ -82,7 +82,7 @@ async def audit_log(
             raise InvalidInput("cursor is not one this server returned; start again without a cursor")
         where.append("position < ?")
         params.append(position)
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         rows = await tx.fetchall(
             "SELECT position, audit_id, at, actor_id, actor_type, method, secret_id, outcome, detail FROM rm_audit"
             f" WHERE {' AND '.join(where)} ORDER BY position DESC LIMIT ?",

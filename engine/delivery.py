@@ -48,7 +48,7 @@ async def record_adoption(
 
 
 async def adopted_versions(engine: Engine, tenant: str, secret_id: str) -> dict[str, int | None]:
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         rows = await tx.fetchall(
             "SELECT dependent_id, adopted_version FROM rm_dependents WHERE tenant = ? AND secret_id = ?",
             (tenant, secret_id),
@@ -57,7 +57,7 @@ async def adopted_versions(engine: Engine, tenant: str, secret_id: str) -> dict[
 
 
 async def _signing_secret(engine: Engine, tenant: str, dependent_id: str) -> str:
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         row = await tx.fetchone(
             "SELECT ciphertext FROM lz_sealed WHERE tenant = ? AND ref = ?", (tenant, signing_ref(dependent_id))
         )

@@ -89,7 +89,7 @@ async def active_incidents(
         opened_at, incident_id = decode_cursor(cursor, 2)
         where.append("(opened_at < ? OR (opened_at = ? AND incident_id < ?))")
         params.extend([opened_at, opened_at, incident_id])
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         rows = await tx.fetchall(
             "SELECT incident_id, kind, severity, secret_id, opened_at, status, summary FROM rm_incidents"
             f" WHERE {' AND '.join(where)} ORDER BY opened_at DESC, incident_id DESC LIMIT ?",
@@ -106,7 +106,7 @@ def _view(row: tuple[Any, ...]) -> IncidentView:
 
 
 async def open_incident_ids(engine: Engine, tenant: str, secret_id: str) -> list[str]:
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         rows = await tx.fetchall(
             "SELECT incident_id FROM rm_incidents WHERE tenant = ? AND secret_id = ? AND status <> 'resolved'"
             " ORDER BY opened_at",

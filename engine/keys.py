@@ -96,7 +96,7 @@ _KEY_COLUMNS = "key_id, tenant, name, read_only, scopes, created_at, expires_at,
 
 async def list_keys(engine: Engine, tenant: str) -> list[KeyView]:
     await get_tenant(engine, tenant)
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         rows = await tx.fetchall(
             f"SELECT {_KEY_COLUMNS} FROM rm_api_keys WHERE tenant = ? ORDER BY created_at, key_id", (tenant,)
         )
@@ -105,7 +105,7 @@ async def list_keys(engine: Engine, tenant: str) -> list[KeyView]:
 
 
 async def revoke_key(engine: Engine, key_id: str, actor: ev.EventMeta, tenant: str | None = None) -> KeyView:
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         row = await tx.fetchone(f"SELECT {_KEY_COLUMNS} FROM rm_api_keys WHERE key_id = ?", (key_id,))
     if row is None or (tenant is not None and row[1] != tenant):
         raise NotFound(f"no API key {key_id!r}; `lockzero key list --tenant NAME` shows the ids")
@@ -127,7 +127,7 @@ async def authenticate(engine: Engine, token: str) -> ApiKey | None:
     if not token.startswith(MCP_KEY_PREFIX) or len(token) > 200:
         return None
     digest = engine.tokens.hash(token)
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         row = await tx.fetchone(
             "SELECT key_id, tenant, name, token_hash, read_only, scopes, created_at, expires_at, revoked_at"
             " FROM rm_api_keys WHERE token_hash = ?",

@@ -13,7 +13,6 @@ from engine.app import Engine
 from engine.clock import iso, parse_iso
 from engine.durations import format_duration
 from engine.errors import NotFound
-from engine.incidents import open_incident_ids
 
 
 class PolicyView(msgspec.Struct, frozen=True):
@@ -75,17 +74,30 @@ def policy_view(policy: ev.Policy) -> PolicyView:
     )
 
 
+_METADATA_QUERY = (
+    "SELECT secret_id, provider, environment, labels, status, current_version, created_at, last_rotated_at,"
+    " due_at, policy, dependents_count FROM rm_secrets WHERE tenant = ? AND secret_id = ?"
+)
+# Open incidents and the in-flight rotation in one round trip.
+_LINKS = (
+    "SELECT 'incident', incident_id, opened_at FROM rm_incidents"
+    " WHERE tenant = ? AND secret_id = ? AND status <> 'resolved'"
+    " UNION ALL SELECT 'rotation', rotation_id, requested_at FROM rm_rotations"
+    " WHERE tenant = ? AND secret_id = ? AND finished_at IS NULL ORDER BY 3"
+)
+
+
+def _not_found(secret_id: str) -> NotFound:
+    # Same words whether the id is unknown or another tenant's.
+    return NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
+
+
 async def _row(engine: Engine, tenant: str, secret_id: str) -> tuple[Any, ...]:
     naming.secret_id(secret_id)
-    async with engine.store.transaction() as tx:
-        row = await tx.fetchone(
-            "SELECT secret_id, provider, environment, labels, status, current_version, created_at, last_rotated_at,"
-            " due_at, policy, dependents_count FROM rm_secrets WHERE tenant = ? AND secret_id = ?",
-            (tenant, secret_id),
-        )
+    async with engine.store.reader() as tx:
+        row = await tx.fetchone(_METADATA_QUERY, (tenant, secret_id))
     if row is None:
-        # Same words whether the id is unknown or another tenant's.
-        raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
+        raise _not_found(secret_id)
     return row
 
 
@@ -94,9 +106,14 @@ def _age_days(now: datetime, created: str, rotated: str | None) -> int:
 
 
 async def secret_metadata(engine: Engine, tenant: str, secret_id: str) -> SecretMetadata:
-    sid, provider, env, labels, status, current, created, rotated, _due, policy_json, deps = await _row(
-        engine, tenant, secret_id
-    )
+    naming.secret_id(secret_id)
+    async with engine.store.reader() as tx:
+        row = await tx.fetchone(_METADATA_QUERY, (tenant, secret_id))
+        if row is None:
+            raise _not_found(secret_id)
+        links = await tx.fetchall(_LINKS, (tenant, secret_id, tenant, secret_id))
+    sid, provider, env, labels, status, current, created, rotated, _due, policy_json, deps = row
+    in_flight = [ref for kind, ref, _ in links if kind == "rotation"]
     policy = _decode_policy(policy_json)
     now = engine.clock.now()
     return SecretMetadata(
@@ -113,8 +130,8 @@ async def secret_metadata(engine: Engine, tenant: str, secret_id: str) -> Secret
         rotation_schedule=f"every {format_duration(policy.max_age_s)}" if policy.max_age_s else None,
         rotation_policy=policy_view(policy),
         dependents_count=int(deps),
-        open_incident_ids=await open_incident_ids(engine, tenant, sid),
-        in_flight_rotation_id=None,
+        open_incident_ids=[ref for kind, ref, _ in links if kind == "incident"],
+        in_flight_rotation_id=in_flight[-1] if in_flight else None,
     )
 
 

@@ -186,26 +186,6 @@ async def _incident_resolved(tx: Transaction, e: ev.IncidentResolved, _: Recorde
     )
 
 
-async def _audit_recorded(tx: Transaction, e: ev.AuditRecorded, r: RecordedEvent) -> None:
-    await tx.execute(
-        "INSERT INTO rm_audit (tenant, position, audit_id, at, actor_id, actor_type, method, secret_id, outcome,"
-        " detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            e.tenant,
-            r.position,
-            e.audit_id,
-            iso(e.at),
-            e.actor_id,
-            e.actor_type,
-            e.method,
-            e.secret_id,
-            e.outcome,
-            e.detail,
-            e.duration_ms,
-        ),
-    )
-
-
 async def _rotation_requested(tx: Transaction, e: ev.RotationRequested, r: RecordedEvent) -> None:
     meta = ev.decode_meta(r.metadata)
     await tx.execute(
@@ -274,7 +254,6 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.IncidentOpened: _incident_opened,
     ev.IncidentAcknowledged: _incident_acknowledged,
     ev.IncidentResolved: _incident_resolved,
-    ev.AuditRecorded: _audit_recorded,
     ev.RotationRequested: _rotation_requested,
     ev.SagaStepStarted: _step_event,
     ev.SagaStepCompleted: _step_event,
@@ -285,13 +264,45 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
 }
 
 
+_AUDIT_INSERT = (
+    "INSERT INTO rm_audit (tenant, position, audit_id, at, actor_id, actor_type, method, secret_id, outcome,"
+    " detail, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _audit_row(e: ev.AuditRecorded, r: RecordedEvent) -> tuple[Any, ...]:
+    return (
+        e.tenant,
+        r.position,
+        e.audit_id,
+        iso(e.at),
+        e.actor_id,
+        e.actor_type,
+        e.method,
+        e.secret_id,
+        e.outcome,
+        e.detail,
+        e.duration_ms,
+    )
+
+
 async def project(tx: Transaction, recorded: Sequence[RecordedEvent]) -> None:
     """The ``on_append`` hook for every engine append, and the body of a replay."""
+    audit_rows: list[tuple[Any, ...]] = []
     for r in recorded:
         event = ev.decode(r.data)
+        if isinstance(event, ev.AuditRecorded):
+            # Group-committed audit records arrive many at a time: one executemany, not N round trips.
+            audit_rows.append(_audit_row(event, r))
+            continue
+        if audit_rows:
+            await tx.executemany(_AUDIT_INSERT, audit_rows)
+            audit_rows = []
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             await handler(tx, event, r)
+    if audit_rows:
+        await tx.executemany(_AUDIT_INSERT, audit_rows)
 
 
 async def reset(tx: Transaction) -> None:

@@ -15,7 +15,7 @@ from providers.registry import ProviderNotAvailable, build_provider
 
 
 async def provider_config(engine: Engine, secret: Secret) -> dict[str, Any]:
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         row = await tx.fetchone(
             "SELECT ciphertext FROM lz_sealed WHERE tenant = ? AND ref = ?",
             (secret.tenant, config_ref(secret.secret_id)),

@@ -22,7 +22,7 @@ async def current_for_dependent(engine: Engine, token: str, secret_id: str) -> d
     if not token.startswith(SERVICE_TOKEN_PREFIX) or len(token) > 200:
         raise BadServiceToken("not a dependent token")
     digest = engine.tokens.hash(token)
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         dep = await tx.fetchone(
             "SELECT tenant, dependent_id, secret_id, adopted_version, token_hash FROM rm_dependents"
             " WHERE token_hash = ?",

@@ -137,7 +137,7 @@ async def register_secret(
 
 async def read_version_value(engine: Engine, tenant: str, secret_id: str, version: int) -> bytes | None:
     """Decrypt one version's value (None when it was destroyed)."""
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         row = await tx.fetchone(
             "SELECT ciphertext FROM lz_secret_versions WHERE tenant = ? AND secret_id = ? AND version = ?",
             (tenant, secret_id, version),
@@ -196,7 +196,7 @@ async def list_secrets(
         (after,) = decode_cursor(f.cursor, 1)
         where.append("s.secret_id > ?")
         params.append(str(after))
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         rows = await tx.fetchall(
             "SELECT s.secret_id, s.status, s.provider, s.environment, s.labels, s.current_version, s.created_at,"
             f" s.last_rotated_at, s.due_at FROM rm_secrets s WHERE {' AND '.join(where)}"

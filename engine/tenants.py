@@ -32,7 +32,7 @@ async def create_tenant(engine: Engine, name: str, actor: ev.EventMeta) -> Tenan
 
 async def get_tenant(engine: Engine, name: str) -> TenantView:
     naming.tenant_name(name)
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         row = await tx.fetchone("SELECT tenant, created_at FROM rm_tenants WHERE tenant = ?", (name,))
     if row is None:
         raise NotFound(f"tenant {name!r} does not exist; create it with `lockzero tenant create {name}`")
@@ -40,6 +40,6 @@ async def get_tenant(engine: Engine, name: str) -> TenantView:
 
 
 async def list_tenants(engine: Engine) -> list[TenantView]:
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         rows = await tx.fetchall("SELECT tenant, created_at FROM rm_tenants ORDER BY tenant")
     return [TenantView(r[0], parse_iso(r[1]).isoformat()) for r in rows]

@@ -148,7 +148,11 @@ class EventStore(Protocol):
         ...
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
-        """A read-write transaction outside of an append (queries, side tables, projection rebuilds)."""
+        """A read-write transaction outside of an append (side tables, projection rebuilds)."""
+        ...
+
+    def reader(self) -> AbstractAsyncContextManager[Transaction]:
+        """A connection for reads, each statement on its own (no BEGIN/COMMIT round trips)."""
         ...
 
     async def ping(self) -> None:

@@ -44,7 +44,12 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
         namespace="eventstore",
         version=2,
         name="group_commit_function",
-        postgresql=(APPEND_BATCH_FUNCTION,),
+        postgresql=(
+            APPEND_BATCH_FUNCTION,
+            # Plans cached while lz_events was tiny would scan it forever after; plan each call afresh.
+            "ALTER FUNCTION lz_append_batch(text[], int[], int[], uuid[], text[], bytea[], bytea[], timestamptz)"
+            " SET plan_cache_mode = force_custom_plan",
+        ),
         sqlite=(),
     ),
 )

@@ -139,12 +139,8 @@ class GroupCommitter:
         now = datetime.now(UTC)
         async with self._connect() as conn:
             if not any(item.on_append is not None for item in batch):
-                # No hooks: the function call is the whole transaction, one round trip.
-                await conn.set_autocommit(True)
-                try:
-                    outcomes = await _call(conn, batch, now)
-                finally:
-                    await conn.set_autocommit(False)
+                # No hooks: on the autocommit connection the function call is the whole transaction.
+                outcomes = await _call(conn, batch, now)
                 _resolve(batch, outcomes)
                 return None
             try:

@@ -105,8 +105,8 @@ class PostgresEventStore:
             max_size=pool_size,
             open=False,
             timeout=connect_timeout,
-            kwargs={"connect_timeout": max(1, int(connect_timeout))},
-            configure=_configure,
+            # Autocommit: single reads skip BEGIN/COMMIT; transactions are always explicit (conn.transaction()).
+            kwargs={"connect_timeout": max(1, int(connect_timeout)), "autocommit": True},
         )
         try:
             await pool.open(wait=True, timeout=connect_timeout)
@@ -127,6 +127,12 @@ class PostgresEventStore:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
         async with self._connection() as conn, conn.transaction():
+            yield PostgresTransaction(conn)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[PostgresTransaction]:
+        # Pooled connections are in autocommit mode: a lone SELECT is one round trip.
+        async with self._connection() as conn:
             yield PostgresTransaction(conn)
 
     async def rebuild(
@@ -315,13 +321,6 @@ class _Listener:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-
-async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    # Plans of the append function cached while lz_events was tiny would scan it forever after;
-    # a custom plan per call costs little and stays right as the table grows.
-    await conn.execute("SET plan_cache_mode = force_custom_plan")
-    await conn.commit()
 
 
 def _scrub(exc: BaseException) -> StoreUnavailable:

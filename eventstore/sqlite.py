@@ -133,6 +133,14 @@ class SQLiteEventStore:
     def transaction(self) -> Any:
         return self._tx()
 
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[SQLiteTransaction]:
+        async with self._lock:
+            try:
+                yield SQLiteTransaction(self._conn)
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable("SQLite event store is unavailable") from exc
+
     async def rebuild(
         self, reset: Callable[[Transaction], Awaitable[None]], apply: OnAppend, batch_size: int = 5000
     ) -> int:

@@ -12,7 +12,7 @@ from engine.clock import iso
 async def stalled_rotations(engine: Engine, quiet_for_s: float) -> list[tuple[str, str, str]]:
     """(tenant, secret_id, rotation_id) of unfinished rotations with no event for ``quiet_for_s``."""
     threshold = iso(engine.clock.now() - timedelta(seconds=quiet_for_s))
-    async with engine.store.transaction() as tx:
+    async with engine.store.reader() as tx:
         rows = await tx.fetchall(
             "SELECT tenant, secret_id, rotation_id FROM rm_rotations"
             " WHERE finished_at IS NULL AND updated_at <= ? ORDER BY updated_at LIMIT 500",

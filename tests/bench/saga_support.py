@@ -174,12 +174,16 @@ def median(values: Sequence[float]) -> float:
 
 STEPS: tuple[ev.SagaStep, ...] = ("create", "validate", "shift", "retire", "verify")
 
+#: (key, label). Rows whose label starts with "  ." break the row above down; they are not added to the total.
 PHASES: tuple[tuple[str, str], ...] = (
     ("api", "rotate_secret call -> RotationRequested appended"),
     ("queue", "RotationRequested -> create step starts (enqueue, worker pickup, fold)"),
     ("create", "create   (intent+pending value append, reload, provider add password)"),
     ("validate", "validate (new password authenticates at Redis)"),
-    ("shift", "shift    (activate append, webhook POST, wait for pull adoption)"),
+    ("shift", "shift    (activate append, webhook POST, wait for adoption)"),
+    ("shift_webhook", "  . shift start -> webhook dependent adopted (its 200 recorded)"),
+    ("shift_pull", "  . shift start -> pull dependent adopted (sidecar GET recorded)"),
+    ("shift_tail", "  . last adoption -> saga notices (adoption poll, ADOPTION_POLL_S)"),
     ("retire", "retire   (remove old password)"),
     ("verify", "verify   (new works, old refused)"),
     ("between", "between steps: outcome append + reload + next intent (x4)"),
@@ -188,35 +192,56 @@ PHASES: tuple[tuple[str, str], ...] = (
 )
 
 
-def phase_breakdown(rotation: Rotation, t0_wall: float, t1_wall: float) -> dict[str, float]:
-    """Milliseconds per phase of PHASES; they add up to t1 - t0."""
+@dataclass(frozen=True)
+class SagaRecord:
+    """What the saga recorded for one secret: its rotations, and when each dependent adopted each version."""
+
+    rotations: dict[str, Rotation]
+    adopted_at: dict[tuple[int, str], float]  # (version, via) -> wall-clock seconds
+
+
+def phase_breakdown(record: SagaRecord, rotation_id: str, t0_wall: float, t1_wall: float) -> dict[str, float]:
+    """Milliseconds per phase of PHASES; the top-level ones add up to t1 - t0."""
+    rotation = record.rotations[rotation_id]
     steps = [rotation.last(s) for s in STEPS]
     assert all(s is not None and s.finished_at is not None for s in steps), rotation
-    assert rotation.finished_at is not None
+    assert rotation.finished_at is not None and rotation.to_version is not None
     started = [s.started_at.timestamp() for s in steps if s is not None]
     finished = [s.finished_at.timestamp() for s in steps if s is not None and s.finished_at is not None]
+    shift_start, shift_end = started[STEPS.index("shift")], finished[STEPS.index("shift")]
+    webhook = record.adopted_at[rotation.to_version, "webhook"]
+    pull = record.adopted_at[rotation.to_version, "pull"]
     out = {
         "api": rotation.requested_at.timestamp() - t0_wall,
         "queue": started[0] - rotation.requested_at.timestamp(),
         "between": sum(started[i] - finished[i - 1] for i in range(1, len(STEPS))),
         "finish": rotation.finished_at.timestamp() - finished[-1],
         "observe": t1_wall - rotation.finished_at.timestamp(),
+        "shift_webhook": webhook - shift_start,
+        "shift_pull": pull - shift_start,
+        "shift_tail": shift_end - max(webhook, pull),
     }
     for name, s, f in zip(STEPS, started, finished, strict=True):
         out[name] = f - s
     return {k: v * 1000 for k, v in out.items()}
 
 
-async def load_rotations(store_url: str, tenant: str, secret_id: str) -> dict[str, Rotation]:
-    """The secret's rotations as the saga recorded them (read straight from the event store)."""
+async def load_saga_record(store_url: str, tenant: str, secret_id: str) -> SagaRecord:
+    """Read straight from the event store: the secret's stream and its adoption stream."""
     store = await open_store(store_url, pool_size=1)
     try:
         recorded = await store.read_stream(naming.secret_stream(tenant, secret_id))
+        adoptions = await store.read_stream(naming.adoption_stream(tenant, secret_id))
     finally:
         await store.close()
     secret = fold_secret([ev.decode(r.data) for r in recorded], [ev.decode_meta(r.metadata) for r in recorded])
     assert secret is not None
-    return {r.rotation_id: r for r in secret.rotations}
+    adopted_at: dict[tuple[int, str], float] = {}
+    for r in adoptions:
+        e = ev.decode(r.data)
+        if isinstance(e, ev.DependentAdopted):
+            adopted_at.setdefault((e.version, e.via), e.at.timestamp())
+    return SagaRecord({r.rotation_id: r for r in secret.rotations}, adopted_at)
 
 
 def parse_iso(text: str) -> float:
