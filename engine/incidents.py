@@ -105,6 +105,37 @@ def _view(row: tuple[Any, ...]) -> IncidentView:
     return IncidentView(incident_id, kind, severity, secret_id, parse_iso(opened_at).isoformat(), status, summary)
 
 
+async def resolve_for_secret(
+    engine: Engine,
+    tenant: str,
+    secret_id: str,
+    kinds: tuple[ev.IncidentKind, ...],
+    *,
+    resolution: str,
+    ref_kind: str,
+    ref_id: str,
+    actor: ev.EventMeta,
+) -> list[str]:
+    """Resolve the secret's open incidents of these kinds, linking what resolved them."""
+    marks = ", ".join("?" * len(kinds))
+    async with engine.store.reader() as tx:
+        rows = await tx.fetchall(
+            f"SELECT incident_id FROM rm_incidents WHERE tenant = ? AND secret_id = ? AND status <> 'resolved'"
+            f" AND kind IN ({marks})",
+            (tenant, secret_id, *kinds),
+        )
+    resolved = []
+    for (incident_id,) in rows:
+        now = engine.clock.now()
+        events: list[ev.Event] = [
+            ev.IncidentLinked(at=now, tenant=tenant, incident_id=incident_id, ref_kind=ref_kind, ref_id=ref_id),
+            ev.IncidentResolved(at=now, tenant=tenant, incident_id=incident_id, resolution=resolution),
+        ]
+        await engine.append(naming.incident_stream(tenant, incident_id), events, actor)
+        resolved.append(incident_id)
+    return resolved
+
+
 async def open_incident_ids(engine: Engine, tenant: str, secret_id: str) -> list[str]:
     async with engine.store.reader() as tx:
         rows = await tx.fetchall(

@@ -12,7 +12,7 @@ from engine.aggregates.secret import Rotation, Secret, fold_secret
 from engine.app import Engine
 from engine.crypto import new_id
 from engine.delivery import adopted_versions
-from engine.errors import Conflict, NotFound
+from engine.errors import Conflict, Forbidden, NotFound
 from engine.incidents import open_incident
 from engine.provider_access import credential, open_provider
 from engine.saga import RotationSaga
@@ -154,10 +154,34 @@ async def rotate(
     reason: str,
     idempotency_key: str | None = None,
 ) -> RotationStarted:
+    await _check_agent_allowed(engine, tenant, secret_id, actor, "rotate")
     _, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_rotate, reason, idempotency_key)
     if created:
         await queue.enqueue(tenant, secret_id, rotation.rotation_id)
     return _started(tenant, secret_id, rotation)
+
+
+async def _check_agent_allowed(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta, what: str) -> None:
+    """`allow_agent_rotation: false` stops agents (not operators); the attempt is a policy_violation incident."""
+    if actor.actor_type != "agent":
+        return
+    secret, _ = await _load(engine, tenant, secret_id)
+    if secret.policy.allow_agent_rotation:
+        return
+    incident_id = await open_incident(
+        engine,
+        tenant,
+        actor,
+        kind="policy_violation",
+        severity="medium",
+        secret_id=secret_id,
+        summary=f"agent key {actor.actor_id} tried to {what} {secret_id}; its policy forbids agent rotation",
+    )
+    raise Forbidden(
+        f"policy of {secret_id!r} does not allow agents to {what} it; a human must do it"
+        f" (incident {incident_id} records the attempt)",
+        data={"incident_id": incident_id},
+    )
 
 
 def _plan_rollback(to_version: int | None) -> Planner:
@@ -193,6 +217,7 @@ async def rollback(
     reason: str,
     to_version: int | None = None,
 ) -> RollbackStarted:
+    await _check_agent_allowed(engine, tenant, secret_id, actor, "roll back")
     _, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_rollback(to_version), reason, None)
     if not created and rotation.kind != "rollback":
         raise Conflict(

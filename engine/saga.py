@@ -32,7 +32,7 @@ from engine.app import SYSTEM, Engine
 from engine.clock import iso
 from engine.delivery import adopted_versions, deliver
 from engine.errors import NotFound
-from engine.incidents import open_incident
+from engine.incidents import open_incident, resolve_for_secret
 from engine.provider_access import credential, open_provider, provider_config
 from eventstore import ConcurrencyError, Transaction
 from providers.base import Credential, Provider, ProviderError
@@ -366,6 +366,19 @@ class RotationSaga:
             outcome=outcome,
         )
         await self.engine.append(naming.secret_stream(secret.tenant, secret.secret_id), [finished], SYSTEM, version)
+        if outcome == "completed" and rotation.kind in ("rotate", "rollback"):
+            # The verify step proved the new credential works and the old one is refused: the leak is closed.
+            await resolve_for_secret(
+                self.engine,
+                secret.tenant,
+                secret.secret_id,
+                ("leaked_credential", "overdue_rotation"),
+                resolution=f"{rotation.kind} {rotation.rotation_id} verified: v{rotation.to_version} live,"
+                f" v{rotation.from_version} refused",
+                ref_kind="rotation",
+                ref_id=rotation.rotation_id,
+                actor=SYSTEM,
+            )
         if outcome != "completed":
             failed = [s for s in rotation.steps if s.status == "failed"]
             why = failed[0].detail if failed else "unknown"

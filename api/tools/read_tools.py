@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from api.tools.registry import Annotations, CallContext, Tool
-from engine import audit_log, history, incidents, metadata, secrets
+from engine import audit_log, blast_radius, history, incidents, metadata, secrets
 from engine import events as ev
 from engine.errors import Forbidden
 from engine.scopes import like_patterns
@@ -136,6 +136,11 @@ async def get_audit_log(ctx: CallContext, a: AuditArgs) -> audit_log.AuditPage:
     )
 
 
+async def assess_blast_radius(ctx: CallContext, a: SecretArgs) -> blast_radius.BlastRadius:
+    in_scope(ctx, a.secret_id)
+    return await blast_radius.assess(ctx.engine, ctx.key.tenant, a.secret_id)
+
+
 READ_TOOLS = [
     Tool(
         "list_secrets",
@@ -158,6 +163,18 @@ READ_TOOLS = [
         metadata.SecretMetadata,
         READ,
         get_secret_metadata,
+    ),
+    Tool(
+        "assess_blast_radius",
+        "Assess a secret's blast radius",
+        "Before rotating or revoking, see what it will touch: every dependent service with the version it holds "
+        "and when it last fetched it, the environments and downstream systems, who is using the credential right "
+        "now as the provider sees it (e.g. Redis connections), open incidents, a risk level and a recommended "
+        "action. Read-only; asks the provider live.",
+        SecretArgs,
+        blast_radius.BlastRadius,
+        Annotations(read_only=True, destructive=False, idempotent=True, open_world=True),
+        assess_blast_radius,
     ),
     Tool(
         "check_rotation_policy",

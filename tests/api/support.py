@@ -30,6 +30,7 @@ READ_TOOLS = (
     "get_active_incidents",
     "get_audit_log",
     "verify_remediation",
+    "assess_blast_radius",
 )
 WRITE_TOOLS = ("rotate_secret", "rollback_secret", "revoke_secret")
 ALL_TOOLS = (*READ_TOOLS, *WRITE_TOOLS)
