@@ -156,6 +156,18 @@ class RotationRequested(SagaEvent, frozen=True, tag="rotation.requested"):
     from_version: int | None
     to_version: int | None
     idempotency_key: str | None = None
+    #: Distinct people who must approve before the saga starts (the secret's policy at request time).
+    required_approvals: int = 0
+
+
+class RotationApproved(SagaEvent, frozen=True, tag="rotation.approved"):
+    by: str
+
+
+class RotationApprovalsMet(SagaEvent, frozen=True, tag="rotation.approvals_met"):
+    """Enough distinct people approved: the saga may start."""
+
+    approvers: tuple[str, ...]
 
 
 class SagaStepStarted(SagaEvent, frozen=True, tag="rotation.step_started"):
@@ -255,6 +267,8 @@ AnyEvent = (
     | SecretVersionDiscarded
     | SecretRevoked
     | RotationRequested
+    | RotationApproved
+    | RotationApprovalsMet
     | SagaStepStarted
     | SagaStepCompleted
     | SagaStepFailed

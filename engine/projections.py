@@ -191,12 +191,13 @@ async def _rotation_requested(tx: Transaction, e: ev.RotationRequested, r: Recor
     await tx.execute(
         "INSERT INTO rm_rotations (tenant, rotation_id, secret_id, kind, status, requested_at, updated_at,"
         " from_version, to_version, actor_id, actor_type, reason)"
-        " VALUES (?, ?, ?, ?, 'in_progress', ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             e.tenant,
             e.rotation_id,
             e.secret_id,
             e.kind,
+            "pending_approval" if e.required_approvals else "in_progress",
             iso(e.at),
             iso(e.at),
             e.from_version,
@@ -215,6 +216,13 @@ async def _step_event(
     await tx.execute(
         "UPDATE rm_rotations SET updated_at = ?, status = COALESCE(?, status) WHERE tenant = ? AND rotation_id = ?",
         (iso(e.at), status, e.tenant, e.rotation_id),
+    )
+
+
+async def _approvals_met(tx: Transaction, e: ev.RotationApprovalsMet, _: RecordedEvent) -> None:
+    await tx.execute(
+        "UPDATE rm_rotations SET status = 'in_progress', updated_at = ? WHERE tenant = ? AND rotation_id = ?",
+        (iso(e.at), e.tenant, e.rotation_id),
     )
 
 
@@ -259,6 +267,7 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.SagaStepCompleted: _step_event,
     ev.SagaStepFailed: _step_event,
     ev.RotationFinished: _rotation_finished,
+    ev.RotationApprovalsMet: _approvals_met,
     ev.SecretRevoked: _secret_revoked,
     ev.DependentAdopted: _dependent_adopted,
 }

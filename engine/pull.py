@@ -56,7 +56,22 @@ async def current_for_dependent(engine: Engine, token: str, secret_id: str) -> d
     return body
 
 
+_usernames: dict[tuple[str, str, int], str | None] = {}
+
+
 async def _username(engine: Engine, tenant: str, secret_id: str, version: int) -> str | None:
+    # A version's username never changes once created: remember it instead of folding on every pull.
+    key = (tenant, secret_id, version)
+    if key in _usernames:
+        return _usernames[key]
+    username = await _fold_username(engine, tenant, secret_id, version)
+    if len(_usernames) > 100_000:
+        _usernames.clear()
+    _usernames[key] = username
+    return username
+
+
+async def _fold_username(engine: Engine, tenant: str, secret_id: str, version: int) -> str | None:
     events, _ = await engine.load(naming.secret_stream(tenant, secret_id))
     secret = fold_secret(events)
     v = secret.version(version) if secret else None

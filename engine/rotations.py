@@ -32,6 +32,8 @@ class RotationStarted(msgspec.Struct, frozen=True):
     to_version: str | None
     new_version_arn: str | None
     poll: str = "verify_remediation"
+    #: What happens next when it is not simply "poll" (e.g. waiting for approvals).
+    note: str | None = None
 
 
 class RollbackStarted(msgspec.Struct, frozen=True):
@@ -84,7 +86,15 @@ async def _load(engine: Engine, tenant: str, secret_id: str) -> tuple[Secret, in
 
 def _started(tenant: str, secret_id: str, r: Rotation) -> RotationStarted:
     arn = naming.version_arn(tenant, secret_id, r.to_version) if r.to_version else None
-    return RotationStarted(r.rotation_id, r.status, _v(r.from_version), _v(r.to_version), arn)
+    note = None
+    if not r.approved:
+        missing = r.required_approvals - len(r.approvers)
+        note = (
+            f"policy requires {r.required_approvals} human approval(s); {missing} missing. The rotation starts by"
+            f" itself once people run `lockzero approve {r.rotation_id} --tenant {tenant} --as NAME`;"
+            " poll verify_remediation to follow it"
+        )
+    return RotationStarted(r.rotation_id, r.status, _v(r.from_version), _v(r.to_version), arn, note=note)
 
 
 class Planner(Protocol):
@@ -125,6 +135,7 @@ async def _request(
             from_version=from_v,
             to_version=to_v,
             idempotency_key=idempotency_key,
+            required_approvals=secret.policy.required_approvals if kind == "rotate" else 0,
         )
         try:
             await engine.append(naming.secret_stream(tenant, secret_id), [event], actor, version)
@@ -156,7 +167,7 @@ async def rotate(
 ) -> RotationStarted:
     await _check_agent_allowed(engine, tenant, secret_id, actor, "rotate")
     _, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_rotate, reason, idempotency_key)
-    if created:
+    if created and rotation.approved:
         await queue.enqueue(tenant, secret_id, rotation.rotation_id)
     return _started(tenant, secret_id, rotation)
 
@@ -287,6 +298,17 @@ async def verify(engine: Engine, tenant: str, secret_id: str, rotation_id: str |
     finally:
         await provider.close()
     status = rotation.status
+    if status == "pending_approval":
+        missing = rotation.required_approvals - len(rotation.approvers)
+        return Verification(
+            False,
+            status,
+            rotation.rotation_id,
+            Checks(None, None, adoption),
+            None,
+            f"waiting for {missing} more human approval(s) (`lockzero approve {rotation.rotation_id} --as NAME`);"
+            " nothing has changed yet",
+        )
     verified = status == "completed" and bool(new_ok in (True, None) and old_rejected)
     if rotation.kind != "revoke":
         verified = verified and not pending

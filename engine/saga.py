@@ -20,14 +20,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from opentelemetry import trace
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from engine import events as ev
 from engine import naming
-from engine.aggregates.secret import Rotation, Secret, fold_secret
+from engine.aggregates.secret import Rotation, Secret, apply_secret, fold_secret
 from engine.app import SYSTEM, Engine
 from engine.clock import iso
 from engine.delivery import adopted_versions, deliver
@@ -46,7 +46,7 @@ FORWARD: dict[str, tuple[ev.SagaStep, ...]] = {
 #: Steps with a side effect to undo when a later step fails.
 COMPENSABLE: frozenset[ev.SagaStep] = frozenset({"create", "restore", "shift", "retire"})
 
-ADOPTION_POLL_S = 0.05
+ADOPTION_POLL_S = 0.01
 tracer = trace.get_tracer("lockzero.saga")
 VALIDATE_ATTEMPTS = 5
 
@@ -114,6 +114,8 @@ class RotationSaga:
                 raise NotFound(f"no rotation {rotation_id!r} of secret {secret_id!r}")
             if rotation.outcome is not None:
                 return rotation.outcome
+            if not rotation.approved:
+                return "pending_approval"  # `lockzero approve` lets it go on
             try:
                 await self._advance(secret, rotation, version, next_action(rotation))
             except ConcurrencyError:
@@ -133,9 +135,15 @@ class RotationSaga:
         )
         if not action.resume:
             intent_events, side = await self._intent(secret, rotation, action)
-            result = await self._append(secret, [started, *intent_events], version, side)
-            version = result
-            secret, rotation = await self._reload(secret, rotation.rotation_id)
+            version = await self._append(secret, [started, *intent_events], version, side)
+            # Fold what we just wrote instead of reading the stream back.
+            for event in (started, *intent_events):
+                folded = apply_secret(secret, cast(ev.AnyEvent, event), SYSTEM)
+                assert folded is not None
+                secret = folded
+            refreshed = secret.rotation(rotation.rotation_id)
+            assert refreshed is not None
+            rotation = refreshed
         try:
             outcome_events, detail = await self._execute(secret, rotation, action)
         except (StepFailed, ProviderError) as exc:
@@ -148,7 +156,7 @@ class RotationSaga:
                 compensating=action.compensating,
                 error=str(exc)[:500],
             )
-            await self._append(secret, [failed], None)
+            await self._append(secret, [failed], version)
             return
         completed = ev.SagaStepCompleted(
             at=self.engine.clock.now(),
@@ -159,25 +167,15 @@ class RotationSaga:
             compensating=action.compensating,
             detail=detail,
         )
-        await self._append(secret, [completed, *outcome_events], None)
+        # If anything else was appended meanwhile this conflicts, and the step is simply resumed (idempotent).
+        await self._append(secret, [completed, *outcome_events], version)
 
     async def _append(
-        self, secret: Secret, events: list[ev.Event], expected: int | None, side: SideWrites | None = None
+        self, secret: Secret, events: list[ev.Event], expected: int, side: SideWrites | None = None
     ) -> int:
         stream = naming.secret_stream(secret.tenant, secret.secret_id)
-        if expected is None:
-            # Outcomes: the step's intent is ours, so only the stream position is re-read, not re-decided.
-            _, expected = await self.engine.load(stream)
         result = await self.engine.append(stream, events, SYSTEM, expected, side)
         return result.stream_version
-
-    async def _reload(self, secret: Secret, rotation_id: str) -> tuple[Secret, Rotation]:
-        events, metas, _ = await self.engine.load_with_meta(naming.secret_stream(secret.tenant, secret.secret_id))
-        fresh = fold_secret(events, metas)
-        assert fresh is not None
-        rotation = fresh.rotation(rotation_id)
-        assert rotation is not None
-        return fresh, rotation
 
     # --- intent: what must be durable before the side effect -------------------------------------
 

@@ -15,7 +15,8 @@ async def stalled_rotations(engine: Engine, quiet_for_s: float) -> list[tuple[st
     async with engine.store.reader() as tx:
         rows = await tx.fetchall(
             "SELECT tenant, secret_id, rotation_id FROM rm_rotations"
-            " WHERE finished_at IS NULL AND updated_at <= ? ORDER BY updated_at LIMIT 500",
+            " WHERE finished_at IS NULL AND status <> 'pending_approval' AND updated_at <= ?"
+            " ORDER BY updated_at LIMIT 500",
             (threshold,),
         )
     return [(r[0], r[1], r[2]) for r in rows]

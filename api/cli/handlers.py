@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from api.cli.output import emit_json, table
-from engine import audit, dependents, keys, policies, secrets, tenants
+from engine import approvals, audit, dependents, keys, policies, secrets, tenants
 from engine import events as ev
 from engine.app import Engine
 from engine.audit import audited
@@ -300,6 +300,31 @@ async def cmd_serve(args: argparse.Namespace) -> None:
     await serve(settings_with_key())
 
 
+async def cmd_approve(args: argparse.Namespace) -> None:
+    settings = settings_with_key()
+    async with open_engine() as engine:
+        await tenants.get_tenant(engine, args.tenant)
+        queue = None
+        if settings.redis_url:
+            from workers.arq_worker import ArqQueue
+
+            queue = await ArqQueue.connect(settings.redis_url)
+        person = ev.EventMeta(actor_id=args.person, actor_type="person")
+        try:
+            async with audited(engine, args.tenant, person, "rotation.approve"):
+                result = await approvals.approve(engine, args.tenant, args.rotation_id, args.person, queue)
+        finally:
+            if queue is not None:
+                await queue.close()
+    if args.json:
+        emit_json(result)
+        return
+    print(
+        f"{args.person} approved {result.rotation_id} ({result.secret_id}):"
+        f" {len(result.approvers)}/{result.required} approvals, {result.status.replace('_', ' ')}"
+    )
+
+
 async def cmd_worker(args: argparse.Namespace) -> None:
     settings = settings_with_key()
     if not settings.redis_url:
@@ -319,6 +344,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("serve", None): cmd_serve,
     ("worker", None): cmd_worker,
     ("demo", None): cmd_demo,
+    ("approve", None): cmd_approve,
     ("migrate", None): cmd_migrate,
     ("replay", None): cmd_replay,
     ("tenant", "create"): cmd_tenant_create,

@@ -82,6 +82,12 @@ def build_parser() -> UsageParser:
     agent.add_argument("--no-agent-rotation", dest="agent_rotation", action="store_false", default=None)
     agent.add_argument("--agent-rotation", dest="agent_rotation", action="store_true")
 
+    approve = sub.add_parser(
+        "approve", parents=[common, tenant_opt], help="approve a rotation that policy holds for human approval"
+    )
+    approve.add_argument("rotation_id")
+    approve.add_argument("--as", dest="person", required=True, metavar="PERSON", help="who approves (recorded)")
+
     dependent = sub.add_parser("dependent", help="manage a secret's dependents").add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=UsageParser
     )

@@ -54,6 +54,9 @@ class Rotation(msgspec.Struct, frozen=True):
     actor_id: str
     actor_type: str
     idempotency_key: str | None = None
+    required_approvals: int = 0
+    approvers: tuple[str, ...] = ()
+    approved: bool = True
     steps: tuple[StepRecord, ...] = ()
     outcome: Literal["completed", "compensated", "failed"] | None = None
     finished_at: datetime | None = None
@@ -74,6 +77,8 @@ class Rotation(msgspec.Struct, frozen=True):
     def status(self) -> str:
         if self.outcome is not None:
             return self.outcome
+        if not self.approved:
+            return "pending_approval"
         return "compensating" if self.compensating else "in_progress"
 
 
@@ -176,8 +181,23 @@ def apply_secret(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | 
                 meta.actor_id if meta else "unknown",
                 meta.actor_type if meta else "system",
                 event.idempotency_key,
+                required_approvals=event.required_approvals,
+                approved=event.required_approvals == 0,
             )
             return replace(state, rotations=(*state.rotations, rotation))
+        case ev.RotationApproved():
+            return replace(
+                state,
+                rotations=_update_rotation(
+                    state,
+                    event.rotation_id,
+                    lambda r: r if event.by in r.approvers else replace(r, approvers=(*r.approvers, event.by)),
+                ),
+            )
+        case ev.RotationApprovalsMet():
+            return replace(
+                state, rotations=_update_rotation(state, event.rotation_id, lambda r: replace(r, approved=True))
+            )
         case ev.SagaStepStarted():
             record = StepRecord(event.step, event.compensating, "started", event.at)
             return replace(

@@ -17,9 +17,18 @@ B. Sustained throughput. 200 ``generated`` secrets (registered in-process throug
    processes on PostgreSQL + arq; the clock stops when rm_rotations shows all 200 finished. Baseline, same
    database, same run: the same number of bare event-store appends, in the shape one rotation writes them.
 
+Beside each measurement the table shows the CPU each process group spent per rotation (from /proc) and
+how busy the whole machine was meanwhile: on a shared 2-core box other processes move the numbers, and
+this line says by how much.
+
 The test prints a table and asserts correctness only (every rotation completed and verified, deliveries
-signed, counts match), never a speed threshold. Optional: LOCKZERO_BENCH_PYSPY=<dir> records py-spy
-profiles of the serve and worker processes per phase (see saga_support.PySpy).
+signed, counts match), never a speed threshold. It stops every process it started (SIGTERM, then SIGKILL),
+deletes its ACL users and flushes its Redis DB.
+
+Environment: LOCKZERO_TEST_PG_DSN (admin DSN, see tests/conftest.py); LOCKZERO_BENCH_REDIS_ADMIN_URL
+(default redis://127.0.0.1:6379/0, must be allowed ACL SETUSER/DELUSER); LOCKZERO_BENCH_REDIS_DB (the queue's
+DB number, default 13, flushed); LOCKZERO_BENCH_PYSPY=<dir> records py-spy profiles of the serve and worker
+processes per phase (collapsed stacks; needs `pip install py-spy`, see saga_support.PySpy).
 """
 
 from __future__ import annotations
@@ -557,10 +566,11 @@ def report(
         )
     lines += [
         hr,
-        "   where the time goes, ms per phase, from the saga's own step and adoption events"
-        f" {'arq':>14} {'embedded':>14}",
-        f"   (top-level phases add up to t1-t0 for each rotation, so their means add up to the mean){'':<3}"
-        f"{'p50':>7}{'mean':>7} {'p50':>7}{'mean':>7}",
+        "   where the time goes: ms per phase, from the timestamps of the saga's own step and adoption events;",
+        "   the top-level phases add up to t1-t0 of each rotation (so their means add up to the mean t1-t0);"
+        " '.' rows break down the row above",
+        f"   {'':<70} {'arq':>17} {'embedded':>14}",
+        f"   {'':<70} {'p50':>10}{'mean':>7} {'p50':>7}{'mean':>7}",
     ]
     for key, text in PHASES:
         a, e = [p[key] for p in arq.phases], [p[key] for p in embedded.phases]
