@@ -140,6 +140,12 @@ class SecretVersionDiscarded(SecretEvent, frozen=True, tag="secret.version_disca
     version: int
 
 
+class SecretVersionExpired(SecretEvent, frozen=True, tag="secret.version_expired"):
+    """A retired version's grace period ended: it can no longer be restored."""
+
+    version: int
+
+
 class SecretRevoked(SecretEvent, frozen=True, tag="secret.revoked"):
     versions: tuple[int, ...]
 
@@ -266,6 +272,7 @@ AnyEvent = (
     | SecretVersionRestored
     | SecretVersionDiscarded
     | SecretRevoked
+    | SecretVersionExpired
     | RotationRequested
     | RotationApproved
     | RotationApprovalsMet

@@ -219,6 +219,23 @@ async def _step_event(
     )
 
 
+async def _version_retired(tx: Transaction, e: ev.SecretVersionRetired, _: RecordedEvent) -> None:
+    await tx.execute(
+        "INSERT INTO rm_retired_versions (tenant, secret_id, version, restorable_until) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (tenant, secret_id, version) DO UPDATE SET restorable_until = excluded.restorable_until",
+        (e.tenant, e.secret_id, e.version, iso(e.restorable_until)),
+    )
+
+
+async def _version_unretired(
+    tx: Transaction, e: ev.SecretVersionRestored | ev.SecretVersionExpired, _: RecordedEvent
+) -> None:
+    await tx.execute(
+        "DELETE FROM rm_retired_versions WHERE tenant = ? AND secret_id = ? AND version = ?",
+        (e.tenant, e.secret_id, e.version),
+    )
+
+
 async def _approvals_met(tx: Transaction, e: ev.RotationApprovalsMet, _: RecordedEvent) -> None:
     await tx.execute(
         "UPDATE rm_rotations SET status = 'in_progress', updated_at = ? WHERE tenant = ? AND rotation_id = ?",
@@ -237,6 +254,7 @@ async def _secret_revoked(tx: Transaction, e: ev.SecretRevoked, _: RecordedEvent
     await tx.execute(
         "UPDATE rm_secrets SET status = 'revoked' WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id)
     )
+    await tx.execute("DELETE FROM rm_retired_versions WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id))
 
 
 async def _dependent_adopted(tx: Transaction, e: ev.DependentAdopted, _: RecordedEvent) -> None:
@@ -268,6 +286,9 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.SagaStepFailed: _step_event,
     ev.RotationFinished: _rotation_finished,
     ev.RotationApprovalsMet: _approvals_met,
+    ev.SecretVersionRetired: _version_retired,
+    ev.SecretVersionRestored: _version_unretired,
+    ev.SecretVersionExpired: _version_unretired,
     ev.SecretRevoked: _secret_revoked,
     ev.DependentAdopted: _dependent_adopted,
 }

@@ -6,6 +6,7 @@ from eventstore import Migration
 
 #: Read models: derived from events only, so `lockzero replay` can drop and rebuild them.
 PROJECTION_TABLES = (
+    "rm_retired_versions",
     "rm_rotations",
     "rm_tenants",
     "rm_api_keys",
@@ -157,6 +158,17 @@ CREATE INDEX rm_rotations_secret ON rm_rotations (tenant, secret_id, requested_a
 CREATE INDEX rm_rotations_open ON rm_rotations (finished_at, updated_at)
 """
 
+_RETIRED = """
+CREATE TABLE rm_retired_versions (
+    tenant TEXT NOT NULL,
+    secret_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    restorable_until TEXT NOT NULL,
+    PRIMARY KEY (tenant, secret_id, version)
+);
+CREATE INDEX rm_retired_versions_due ON rm_retired_versions (restorable_until)
+"""
+
 ENGINE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         namespace="engine",
@@ -171,5 +183,12 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
         name="rotations",
         postgresql=_statements(_ROTATIONS, "BYTEA"),
         sqlite=_statements(_ROTATIONS, "BLOB"),
+    ),
+    Migration(
+        namespace="engine",
+        version=3,
+        name="retired_versions",
+        postgresql=_statements(_RETIRED, "BYTEA"),
+        sqlite=_statements(_RETIRED, "BLOB"),
     ),
 )

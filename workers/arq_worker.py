@@ -22,6 +22,7 @@ from opentelemetry import propagate
 from engine.app import Engine
 from engine.config import Settings, load_settings
 from engine.saga import RotationSaga
+from engine.scheduler import run_pass
 from workers.reconciler import stalled_rotations
 
 log = logging.getLogger("lockzero.worker")
@@ -139,6 +140,12 @@ def _without_password(url: str) -> str:
     return ("redis://***@" + tail) if sep else url
 
 
+async def schedule(ctx: dict[str, Any]) -> int:
+    """Overdue incidents, auto-rotations, grace-period ends."""
+    report = await run_pass(ctx["engine"], ArqQueue(ctx["redis"]))
+    return len(report.overdue_incidents) + len(report.expired_versions)
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings = load_settings(create_embedded_key=False)
     ctx["engine"] = await Engine.open(settings.database_url, settings.require_master_key())
@@ -150,7 +157,10 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 class WorkerSettings:
     functions = [run_saga]
-    cron_jobs = [cron(reconcile, second=set(range(0, 60, 3)), run_at_startup=True, unique=True)]
+    cron_jobs = [
+        cron(reconcile, second=set(range(0, 60, 3)), run_at_startup=True, unique=True),
+        cron(schedule, second={7, 37}, run_at_startup=True, unique=True),
+    ]
     on_startup = startup
     on_shutdown = shutdown
     poll_delay = 0.02

@@ -9,15 +9,17 @@ import logging
 
 from engine.app import Engine
 from engine.saga import RotationSaga
+from engine.scheduler import run_pass
 from workers.reconciler import stalled_rotations
 
 log = logging.getLogger("lockzero.worker")
 
 
 class InProcessQueue:
-    def __init__(self, engine: Engine, reconcile_every_s: float = 2.0) -> None:
+    def __init__(self, engine: Engine, reconcile_every_s: float = 2.0, schedule_every_s: float = 30.0) -> None:
         self.engine = engine
         self.reconcile_every_s = reconcile_every_s
+        self.schedule_every_s = schedule_every_s
         self._running: dict[str, asyncio.Task[None]] = {}
         self._reconciler: asyncio.Task[None] | None = None
 
@@ -41,7 +43,15 @@ class InProcessQueue:
         self._reconciler = asyncio.create_task(self._reconcile_forever())
 
     async def _reconcile_forever(self) -> None:
+        last_schedule = 0.0
         while True:
+            now = asyncio.get_running_loop().time()
+            if now - last_schedule >= self.schedule_every_s:
+                last_schedule = now
+                try:
+                    await run_pass(self.engine, self)
+                except Exception as exc:
+                    log.error("scheduler pass failed: %s", type(exc).__name__)
             try:
                 # In one process every unfinished saga that is not running here is stalled.
                 for tenant, secret_id, rotation_id in await stalled_rotations(self.engine, 0):

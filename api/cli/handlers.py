@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from api.cli.output import emit_json, table
-from engine import approvals, audit, dependents, keys, policies, secrets, tenants
+from engine import approvals, audit, dependents, keys, policies, secrets, tenants, timeline
 from engine import events as ev
 from engine.app import Engine
 from engine.audit import audited
@@ -325,6 +325,19 @@ async def cmd_approve(args: argparse.Namespace) -> None:
     )
 
 
+async def cmd_incident_timeline(args: argparse.Namespace) -> None:
+    async with open_engine() as engine:
+        await tenants.get_tenant(engine, args.tenant)
+        tl = await timeline.incident_timeline(engine, args.tenant, args.incident_id)
+    if args.json or args.format == "json":
+        emit_json(tl)
+        return
+    took = f", resolved after {tl.duration_ms / 1000:.3f} s" if tl.duration_ms is not None else ""
+    print(f"incident {tl.incident_id} ({tl.kind}, {tl.severity}) on {tl.secret_id or '-'}: {tl.status}{took}")
+    for e in tl.entries:
+        print(f"  {e.at[11:23]}  +{e.offset_ms / 1000:8.3f}s  {e.actor_type}:{e.actor_id:<24} {e.summary}")
+
+
 async def cmd_worker(args: argparse.Namespace) -> None:
     settings = settings_with_key()
     if not settings.redis_url:
@@ -345,6 +358,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("worker", None): cmd_worker,
     ("demo", None): cmd_demo,
     ("approve", None): cmd_approve,
+    ("incident", "timeline"): cmd_incident_timeline,
     ("migrate", None): cmd_migrate,
     ("replay", None): cmd_replay,
     ("tenant", "create"): cmd_tenant_create,

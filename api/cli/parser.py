@@ -82,6 +82,15 @@ def build_parser() -> UsageParser:
     agent.add_argument("--no-agent-rotation", dest="agent_rotation", action="store_false", default=None)
     agent.add_argument("--agent-rotation", dest="agent_rotation", action="store_true")
 
+    incident = sub.add_parser("incident", help="incidents").add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=UsageParser
+    )
+    timeline = incident.add_parser(
+        "timeline", parents=[common, tenant_opt], help="every event tied to an incident, in order, with actors"
+    )
+    timeline.add_argument("incident_id")
+    timeline.add_argument("--format", choices=("text", "json"), default="text")
+
     approve = sub.add_parser(
         "approve", parents=[common, tenant_opt], help="approve a rotation that policy holds for human approval"
     )

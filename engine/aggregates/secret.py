@@ -11,7 +11,7 @@ import msgspec
 
 from engine import events as ev
 
-VersionStatus = Literal["live", "current", "retired", "discarded", "revoked"]
+VersionStatus = Literal["live", "current", "retired", "expired", "discarded", "revoked"]
 
 replace = msgspec.structs.replace
 
@@ -154,6 +154,8 @@ def apply_secret(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | 
             return replace(state, versions=versions)
         case ev.SecretVersionRestored():
             return replace(state, versions=_set_version(state, event.version, status="live", restorable_until=None))
+        case ev.SecretVersionExpired():
+            return replace(state, versions=_set_version(state, event.version, status="expired", restorable_until=None))
         case ev.SecretVersionDiscarded():
             return replace(state, versions=_set_version(state, event.version, status="discarded"))
         case ev.SecretRevoked():

@@ -1,0 +1,140 @@
+"""An incident's timeline: every event tied to it, across streams, in order, with actors and durations.
+
+Tied to an incident: its own stream; the secret's stream (saga steps, approvals, versions) and the
+dependents' adoptions from the moment it opened until it was resolved; and the audit records of calls
+on that secret in the same window (detections, rotate/verify calls, denials)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import msgspec
+
+from engine import events as ev
+from engine import naming
+from engine.aggregates.incident import fold_incident
+from engine.app import Engine
+from engine.errors import NotFound
+
+#: Calls made just before the incident opened (the detection that opened it) belong to it too.
+_LEAD = timedelta(seconds=5)
+
+
+class TimelineEntry(msgspec.Struct, frozen=True):
+    at: str
+    offset_ms: float
+    stream: str
+    event: str
+    actor_id: str
+    actor_type: str
+    summary: str
+
+
+class Timeline(msgspec.Struct, frozen=True):
+    incident_id: str
+    kind: str
+    severity: str
+    secret_id: str | None
+    status: str
+    opened_at: str
+    resolved_at: str | None
+    duration_ms: float | None
+    entries: list[TimelineEntry]
+
+
+def _describe(e: ev.AnyEvent) -> str:
+    match e:
+        case ev.IncidentOpened():
+            return f"incident opened ({e.kind}, {e.severity}): {e.summary}"
+        case ev.IncidentLinked():
+            return f"linked {e.ref_kind} {e.ref_id}"
+        case ev.IncidentResolved():
+            return f"resolved: {e.resolution}"
+        case ev.IncidentAcknowledged():
+            return f"acknowledged by {e.by}"
+        case ev.RotationRequested():
+            return f"{e.kind} {e.rotation_id} requested: {e.reason}"
+        case ev.RotationApproved():
+            return f"{e.rotation_id} approved by {e.by}"
+        case ev.RotationApprovalsMet():
+            return f"{e.rotation_id} approvals met ({', '.join(e.approvers)})"
+        case ev.SagaStepStarted():
+            return f"{e.rotation_id} {e.step}{' (compensation)' if e.compensating else ''} started"
+        case ev.SagaStepCompleted():
+            return f"{e.rotation_id} {e.step}{' (compensation)' if e.compensating else ''} completed: {e.detail}"
+        case ev.SagaStepFailed():
+            return f"{e.rotation_id} {e.step}{' (compensation)' if e.compensating else ''} FAILED: {e.error}"
+        case ev.RotationFinished():
+            return f"{e.rotation_id} finished: {e.outcome}"
+        case ev.SecretVersionCreated():
+            return f"v{e.version} created ({e.origin})"
+        case ev.SecretVersionActivated():
+            return f"v{e.version} is current (was v{e.previous_version})"
+        case ev.SecretVersionRetired():
+            return f"v{e.version} retired (restorable until {e.restorable_until.isoformat()})"
+        case ev.SecretVersionRestored():
+            return f"v{e.version} restored"
+        case ev.SecretRevoked():
+            return f"revoked {', '.join(f'v{n}' for n in e.versions)}"
+        case ev.DependentAdopted():
+            return f"dependent {e.dependent_id} adopted v{e.version} via {e.via}"
+        case ev.DeliveryFailed():
+            return f"delivery of v{e.version} to {e.dependent_id} failed: {e.error}"
+        case ev.AuditRecorded():
+            detail = f" ({e.detail})" if e.detail else ""
+            return f"call {e.method} → {e.outcome}{detail} [{e.duration_ms:.0f} ms]"
+    return type(e).__name__
+
+
+async def incident_timeline(engine: Engine, tenant: str, incident_id: str) -> Timeline:
+    own = await engine.store.read_stream(naming.incident_stream(tenant, incident_id))
+    incident = fold_incident(ev.decode(r.data) for r in own)
+    if incident is None:
+        raise NotFound(f"no incident {incident_id!r} in tenant {tenant!r}")
+    start = incident.opened_at - _LEAD
+    end = incident.resolved_at or engine.clock.now()
+    streams = [naming.incident_stream(tenant, incident_id)]
+    if incident.secret_id:
+        streams += [
+            naming.secret_stream(tenant, incident.secret_id),
+            naming.adoption_stream(tenant, incident.secret_id),
+            naming.audit_stream(tenant),
+        ]
+    rows: list[tuple[datetime, int, str, ev.AnyEvent, ev.EventMeta]] = []
+    for stream in streams:
+        for r in await engine.store.read_stream(stream):
+            event = ev.decode(r.data)
+            if stream == naming.audit_stream(tenant) and (
+                not isinstance(event, ev.AuditRecorded) or event.secret_id != incident.secret_id
+            ):
+                continue
+            # Only calls get the lead-in (the detection that opened it); other streams start at the opening.
+            since = start if isinstance(event, ev.AuditRecorded) else incident.opened_at
+            if stream != streams[0] and not since <= event.at <= end:
+                continue
+            rows.append((event.at, r.position, stream, event, ev.decode_meta(r.metadata)))
+    rows.sort(key=lambda x: (x[0], x[1]))
+    entries = [
+        TimelineEntry(
+            at=at.isoformat(),
+            offset_ms=round((at - incident.opened_at).total_seconds() * 1000, 1),
+            stream=stream.split("-", 1)[0],
+            event=ev.type_name(event),
+            actor_id=meta.actor_id,
+            actor_type=meta.actor_type,
+            summary=_describe(event),
+        )
+        for at, _, stream, event, meta in rows
+    ]
+    duration = (incident.resolved_at - incident.opened_at).total_seconds() * 1000 if incident.resolved_at else None
+    return Timeline(
+        incident_id=incident.incident_id,
+        kind=incident.kind,
+        severity=incident.severity,
+        secret_id=incident.secret_id,
+        status=incident.status,
+        opened_at=incident.opened_at.isoformat(),
+        resolved_at=incident.resolved_at.isoformat() if incident.resolved_at else None,
+        duration_ms=round(duration, 1) if duration is not None else None,
+        entries=entries,
+    )
