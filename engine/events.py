@@ -214,6 +214,18 @@ class DeliveryFailed(SecretEvent, frozen=True, tag="dependent.delivery_failed"):
     error: str
 
 
+class NotificationSent(SecretEvent, frozen=True, tag="notification.sent"):
+    url: str
+    topic: str
+    status: int
+
+
+class NotificationFailed(SecretEvent, frozen=True, tag="notification.failed"):
+    url: str
+    topic: str
+    error: str
+
+
 # --- incidents -----------------------------------------------------------------------------------
 
 
@@ -273,6 +285,8 @@ AnyEvent = (
     | SecretVersionDiscarded
     | SecretRevoked
     | SecretVersionExpired
+    | NotificationSent
+    | NotificationFailed
     | RotationRequested
     | RotationApproved
     | RotationApprovalsMet

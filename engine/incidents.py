@@ -12,6 +12,7 @@ from engine.app import Engine
 from engine.clock import parse_iso
 from engine.crypto import new_id
 from engine.errors import InvalidInput
+from engine.notify import notify
 from engine.paging import decode_cursor, encode_cursor, page_limit
 from eventstore import NO_STREAM
 
@@ -55,6 +56,15 @@ async def open_incident(
         summary=summary,
     )
     await engine.append(naming.incident_stream(tenant, incident_id), [event], actor, NO_STREAM)
+    if secret_id is not None:
+        await notify(
+            engine,
+            tenant,
+            secret_id,
+            f"incident.{kind}",
+            f"{severity} {kind.replace('_', ' ')} on {secret_id}: {summary}",
+            {"incident_id": incident_id, "secret_id": secret_id, "kind": kind, "severity": severity},
+        )
     return incident_id
 
 

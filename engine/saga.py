@@ -33,6 +33,7 @@ from engine.clock import iso
 from engine.delivery import adopted_versions, deliver
 from engine.errors import NotFound
 from engine.incidents import open_incident, resolve_for_secret
+from engine.notify import notify
 from engine.provider_access import credential, open_provider, provider_config
 from eventstore import ConcurrencyError, Transaction
 from providers.base import Credential, Provider, ProviderError
@@ -364,6 +365,21 @@ class RotationSaga:
             outcome=outcome,
         )
         await self.engine.append(naming.secret_stream(secret.tenant, secret.secret_id), [finished], SYSTEM, version)
+        await notify(
+            self.engine,
+            secret.tenant,
+            secret.secret_id,
+            f"rotation.{outcome}",
+            f"{rotation.kind} of {secret.secret_id} {outcome} (v{rotation.from_version} → v{rotation.to_version})",
+            {
+                "secret_id": secret.secret_id,
+                "rotation_id": rotation.rotation_id,
+                "kind": rotation.kind,
+                "outcome": outcome,
+                "from_version": f"v{rotation.from_version}" if rotation.from_version else None,
+                "to_version": f"v{rotation.to_version}" if rotation.to_version else None,
+            },
+        )
         if outcome == "completed" and rotation.kind in ("rotate", "rollback"):
             # The verify step proved the new credential works and the old one is refused: the leak is closed.
             await resolve_for_secret(

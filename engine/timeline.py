@@ -80,6 +80,10 @@ def _describe(e: ev.AnyEvent) -> str:
             return f"dependent {e.dependent_id} adopted v{e.version} via {e.via}"
         case ev.DeliveryFailed():
             return f"delivery of v{e.version} to {e.dependent_id} failed: {e.error}"
+        case ev.NotificationSent():
+            return f"notified {e.url} ({e.topic}) → {e.status}"
+        case ev.NotificationFailed():
+            return f"notification to {e.url} ({e.topic}) failed: {e.error}"
         case ev.AuditRecorded():
             detail = f" ({e.detail})" if e.detail else ""
             return f"call {e.method} → {e.outcome}{detail} [{e.duration_ms:.0f} ms]"

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from api.cli.output import emit_json, table
-from engine import approvals, audit, dependents, keys, policies, secrets, tenants, timeline
+from engine import approvals, audit, dependents, keys, notify, policies, secrets, tenants, timeline
 from engine import events as ev
 from engine.app import Engine
 from engine.audit import audited
@@ -261,9 +261,12 @@ async def cmd_secret_policy(args: argparse.Namespace) -> None:
         await tenants.get_tenant(engine, args.tenant)
         async with audited(engine, args.tenant, operator(), "secret.policy", secret_id=args.secret_id):
             policy = await policies.update_policy(engine, args.tenant, args.secret_id, operator(), **changes)
+            created = await notify.ensure_signing_secrets(engine, args.tenant, args.secret_id, policy.notify)
     if args.json:
-        emit_json({"secret_id": args.secret_id, "policy": policy})
+        emit_json({"secret_id": args.secret_id, "policy": policy, "notify_signing_secrets": created})
     else:
+        for url, value in created.items():
+            print(f"notify {url}: signing secret {value} (shown once; verify X-Lockzero-Signature with it)")
         print(
             f"policy of {args.secret_id}: " + ", ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(policy).items())
         )
