@@ -11,7 +11,13 @@ import pytest
 
 from tests.api.support import READ_TOOLS, Server
 
-PER_SECRET = ("get_secret_metadata", "check_rotation_policy", "get_rotation_history", "verify_remediation", "assess_blast_radius")
+PER_SECRET = (
+    "get_secret_metadata",
+    "check_rotation_policy",
+    "get_rotation_history",
+    "verify_remediation",
+    "assess_blast_radius",
+)
 
 
 def _arguments(tool: str, secret_id: str) -> list[dict[str, Any]]:
