@@ -57,6 +57,14 @@ class StepFailed(Exception):
 
 
 @dataclass(frozen=True)
+class StepResult:
+    events: list[ev.Event]
+    detail: str
+    #: Rows to write in the same transaction as the outcome (e.g. a provider-issued value).
+    side: Callable[[Transaction], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True)
 class Do:
     step: ev.SagaStep
     compensating: bool
@@ -146,7 +154,7 @@ class RotationSaga:
             assert refreshed is not None
             rotation = refreshed
         try:
-            outcome_events, detail = await self._execute(secret, rotation, action)
+            outcome = await self._execute(secret, rotation, action)
         except (StepFailed, ProviderError) as exc:
             failed = ev.SagaStepFailed(
                 at=self.engine.clock.now(),
@@ -166,10 +174,10 @@ class RotationSaga:
             rotation_id=rotation.rotation_id,
             step=action.step,
             compensating=action.compensating,
-            detail=detail,
+            detail=outcome.detail,
         )
         # If anything else was appended meanwhile this conflicts, and the step is simply resumed (idempotent).
-        await self._append(secret, [completed, *outcome_events], version)
+        await self._append(secret, [completed, *outcome.events], version, outcome.side)
 
     async def _append(
         self, secret: Secret, events: list[ev.Event], expected: int, side: SideWrites | None = None
@@ -218,7 +226,7 @@ class RotationSaga:
 
     # --- the side effects ------------------------------------------------------------------------
 
-    async def _execute(self, secret: Secret, rotation: Rotation, action: Do) -> tuple[list[ev.Event], str]:
+    async def _execute(self, secret: Secret, rotation: Rotation, action: Do) -> StepResult:
         with tracer.start_as_current_span(
             f"saga {action.step}{' (compensation)' if action.compensating else ''}"
         ) as span:
@@ -227,12 +235,12 @@ class RotationSaga:
             span.set_attribute("lockzero.provider", secret.provider)
             return await self._execute_step(secret, rotation, action)
 
-    async def _execute_step(self, secret: Secret, rotation: Rotation, action: Do) -> tuple[list[ev.Event], str]:
+    async def _execute_step(self, secret: Secret, rotation: Rotation, action: Do) -> StepResult:
         provider = await open_provider(self.engine, secret)
         try:
             handler = getattr(self, f"_{action.step}_{'undo' if action.compensating else 'do'}")
-            result: tuple[list[ev.Event], str] = await handler(secret, rotation, provider)
-            return result
+            result: tuple[list[ev.Event], str] | StepResult = await handler(secret, rotation, provider)
+            return result if isinstance(result, StepResult) else StepResult(*result)
         finally:
             await provider.close()
 
@@ -246,7 +254,7 @@ class RotationSaga:
         """A secret-stream event stamped now."""
         return kind(at=self.engine.clock.now(), tenant=secret.tenant, secret_id=secret.secret_id, **fields)
 
-    async def _create_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _create_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> StepResult:
         assert rotation.to_version is not None
         previous = await credential(self.engine, secret, rotation.from_version)
         pending = await self._cred(secret, rotation.to_version)
@@ -259,7 +267,23 @@ class RotationSaga:
             origin="rotation",
             username=new.username,
         )
-        return [created], f"v{rotation.to_version} created beside v{rotation.from_version}"
+        detail = f"v{rotation.to_version} created beside v{rotation.from_version}"
+        if new.value == pending.value:
+            return StepResult([created], detail)
+        # The provider chose the value (e.g. an IAM secret access key): store that one, with the outcome.
+        keys = await self.engine.tenant_keys(secret.tenant)
+        to_version = rotation.to_version
+        ciphertext = keys.seal(new.value.encode(), ref=secret.secret_id, version=to_version, purpose="value")
+        fingerprint = keys.fingerprint(new.value.encode())
+
+        async def store_issued(tx: Transaction) -> None:
+            await tx.execute(
+                "UPDATE lz_secret_versions SET ciphertext = ?, fingerprint = ? WHERE tenant = ? AND secret_id = ?"
+                " AND version = ?",
+                (ciphertext, fingerprint, secret.tenant, secret.secret_id, to_version),
+            )
+
+        return StepResult([created], detail, store_issued)
 
     async def _create_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
         cred = await credential(self.engine, secret, rotation.to_version)
