@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from eventstore.common import EVENT_COLUMNS, check_append, replay_pages
 from eventstore.interface import (
     ANY_VERSION,
     AppendResult,
@@ -39,7 +40,6 @@ from eventstore.subscription import subscribe_by_polling
 _NOTIFY_CHANNEL = "lz_events"
 _POLL_WITHOUT_LISTENER = 0.5
 _PLACEHOLDER = re.compile(r"\?")
-_EVENT_COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at"
 
 
 def _to_pg(sql: str) -> str:
@@ -138,24 +138,10 @@ class PostgresEventStore:
     async def rebuild(
         self, reset: Callable[[Transaction], Awaitable[None]], apply: OnAppend, batch_size: int = 5000
     ) -> int:
-        count = 0
         async with self._connection() as conn, conn.transaction():
             # The head row lock makes appends wait until the rebuilt read models commit.
             await conn.execute("SELECT position FROM lz_event_head WHERE id = 1 FOR UPDATE")
-            tx = PostgresTransaction(conn)
-            await reset(tx)
-            after = 0
-            while True:
-                cur = await conn.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE position > %s ORDER BY position LIMIT %s",
-                    (after, batch_size),
-                )
-                batch = [_row_to_event(r) for r in await cur.fetchall()]
-                if not batch:
-                    return count
-                await apply(tx, batch)
-                count += len(batch)
-                after = batch[-1].position
+            return await replay_pages(PostgresTransaction(conn), reset, apply, batch_size, _row_to_event)
 
     async def ping(self) -> None:
         async with self._connection() as conn:
@@ -190,10 +176,7 @@ class PostgresEventStore:
         expected_version: int = ANY_VERSION,
         on_append: OnAppend | None = None,
     ) -> AppendResult:
-        if not events:
-            raise ValueError("append needs at least one event")
-        if len({e.event_id for e in events}) != len(events):
-            raise IdempotencyError(f"an append to {stream!r} repeats an event id")
+        check_append(stream, events)
         outcome = await self._committer.submit(PendingAppend(stream, events, expected_version, on_append))
         if outcome.status == "ok":
             assert outcome.result is not None
@@ -212,7 +195,7 @@ class PostgresEventStore:
     ) -> AppendResult | None:
         ids = [e.event_id for e in events]
         cur = await conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE event_id = ANY(%s) ORDER BY position", (ids,)
+            f"SELECT {EVENT_COLUMNS} FROM lz_events WHERE event_id = ANY(%s) ORDER BY position", (ids,)
         )
         found = [_row_to_event(r) for r in await cur.fetchall()]
         if not found:
@@ -228,7 +211,7 @@ class PostgresEventStore:
         return int(row[0]) if row else 0
 
     async def read_stream(self, stream: str, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
-        sql = f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE stream = %s AND version > %s ORDER BY version"
+        sql = f"SELECT {EVENT_COLUMNS} FROM lz_events WHERE stream = %s AND version > %s ORDER BY version"
         params: tuple[Any, ...] = (stream, after_version)
         if limit is not None:
             sql += " LIMIT %s"
@@ -240,7 +223,7 @@ class PostgresEventStore:
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         async with self._connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE position > %s ORDER BY position LIMIT %s",
+                f"SELECT {EVENT_COLUMNS} FROM lz_events WHERE position > %s ORDER BY position LIMIT %s",
                 (after_position, limit),
             )
             return [_row_to_event(r) for r in await cur.fetchall()]

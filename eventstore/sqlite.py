@@ -20,6 +20,7 @@ from typing import Any
 
 import aiosqlite
 
+from eventstore.common import EVENT_COLUMNS, check_append, replay_pages
 from eventstore.interface import (
     ANY_VERSION,
     AppendResult,
@@ -36,7 +37,6 @@ from eventstore.interface import (
 from eventstore.migrations import STORE_MIGRATIONS, pending
 from eventstore.subscription import subscribe_by_polling
 
-_EVENT_COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at"
 _CROSS_PROCESS_POLL = 0.2
 
 
@@ -144,21 +144,8 @@ class SQLiteEventStore:
     async def rebuild(
         self, reset: Callable[[Transaction], Awaitable[None]], apply: OnAppend, batch_size: int = 5000
     ) -> int:
-        count = 0
         async with self._tx() as tx:  # BEGIN IMMEDIATE: no other writer until we commit
-            await reset(tx)
-            after = 0
-            while True:
-                rows = await tx.fetchall(
-                    f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE position > ? ORDER BY position LIMIT ?",
-                    (after, batch_size),
-                )
-                if not rows:
-                    return count
-                batch = [_row_to_event(r) for r in rows]
-                await apply(tx, batch)
-                count += len(batch)
-                after = batch[-1].position
+            return await replay_pages(tx, reset, apply, batch_size, _row_to_event)
 
     async def ping(self) -> None:
         try:
@@ -193,10 +180,7 @@ class SQLiteEventStore:
         expected_version: int = ANY_VERSION,
         on_append: OnAppend | None = None,
     ) -> AppendResult:
-        if not events:
-            raise ValueError("append needs at least one event")
-        if len({e.event_id for e in events}) != len(events):
-            raise IdempotencyError(f"an append to {stream!r} repeats an event id")
+        check_append(stream, events)
         async with self._tx() as tx:
             dup = await self._duplicate(tx, stream, events)
             if dup is not None:
@@ -212,7 +196,7 @@ class SQLiteEventStore:
                 (first + i, stream, current + 1 + i, str(e.event_id), e.type, e.data, e.metadata, now)
                 for i, e in enumerate(events)
             ]
-            await tx.executemany(f"INSERT INTO lz_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            await tx.executemany(f"INSERT INTO lz_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             recorded = tuple(_row_to_event(r) for r in rows)
             if on_append is not None:
                 await on_append(tx, recorded)
@@ -226,7 +210,7 @@ class SQLiteEventStore:
         found = [
             _row_to_event(r)
             for r in await tx.fetchall(
-                f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE event_id IN ({marks}) ORDER BY position", ids
+                f"SELECT {EVENT_COLUMNS} FROM lz_events WHERE event_id IN ({marks}) ORDER BY position", ids
             )
         ]
         if not found:
@@ -245,14 +229,14 @@ class SQLiteEventStore:
 
     async def read_stream(self, stream: str, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
         rows = await self._query(
-            f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE stream = ? AND version > ? ORDER BY version LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM lz_events WHERE stream = ? AND version > ? ORDER BY version LIMIT ?",
             (stream, after_version, -1 if limit is None else limit),
         )
         return [_row_to_event(r) for r in rows]
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         rows = await self._query(
-            f"SELECT {_EVENT_COLUMNS} FROM lz_events WHERE position > ? ORDER BY position LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM lz_events WHERE position > ? ORDER BY position LIMIT ?",
             (after_position, limit),
         )
         return [_row_to_event(r) for r in rows]
