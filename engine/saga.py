@@ -289,6 +289,10 @@ class RotationSaga:
         cred = await credential(self.engine, secret, rotation.to_version)
         if cred is not None:
             await _retry(lambda: provider.discard(cred))
+        if not provider.overlapping:
+            # A single-credential provider replaced the old one at create: put it back, or nothing works.
+            old = await self._cred(secret, rotation.from_version)
+            await _retry(lambda: provider.restore(old))
         events: list[ev.Event] = []
         if secret.version(rotation.to_version) is not None:
             events.append(self._event(ev.SecretVersionDiscarded, secret, version=rotation.to_version))

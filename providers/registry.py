@@ -8,6 +8,8 @@ from typing import Any
 from engine.crypto import random_secret
 from providers.base import Provider
 from providers.generated import GeneratedProvider
+from providers.mysql_user import MysqlUserProvider
+from providers.postgres_role import PostgresRoleProvider
 from providers.redis_acl import RedisAclProvider
 
 
@@ -20,6 +22,10 @@ def build_provider(name: str, config: Mapping[str, Any], live_values: set[str] |
         return GeneratedProvider(config, live_values)
     if name == "redis_acl":
         return RedisAclProvider(config)
+    if name == "postgres_role":
+        return PostgresRoleProvider(config)
+    if name == "mysql_user":
+        return MysqlUserProvider(config)
     raise ProviderNotAvailable(f"provider {name} cannot rotate in this build yet")
 
 

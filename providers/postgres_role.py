@@ -1,0 +1,180 @@
+"""`postgres_role`: a PostgreSQL login role.
+
+``alternating`` (zero downtime): two roles take turns, ``role`` and ``clone_role`` (default
+``<role>_alt``). A rotation sets the new password on the role that is *not* in use, dependents move
+to it (the returned credential names it), and retire disables the old one (NOLOGIN, no password).
+A missing clone is created as a member of ``role`` that runs as ``role`` (``SET ROLE``), so it has
+the same privileges and whatever it creates belongs to ``role``.
+
+``single``: one role, ``ALTER ROLE … PASSWORD``. The old password stops working for new logins at
+create, so dependents that open connections before they adopt the new value fail in that window;
+sessions already open are not cut. ``discard`` is not told the old password: it can only make the
+new one stop working, and the old one comes back through ``restore``.
+
+Passwords are sent as SCRAM-SHA-256 verifiers computed by libpq, never as plain text (statement
+logs). Sessions are terminated by ``revoke``, and by ``retire`` when ``terminate_sessions`` is set.
+Error messages name the operation and the role, never the DSN or a password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from providers.base import Credential, ProviderError, Usage
+
+#: Server messages of a login refused because of the credential (not the network or the server).
+REFUSED = ("password authentication failed", "is not permitted to log in", "authentication failed for user")
+
+
+class PostgresRoleProvider:
+    name = "postgres_role"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.dsn = str(config["dsn"])
+        self.role = str(config["role"])
+        self.strategy = str(config.get("strategy", "alternating"))
+        self.clone = str(config.get("clone_role") or f"{self.role}_alt")
+        self.terminate_sessions = str(config.get("terminate_sessions", False)).lower() in ("true", "1", "yes", "on")
+        self.overlapping = self.strategy == "alternating"
+        self._admin: psycopg.AsyncConnection[Any] | None = None
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _sql(self, op: str, role: str | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The admin connection; any driver error becomes a ProviderError naming only ``op`` and ``role``."""
+        try:
+            if self._admin is None or self._admin.closed:
+                self._admin = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
+            yield self._admin
+        except psycopg.Error as exc:
+            state = f" {exc.sqlstate}" if exc.sqlstate else ""
+            what = f" for role {role!r}" if role else ""
+            retryable = isinstance(exc, psycopg.OperationalError)
+            raise ProviderError(
+                f"postgres {op}{what} failed ({type(exc).__name__}{state})", retryable=retryable
+            ) from None
+
+    async def _set_password(self, role: str, value: str | None, *, login: bool, op: str) -> None:
+        async with self._sql(op, role) as conn:
+            if value is None:
+                password: sql.Composable = sql.SQL("NULL")
+            else:
+                verifier = conn.pgconn.encrypt_password(value.encode(), role.encode(), b"scram-sha-256")
+                password = sql.Literal(verifier.decode())
+            await conn.execute(
+                sql.SQL("ALTER ROLE {} WITH {} PASSWORD {}").format(
+                    sql.Identifier(role), sql.SQL("LOGIN" if login else "NOLOGIN"), password
+                )
+            )
+
+    async def _exists(self, role: str) -> bool:
+        async with self._sql("look up role", role) as conn:
+            cur = await conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            return await cur.fetchone() is not None
+
+    def _other(self, username: str | None) -> str:
+        current = username or self.role
+        if current not in (self.role, self.clone):
+            raise ProviderError(
+                f"postgres role {current!r} is neither {self.role!r} nor {self.clone!r}", retryable=False
+            )
+        return self.clone if current == self.role else self.role
+
+    def _user_of(self, credential: Credential) -> str:
+        return credential.username if self.overlapping and credential.username else self.role
+
+    # --- the protocol ----------------------------------------------------------------------------
+
+    async def create(self, new: Credential, previous: Credential | None) -> Credential:
+        if not self.overlapping:
+            await self._set_password(self.role, new.value, login=True, op="set password")
+            return Credential(new.value, self.role, self.role)
+        # ``new.username`` is the role in use (the saga passes the previous version's username).
+        target = self._other(new.username or (previous.username if previous else None))
+        if target == self.clone and not await self._exists(self.clone):
+            async with self._sql("create clone role", self.clone) as conn, conn.transaction():
+                clone, role = sql.Identifier(self.clone), sql.Identifier(self.role)
+                await conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN IN ROLE {}").format(clone, role))
+                await conn.execute(sql.SQL("ALTER ROLE {} SET role = {}").format(clone, sql.Literal(self.role)))
+        await self._set_password(target, new.value, login=True, op="set password")
+        return Credential(new.value, target, target)
+
+    async def validate(self, credential: Credential) -> bool:
+        user = self._user_of(credential)
+        conninfo = make_conninfo(self.dsn, user=user, password=credential.value, connect_timeout=5)
+        try:
+            conn = await psycopg.AsyncConnection.connect(conninfo)
+        except psycopg.OperationalError as exc:
+            message = str(exc)
+            if "FATAL" in message and (
+                any(reason in message for reason in REFUSED) or f'role "{user}" does not exist' in message
+            ):
+                return False
+            raise ProviderError(
+                f"postgres login check for role {user!r} failed (server unreachable or refused)"
+            ) from None
+        await conn.close()
+        return True
+
+    async def retire(self, credential: Credential) -> None:
+        if self.overlapping:
+            role = self._user_of(credential)
+            await self._set_password(role, None, login=False, op="retire")
+            if self.terminate_sessions:
+                await self._terminate([role])
+        elif await self.validate(credential):
+            # single: create already replaced this password; if it still works, nothing else does either.
+            await self._set_password(self.role, None, login=True, op="retire")
+
+    async def restore(self, credential: Credential) -> None:
+        await self._set_password(self._user_of(credential), credential.value, login=True, op="restore")
+
+    async def revoke(self, credentials: list[Credential]) -> None:
+        roles = {self._user_of(c) for c in credentials} | ({self.role, self.clone} if self.overlapping else {self.role})
+        present = [r for r in sorted(roles) if await self._exists(r)]
+        for role in present:
+            await self._set_password(role, None, login=False, op="revoke")
+        await self._terminate(present)
+
+    async def discard(self, credential: Credential) -> None:
+        # Without a username (create crashed before it was recorded) the value tells which role took it.
+        candidates = [credential.username] if credential.username else [self.role, self.clone]
+        for role in candidates if self.overlapping else [self.role]:
+            if await self._exists(role) and await self.validate(Credential(credential.value, role)):
+                await self._set_password(role, None, login=not self.overlapping, op="discard")
+
+    async def _terminate(self, roles: list[str]) -> None:
+        async with self._sql("terminate sessions") as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE usename = ANY(%s) AND pid <> pg_backend_pid()",
+                (roles,),
+            )
+
+    async def observed_usage(self) -> list[Usage]:
+        roles = [self.role, self.clone] if self.overlapping else [self.role]
+        async with self._sql("read pg_stat_activity") as conn:
+            cur = await conn.execute(
+                "SELECT usename, count(*), max(coalesce(state_change, backend_start)),"
+                " string_agg(DISTINCT coalesce(host(client_addr), 'local'), ', ')"
+                " FROM pg_stat_activity WHERE usename = ANY(%s) AND pid <> pg_backend_pid()"
+                " GROUP BY usename ORDER BY usename",
+                (roles,),
+            )
+            rows = await cur.fetchall()
+        return [
+            Usage("pg_stat_activity", f"{count} session(s) as role {role} from {clients}", at)
+            for role, count, at, clients in rows
+        ]
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
