@@ -26,6 +26,14 @@ def build_provider(name: str, config: Mapping[str, Any], live_values: set[str] |
         return PostgresRoleProvider(config)
     if name == "mysql_user":
         return MysqlUserProvider(config)
+    if name == "aws_iam_access_key":
+        from providers.aws_iam import AwsIamKeyProvider  # boto3 costs ~0.2 s at import: only when used
+
+        return AwsIamKeyProvider(config)
+    if name == "http":
+        from providers.http_hooks import HttpHooksProvider
+
+        return HttpHooksProvider(config)
     raise ProviderNotAvailable(f"provider {name} cannot rotate in this build yet")
 
 
