@@ -83,8 +83,10 @@ async def assess(engine: Engine, tenant: str, secret_id: str) -> BlastRadius:
         raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
     async with engine.store.reader() as tx:
         deps = await tx.fetchall(
-            "SELECT service, environment, delivery, adopted_version, last_seen_at FROM rm_dependents"
-            " WHERE tenant = ? AND secret_id = ? ORDER BY service, environment",
+            "SELECT d.service, d.environment, d.delivery, d.adopted_version,"
+            " COALESCE(s.last_seen_at, d.last_seen_at) FROM rm_dependents d"
+            " LEFT JOIN lz_dependent_seen s ON s.tenant = d.tenant AND s.dependent_id = d.dependent_id"
+            " WHERE d.tenant = ? AND d.secret_id = ? ORDER BY d.service, d.environment",
             (tenant, secret_id),
         )
         incs = await tx.fetchall(

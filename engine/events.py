@@ -196,7 +196,7 @@ class SagaStepFailed(SagaEvent, frozen=True, tag="rotation.step_failed"):
 
 
 class RotationFinished(SagaEvent, frozen=True, tag="rotation.finished"):
-    outcome: Literal["completed", "compensated", "failed"]
+    outcome: Literal["completed", "compensated", "failed", "cancelled"]
 
 
 # --- dependents' adoption (own stream per secret: frequent, and never races the saga) ---------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -62,6 +63,12 @@ def _days(seconds: int | None) -> float | None:
     return None if seconds is None else round(seconds / 86400, 4)
 
 
+def redact_url(url: str) -> str:
+    """Show where notifications go, not the URL itself: Slack-style webhook paths are credentials."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/…" if parts.path not in ("", "/") else f"{parts.scheme}://{parts.netloc}/"
+
+
 def policy_view(policy: ev.Policy) -> PolicyView:
     return PolicyView(
         max_age_days=_days(policy.max_age_s),
@@ -70,7 +77,7 @@ def policy_view(policy: ev.Policy) -> PolicyView:
         auto_rotate=policy.auto_rotate,
         grace_period_days=_days(policy.grace_s) or 0.0,
         adoption_deadline_seconds=policy.adoption_deadline_s,
-        notification_rules=list(policy.notify),
+        notification_rules=[redact_url(u) for u in policy.notify],
     )
 
 
@@ -147,7 +154,7 @@ async def check_policy(engine: Engine, tenant: str, secret_id: str) -> PolicyChe
         secret_id=sid,
         max_age_days=_days(policy.max_age_s),
         required_approvals=policy.required_approvals,
-        notification_rules=list(policy.notify),
+        notification_rules=[redact_url(u) for u in policy.notify],
         allow_agent_rotation=policy.allow_agent_rotation,
         auto_rotate=policy.auto_rotate,
         rotation_age_days=_age_days(now, created, rotated),

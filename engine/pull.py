@@ -8,6 +8,7 @@ from typing import Any
 from engine import naming
 from engine.aggregates.secret import fold_secret
 from engine.app import Engine
+from engine.clock import iso
 from engine.crypto import SERVICE_TOKEN_PREFIX
 from engine.delivery import record_adoption
 from engine.errors import Forbidden, NotFound
@@ -44,6 +45,12 @@ async def current_for_dependent(engine: Engine, token: str, secret_id: str) -> d
         raise NotFound("the current version's value was destroyed")
     if adopted != version:
         await record_adoption(engine, tenant, secret_id, dependent_id, version, "pull")
+    async with engine.store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO lz_dependent_seen (tenant, dependent_id, last_seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (tenant, dependent_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+            (tenant, dependent_id, iso(engine.clock.now())),
+        )
     body: dict[str, Any] = {
         "secret_id": secret_id,
         "version": f"v{version}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -195,7 +197,7 @@ async def _check_agent_allowed(engine: Engine, tenant: str, secret_id: str, acto
     )
 
 
-def _plan_rollback(to_version: int | None) -> Planner:
+def _plan_rollback(to_version: int | None, now: datetime) -> Planner:
     def plan(secret: Secret) -> tuple[ev.RotationKind, int | None, int | None]:
         if secret.status == "revoked":
             raise Conflict(f"secret {secret.secret_id!r} is revoked; revocation is final")
@@ -203,7 +205,11 @@ def _plan_rollback(to_version: int | None) -> Planner:
         candidates = [
             v
             for v in secret.versions
-            if v.status == "retired" and v.number != now_current and v.activated_at is not None
+            if v.status == "retired"
+            and v.number != now_current
+            and v.activated_at is not None
+            # The grace period is the promise: past it, a version is not restorable even before the scheduler ran.
+            and (v.restorable_until is None or v.restorable_until > now)
         ]
         if to_version is not None:
             candidates = [v for v in candidates if v.number == to_version]
@@ -229,7 +235,9 @@ async def rollback(
     to_version: int | None = None,
 ) -> RollbackStarted:
     await _check_agent_allowed(engine, tenant, secret_id, actor, "roll back")
-    _, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_rollback(to_version), reason, None)
+    _, rotation, created = await _request(
+        engine, tenant, secret_id, actor, _plan_rollback(to_version, engine.clock.now()), reason, None
+    )
     if not created and rotation.kind != "rollback":
         raise Conflict(
             f"rotation {rotation.rotation_id} of {secret_id!r} is in flight; wait for it (verify_remediation) first"
@@ -240,6 +248,19 @@ async def rollback(
     return RollbackStarted(rotation.rotation_id, rotation.status, _v(rotation.to_version), arn)
 
 
+async def _cancel_pending_approval(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta) -> None:
+    """An emergency revoke must not wait for people to approve a rotation that nothing has started."""
+    secret, version = await _load(engine, tenant, secret_id)
+    pending = secret.in_flight
+    if pending is None or pending.approved:
+        return
+    cancelled = ev.RotationFinished(
+        at=engine.clock.now(), tenant=tenant, secret_id=secret_id, rotation_id=pending.rotation_id, outcome="cancelled"
+    )
+    with contextlib.suppress(ConcurrencyError):  # someone else changed it: _request sees the new state
+        await engine.append(naming.secret_stream(tenant, secret_id), [cancelled], actor, version)
+
+
 def _plan_revoke(secret: Secret) -> tuple[ev.RotationKind, int | None, int | None]:
     if secret.status == "revoked":
         raise Conflict(f"secret {secret.secret_id!r} is already revoked")
@@ -248,6 +269,8 @@ def _plan_revoke(secret: Secret) -> tuple[ev.RotationKind, int | None, int | Non
 
 async def revoke(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta, reason: str) -> RevokeResult:
     """Runs to the end before answering: the credential stops working now, not eventually."""
+    await _check_agent_allowed(engine, tenant, secret_id, actor, "revoke")
+    await _cancel_pending_approval(engine, tenant, secret_id, actor)
     secret, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_revoke, reason, None)
     if not created and rotation.kind != "revoke":
         # A revocation must not wait for a rotation; it supersedes it once that saga yields.

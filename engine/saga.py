@@ -71,7 +71,7 @@ class Do:
     resume: bool
 
 
-Outcome = Literal["completed", "compensated", "failed"]
+Outcome = Literal["completed", "compensated", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
@@ -408,7 +408,8 @@ class RotationSaga:
                 "to_version": f"v{rotation.to_version}" if rotation.to_version else None,
             },
         )
-        if outcome == "completed" and rotation.kind in ("rotate", "rollback"):
+        # Only a rotation closes a leak: a rollback may bring back the very credential that leaked.
+        if outcome == "completed" and rotation.kind == "rotate":
             # The verify step proved the new credential works and the old one is refused: the leak is closed.
             await resolve_for_secret(
                 self.engine,

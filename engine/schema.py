@@ -169,6 +169,17 @@ CREATE TABLE rm_retired_versions (
 CREATE INDEX rm_retired_versions_due ON rm_retired_versions (restorable_until)
 """
 
+#: Telemetry, not history: when each dependent last fetched its secret (every pull updates it). Not an event
+#: per read, and not a read model (replay leaves it alone).
+_SEEN = """
+CREATE TABLE lz_dependent_seen (
+    tenant TEXT NOT NULL,
+    dependent_id TEXT NOT NULL,
+    last_seen_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, dependent_id)
+)
+"""
+
 ENGINE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         namespace="engine",
@@ -190,5 +201,12 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
         name="retired_versions",
         postgresql=_statements(_RETIRED, "BYTEA"),
         sqlite=_statements(_RETIRED, "BLOB"),
+    ),
+    Migration(
+        namespace="engine",
+        version=4,
+        name="dependent_seen",
+        postgresql=_statements(_SEEN, "BYTEA"),
+        sqlite=_statements(_SEEN, "BLOB"),
     ),
 )

@@ -58,7 +58,7 @@ class Rotation(msgspec.Struct, frozen=True):
     approvers: tuple[str, ...] = ()
     approved: bool = True
     steps: tuple[StepRecord, ...] = ()
-    outcome: Literal["completed", "compensated", "failed"] | None = None
+    outcome: Literal["completed", "compensated", "failed", "cancelled"] | None = None
     finished_at: datetime | None = None
 
     @property

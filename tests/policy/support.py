@@ -1,0 +1,161 @@
+"""Helpers of the policy/approval/incident/notification tests: the CLI with its exit code, polling,
+a local notification receiver, and direct reads of the store behind a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from engine import events as ev
+from engine.app import Engine
+from engine.crypto import MasterKey
+from eventstore import open_store
+from tests.api.support import Key, Server
+
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll until ``check`` returns something truthy (a generous deadline, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"gave up waiting for {what} after {timeout}s (last: {last!r})")
+
+
+def run_cli(server: Server, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
+    """The real CLI, as a person types it (no --json unless given): exit code, stdout, stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli.main", *args],
+        cwd=server.workdir,
+        env=server.env,
+        input=stdin.decode(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def tool(server: Server, key: Key, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """tools/call (no session needed on this server); returns the whole CallToolResult."""
+    r = server.call(key, "tools/call", {"name": name, "arguments": arguments})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert "error" not in body, body
+    return dict(body["result"])
+
+
+def verified(server: Server, key: Key, secret_id: str, rotation_id: str | None = None) -> dict[str, Any] | None:
+    params: dict[str, Any] = {"secret_id": secret_id}
+    if rotation_id:
+        params["rotation_id"] = rotation_id
+    v = server.result(key, "verify_remediation", params)
+    return v if v["verified"] else None
+
+
+def wait_verified(
+    server: Server, key: Key, secret_id: str, rotation_id: str | None = None, timeout: float = 30
+) -> dict[str, Any]:
+    return wait_for(lambda: verified(server, key, secret_id, rotation_id), timeout, f"{secret_id} verified")
+
+
+# --- the store behind a running server -----------------------------------------------------------
+
+
+async def _stream_events(url: str, stream: str) -> list[tuple[ev.AnyEvent, ev.EventMeta]]:
+    store = await open_store(url)
+    try:
+        return [(ev.decode(r.data), ev.decode_meta(r.metadata)) for r in await store.read_stream(stream)]
+    finally:
+        await store.close()
+
+
+def stream_events(server: Server, stream: str) -> list[tuple[ev.AnyEvent, ev.EventMeta]]:
+    return asyncio.run(_stream_events(server.database_url, stream))
+
+
+def with_engine(server: Server, work: Callable[[Engine], Any]) -> Any:
+    """Run ``await work(engine)`` on an engine over the server's store and master key (as a detector would)."""
+
+    async def go() -> Any:
+        engine = Engine(await open_store(server.database_url), MasterKey.from_base64(server.env["LOCKZERO_MASTER_KEY"]))
+        try:
+            return await work(engine)
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())
+
+
+# --- a notification receiver ---------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return dict(json.loads(self.body))
+
+    def signed_with(self, secret: str, body: bytes | None = None) -> bool:
+        want = "sha256=" + hmac.new(secret.encode(), self.body if body is None else body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(self.headers.get("x-lockzero-signature", ""), want)
+
+
+class Receiver:
+    """A real local HTTP server; each path answers the status set in ``statuses`` (default 204)."""
+
+    def __init__(self, statuses: dict[str, int] | None = None) -> None:
+        self.statuses = dict(statuses or {})
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver.lock:
+                    receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(receiver.statuses.get(self.path, 204))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def at(self, path: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if r.path == path]
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
