@@ -13,6 +13,7 @@ from api.mcp.sessions import SessionStore
 from api.pull import pull_endpoint
 from api.ratelimit import RateLimiter
 from api.telemetry import setup_tracing
+from api.tools.detect_tool import DETECT_TOOLS
 from api.tools.read_tools import READ_TOOLS
 from api.tools.registry import Registry
 from api.tools.runner import ToolRunner
@@ -25,7 +26,7 @@ from eventstore import StoreUnavailable
 
 
 def build_registry() -> Registry:
-    return Registry([*READ_TOOLS, *SAGA_TOOLS])
+    return Registry([*READ_TOOLS, *SAGA_TOOLS, *DETECT_TOOLS])
 
 
 def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar:

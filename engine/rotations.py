@@ -219,7 +219,8 @@ def _plan_rollback(to_version: int | None, now: datetime) -> Planner:
                 f"cannot roll back {secret.secret_id!r}: {which} is not restorable"
                 " (never rotated, or its grace period ended)"
             )
-        target = max(candidates, key=lambda v: v.number)
+        # The previous credential is the one that was current most recently, not the highest number.
+        target = max(candidates, key=lambda v: (v.activated_at, v.number))
         return "rollback", now_current, target.number
 
     return plan
@@ -248,11 +249,12 @@ async def rollback(
     return RollbackStarted(rotation.rotation_id, rotation.status, _v(rotation.to_version), arn)
 
 
-async def _cancel_pending_approval(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta) -> None:
-    """An emergency revoke must not wait for people to approve a rotation that nothing has started."""
+async def _cancel_in_flight(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta) -> None:
+    """An emergency revoke waits for nothing: a rotation in flight (or waiting for approvals) is cancelled;
+    its runner sees that at its next step, and the revoke sweeps whatever it had created."""
     secret, version = await _load(engine, tenant, secret_id)
     pending = secret.in_flight
-    if pending is None or pending.approved:
+    if pending is None or pending.kind == "revoke":
         return
     cancelled = ev.RotationFinished(
         at=engine.clock.now(), tenant=tenant, secret_id=secret_id, rotation_id=pending.rotation_id, outcome="cancelled"
@@ -270,7 +272,7 @@ def _plan_revoke(secret: Secret) -> tuple[ev.RotationKind, int | None, int | Non
 async def revoke(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta, reason: str) -> RevokeResult:
     """Runs to the end before answering: the credential stops working now, not eventually."""
     await _check_agent_allowed(engine, tenant, secret_id, actor, "revoke")
-    await _cancel_pending_approval(engine, tenant, secret_id, actor)
+    await _cancel_in_flight(engine, tenant, secret_id, actor)
     secret, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_revoke, reason, None)
     if not created and rotation.kind != "revoke":
         # A revocation must not wait for a rotation; it supersedes it once that saga yields.

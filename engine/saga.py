@@ -115,6 +115,7 @@ class RotationSaga:
     async def run(self, tenant: str, secret_id: str, rotation_id: str) -> str:
         """Drive the rotation to its end; returns the outcome. Safe to call again at any time."""
         stream = naming.secret_stream(tenant, secret_id)
+        lost: Do | None = None
         while True:
             events, metas, version = await self.engine.load_with_meta(stream)
             secret = fold_secret(events, metas)
@@ -125,10 +126,17 @@ class RotationSaga:
                 return rotation.outcome
             if not rotation.approved:
                 return "pending_approval"  # `lockzero approve` lets it go on
+            action = next_action(rotation)
+            if lost is not None and isinstance(action, Do) and action.resume and action.step == lost.step:
+                # Another runner recorded this step's intent just before us: it is doing the step now.
+                # Repeating the side effect would be harmless but is not ours to do; if that runner dies,
+                # the reconciler starts a fresh one, which resumes.
+                return "running elsewhere"
             try:
-                await self._advance(secret, rotation, version, next_action(rotation))
+                await self._advance(secret, rotation, version, action)
+                lost = None
             except ConcurrencyError:
-                continue  # another runner recorded something first: fold again and carry on
+                lost = action if isinstance(action, Do) and not action.resume else None
 
     async def _advance(self, secret: Secret, rotation: Rotation, version: int, action: Do | Finish) -> None:
         if isinstance(action, Finish):
@@ -371,14 +379,28 @@ class RotationSaga:
             raise StepFailed(f"v{rotation.from_version} still authenticates after retirement")
         return [], f"v{rotation.to_version} works, v{rotation.from_version} is refused"
 
+    async def _every_credential(self, secret: Secret) -> list[Credential]:
+        """Every value ever stored for the secret, including one a cancelled rotation was creating."""
+        async with self.engine.store.reader() as tx:
+            rows = await tx.fetchall(
+                "SELECT version FROM lz_secret_versions WHERE tenant = ? AND secret_id = ? ORDER BY version",
+                (secret.tenant, secret.secret_id),
+            )
+        creds = [await credential(self.engine, secret, int(n)) for (n,) in rows]
+        return [c for c in creds if c is not None]
+
     async def _revoke_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
         numbers = tuple(v.number for v in secret.versions if v.status in ("live", "current", "retired"))
-        creds = [c for n in numbers if (c := await credential(self.engine, secret, n)) is not None]
+        creds = await self._every_credential(secret)
         await _retry(lambda: provider.revoke(creds))
         revoked = self._event(ev.SecretRevoked, secret, versions=numbers)
         return [revoked], f"revoked {', '.join(f'v{n}' for n in numbers)} at the provider"
 
     async def _alert_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        # A cancelled rotation's runner may have been mid-call when we revoked: sweep once more.
+        creds = await self._every_credential(secret)
+        if any([await provider.validate(c) for c in creds]):
+            await _retry(lambda: provider.revoke(creds))
         report = await deliver(self.engine, secret, secret.current_version or 0, "secret.revoked")
         return [], f"alerts sent: {report.delivered}, failed: {report.failed}"
 

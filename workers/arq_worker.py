@@ -80,8 +80,17 @@ async def _run_saga_locked(ctx: dict[str, Any], tenant: str, secret_id: str, rot
     if not await redis.set(_lock_key(rotation_id), token, px=SAGA_LOCK_TTL_MS, nx=True):
         return "already running elsewhere"
     renew = asyncio.create_task(_keep_lock(redis, rotation_id, token))
+    saga = asyncio.create_task(RotationSaga(ctx["engine"]).run(tenant, secret_id, rotation_id))
     try:
-        return await RotationSaga(ctx["engine"]).run(tenant, secret_id, rotation_id)
+        done, _ = await asyncio.wait({saga, renew}, return_when=asyncio.FIRST_COMPLETED)
+        if saga not in done:
+            # The lock is gone (Redis flushed, or it expired): another job may own the saga now. Stop here;
+            # the event store keeps what we recorded and whoever holds the lock carries on.
+            saga.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saga
+            return "lock lost; yielded"
+        return saga.result()
     finally:
         renew.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ from engine.scheduler import run_pass
 from workers.reconciler import stalled_rotations
 
 log = logging.getLogger("lockzero.worker")
+STALL_AFTER_S = 5.0
 
 
 class InProcessQueue:
@@ -53,8 +54,8 @@ class InProcessQueue:
                 except Exception as exc:
                     log.error("scheduler pass failed: %s", type(exc).__name__)
             try:
-                # In one process every unfinished saga that is not running here is stalled.
-                for tenant, secret_id, rotation_id in await stalled_rotations(self.engine, 0):
+                # Not running here and quiet for a while: stalled (a restart, or a revoke that died mid-request).
+                for tenant, secret_id, rotation_id in await stalled_rotations(self.engine, STALL_AFTER_S):
                     await self.enqueue(tenant, secret_id, rotation_id)
             except Exception as exc:
                 log.error("reconciler pass failed: %s", type(exc).__name__)

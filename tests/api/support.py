@@ -33,7 +33,9 @@ READ_TOOLS = (
     "assess_blast_radius",
 )
 WRITE_TOOLS = ("rotate_secret", "rollback_secret", "revoke_secret")
-ALL_TOOLS = (*READ_TOOLS, *WRITE_TOOLS)
+#: Offered to read-only keys, but not read-only: a scan may open an incident (readOnlyHint false, not destructive).
+SCAN_TOOLS = ("detect_exposure",)
+ALL_TOOLS = (*READ_TOOLS, *SCAN_TOOLS, *WRITE_TOOLS)
 
 
 def free_port() -> int:

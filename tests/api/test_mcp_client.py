@@ -12,7 +12,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.api.conftest import Tenant
-from tests.api.support import ALL_TOOLS, READ_TOOLS, Key, Server
+from tests.api.support import ALL_TOOLS, READ_TOOLS, SCAN_TOOLS, Key, Server
 
 
 @asynccontextmanager
@@ -46,7 +46,7 @@ async def test_sdk_lists_every_described_tool(shared: Tenant, mode: str, expecte
         assert t.annotations is not None, t.name
         reads = t.name in READ_TOOLS
         assert t.annotations.read_only_hint is reads, t.name
-        assert t.annotations.destructive_hint is (not reads), t.name
+        assert t.annotations.destructive_hint is (not reads and t.name not in SCAN_TOOLS), t.name
         assert isinstance(t.annotations.idempotent_hint, bool), t.name
         assert isinstance(t.annotations.open_world_hint, bool), t.name
     by_name = {t.name: t for t in tools}

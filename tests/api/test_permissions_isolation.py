@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import Tenant
-from tests.api.support import ALL_TOOLS, READ_TOOLS, WRITE_TOOLS, Key, Server
+from tests.api.support import ALL_TOOLS, READ_TOOLS, SCAN_TOOLS, WRITE_TOOLS, Key, Server
 
 
 def _tools_list(s: Server, key: Key, era: str) -> list[dict[str, Any]]:
@@ -39,10 +39,10 @@ def test_read_only_key_sees_only_read_tools(shared: Tenant, read_only_key: Key, 
     ro_tools = _tools_list(s, ro, era)
     rw_tools = _tools_list(s, tenant.key, era)
     assert sorted(t["name"] for t in rw_tools) == sorted(ALL_TOOLS)
-    assert sorted(t["name"] for t in ro_tools) == sorted(READ_TOOLS)
-    assert [t for t in rw_tools if t["name"] in READ_TOOLS] == ro_tools
+    assert sorted(t["name"] for t in ro_tools) == sorted(READ_TOOLS + SCAN_TOOLS)
+    assert [t for t in rw_tools if t["name"] in READ_TOOLS + SCAN_TOOLS] == ro_tools
     for t in ro_tools:
-        assert t["annotations"]["readOnlyHint"] is True, t["name"]
+        assert t["annotations"]["readOnlyHint"] is (t["name"] not in SCAN_TOOLS), t["name"]
         assert t["annotations"]["destructiveHint"] is False, t["name"]
 
 

@@ -85,9 +85,7 @@ class AclUser:
         self.admin.execute_command("ACL", "SETUSER", self.name, *rules)
 
     def connect(self, password: str) -> redis.Redis:
-        return redis.Redis(
-            host=REDIS_HOST, port=REDIS_PORT, username=self.name, password=password, socket_timeout=5
-        )
+        return redis.Redis(host=REDIS_HOST, port=REDIS_PORT, username=self.name, password=password, socket_timeout=5)
 
     def auth_error(self, password: str) -> str | None:
         """None when a NEW connection with ``password`` authenticates and PINGs; else the error text."""
@@ -221,13 +219,16 @@ class WebhookReceiver:
 
 
 class StallingProxy:
-    """Forwards TCP to Redis. With ``stall_setuser`` on, a connection that sends `ACL SETUSER` has it
-    delivered to Redis but gets no reply: the change happens at the provider and its caller never
-    learns it (the worst moment for a worker to die)."""
+    """Forwards TCP to Redis, counting the `ACL SETUSER` commands that pass. With ``stall_setuser`` on, a
+    connection that sends `ACL SETUSER` has it delivered to Redis but gets no reply: the change happens at
+    the provider and its caller never learns it (the worst moment for a worker to die). With ``hold`` on,
+    nothing a client sends reaches Redis until it is cleared (``held`` counts connections waiting)."""
 
     def __init__(self, upstream: tuple[str, int] = (REDIS_HOST, REDIS_PORT)) -> None:
         self.upstream = upstream
         self.stall_setuser = threading.Event()
+        self.hold = threading.Event()
+        self.held = 0
         self.setusers_forwarded = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -264,6 +265,13 @@ class StallingProxy:
                 if not data:
                     break
                 if to_redis:
+                    if self.hold.is_set():
+                        with self._lock:
+                            self.held += 1
+                        while self.hold.is_set() and not self._closing.is_set():
+                            time.sleep(0.002)
+                        with self._lock:
+                            self.held -= 1
                     if b"SETUSER" in data.upper():
                         with self._lock:
                             self.setusers_forwarded += 1

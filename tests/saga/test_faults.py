@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.support import Key
 from tests.saga.support import (
     ARQ,
+    EMBEDDED,
     AclUser,
     PasswordSampler,
     Stack,
@@ -21,8 +23,6 @@ from tests.saga.support import (
     running_stack,
     wait_for,
 )
-
-pytestmark = pytest.mark.postgres
 
 FAULT_DB = 6
 RESUME_TIMEOUT = 40
@@ -41,11 +41,12 @@ def arq_stack(tmp_path: Path) -> Iterator[Stack]:
         yield s
 
 
-def steps(stack: Stack, key, sid: str, rid: str) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+def steps(stack: Stack, key: Key, sid: str, rid: str) -> list[tuple[str, str]]:
     return [(s["step"], s["status"]) for s in stack.rotation(key, sid, rid)["steps"]]
 
 
 def lock_value(rotation_id: str) -> bytes | None:
+    """The arq worker's saga lock (workers/arq_worker.py): who runs the saga right now, if anyone."""
     r = admin_redis(FAULT_DB)
     try:
         return r.get(f"lockzero:saga-lock:{rotation_id}")
@@ -53,7 +54,9 @@ def lock_value(rotation_id: str) -> bytes | None:
         r.close()
 
 
-def setup_secret(stack: Stack, user: AclUser, *, port: int | None = None, deadline: str = "60s") -> tuple:  # type: ignore[type-arg]
+def setup_secret(
+    stack: Stack, user: AclUser, *, port: int | None = None, deadline: str = "60s"
+) -> tuple[str, Key, str, str]:
     tenant, key = stack.tenant_and_key()
     sid = f"prod/redis/{user.name}"
     if port is None:
@@ -65,7 +68,9 @@ def setup_secret(stack: Stack, user: AclUser, *, port: int | None = None, deadli
     return tenant, key, sid, token
 
 
-def finish_and_check(stack: Stack, key, sid: str, rid: str, token: str, user: AclUser, sampler: PasswordSampler) -> None:  # type: ignore[no-untyped-def]
+def finish_and_check(
+    stack: Stack, key: Key, sid: str, rid: str, token: str, user: AclUser, sampler: PasswordSampler
+) -> None:
     """Let the pull dependent adopt once the saga is in shift; the saga must complete and verify."""
     wait_for(
         lambda: stack.step_status(key, sid, rid, "shift") in ("started", "completed"),
@@ -85,11 +90,12 @@ def finish_and_check(stack: Stack, key, sid: str, rid: str, token: str, user: Ac
     assert sampler.max_seen <= 2, f"the ACL user held {sampler.max_seen} passwords at once"
 
 
+@pytest.mark.postgres
 def test_worker_killed_inside_create_after_the_password_landed(
     arq_stack: Stack, acl_user: AclUser, proxy: StallingProxy
 ) -> None:
     stack = arq_stack
-    tenant, key, sid, token = setup_secret(stack, acl_user, port=proxy.port)
+    _, key, sid, token = setup_secret(stack, acl_user, port=proxy.port)
     with PasswordSampler(acl_user) as sampler:
         proxy.stall_setuser.set()  # Redis applies `ACL SETUSER … >new`; the worker never hears back
         rid = stack.server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leak"})["rotation_id"]
@@ -102,9 +108,10 @@ def test_worker_killed_inside_create_after_the_password_landed(
         finish_and_check(stack, key, sid, rid, token, acl_user, sampler)
 
 
+@pytest.mark.postgres
 def test_worker_killed_while_shift_waits_for_adoption(arq_stack: Stack, acl_user: AclUser) -> None:
     stack = arq_stack
-    tenant, key, sid, token = setup_secret(stack, acl_user)
+    _, key, sid, token = setup_secret(stack, acl_user)
     with PasswordSampler(acl_user) as sampler:
         rid = stack.server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leak"})["rotation_id"]
         wait_for(lambda: stack.step_status(key, sid, rid, "shift") == "started", 20, "shift", interval=0.05)
@@ -124,11 +131,12 @@ def test_worker_killed_while_shift_waits_for_adoption(arq_stack: Stack, acl_user
         finish_and_check(stack, key, sid, rid, token, acl_user, sampler)
 
 
+@pytest.mark.postgres
 def test_worker_killed_inside_retire_after_the_old_password_was_removed(
     arq_stack: Stack, acl_user: AclUser, proxy: StallingProxy
 ) -> None:
     stack = arq_stack
-    tenant, key, sid, token = setup_secret(stack, acl_user, port=proxy.port)
+    _, key, sid, token = setup_secret(stack, acl_user, port=proxy.port)
     with PasswordSampler(acl_user) as sampler:
         rid = stack.server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leak"})["rotation_id"]
         wait_for(lambda: stack.step_status(key, sid, rid, "shift") == "started", 20, "shift", interval=0.05)
@@ -144,14 +152,13 @@ def test_worker_killed_inside_retire_after_the_old_password_was_removed(
         finish_and_check(stack, key, sid, rid, token, acl_user, sampler)
 
 
+@pytest.mark.postgres
 def test_flushed_redis_while_shift_waits_the_reconciler_requeues(
     arq_stack: Stack, acl_user: AclUser, webhook: WebhookReceiver
 ) -> None:
     stack = arq_stack
     tenant, key, sid, token = setup_secret(stack, acl_user)
-    webhook.signing_secret = stack.server.dependent(tenant, sid, "billing", f"webhook:{webhook.url}")[
-        "signing_secret"
-    ]
+    webhook.signing_secret = stack.server.dependent(tenant, sid, "billing", f"webhook:{webhook.url}")["signing_secret"]
     with PasswordSampler(acl_user) as sampler:
         rid = stack.server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leak"})["rotation_id"]
         wait_for(lambda: stack.step_status(key, sid, rid, "shift") == "started", 20, "shift", interval=0.05)
@@ -164,10 +171,10 @@ def test_flushed_redis_while_shift_waits_the_reconciler_requeues(
         wait_for(lambda: lock_value(rid), RESUME_TIMEOUT, "the reconciler to re-enqueue the saga", interval=0.2)
         finish_and_check(stack, key, sid, rid, token, acl_user, sampler)
     rotated = [d for d in webhook.received() if d.json["event"] == "secret.rotated"]
-    print("ROTATED DELIVERIES", len(rotated), [d.json["event"] for d in webhook.received()])
     assert rotated and all(d.signature_ok and d.json["version"] == "v2" for d in rotated)
 
 
+@pytest.mark.postgres
 def test_job_lost_before_any_worker_ran_it(tmp_path: Path, acl_user: AclUser) -> None:
     with running_stack(ARQ, tmp_path / "stack", FAULT_DB, worker=False) as stack:
         tenant, key = stack.tenant_and_key()
@@ -184,9 +191,8 @@ def test_job_lost_before_any_worker_ran_it(tmp_path: Path, acl_user: AclUser) ->
         assert acl_user.refused(acl_user.password)
 
 
-def test_failing_validate_compensates_to_the_old_credential(
-    arq_stack: Stack, acl_user: AclUser
-) -> None:
+@pytest.mark.postgres
+def test_failing_validate_compensates_to_the_old_credential(arq_stack: Stack, acl_user: AclUser) -> None:
     """A user that may not run PING: `ACL SETUSER u >new` succeeds, but no password passes validation
     (NOPERM), so the saga must discard the new password and stay on v1."""
     stack = arq_stack
@@ -223,3 +229,19 @@ def test_failing_validate_compensates_to_the_old_credential(
     assert (again["from_version"], again["to_version"]) == ("v1", "v3"), again
     assert stack.wait_finished(key, sid, again["rotation_id"])["verified"] is True
     assert acl_user.refused(acl_user.password)
+
+
+def test_embedded_server_killed_mid_rotation_resumes_on_restart(tmp_path: Path, acl_user: AclUser) -> None:
+    """Embedded mode: the saga runs inside `lockzero serve`; SIGKILL it while shift waits, start it again on
+    the same SQLite file, and the in-process reconciler carries the saga on from its events."""
+    with running_stack(EMBEDDED, tmp_path / "stack") as stack, PasswordSampler(acl_user) as sampler:
+        _, key, sid, token = setup_secret(stack, acl_user)
+        rid = stack.server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leak"})["rotation_id"]
+        wait_for(lambda: stack.step_status(key, sid, rid, "shift") == "started", 20, "shift", interval=0.05)
+        assert stack.server.proc is not None
+        stack.server.proc.kill()
+        stack.server.proc.wait(timeout=10)
+        stack.server.start()
+        assert stack.step_status(key, sid, rid, "retire") is None
+        assert acl_user.works(acl_user.password)
+        finish_and_check(stack, key, sid, rid, token, acl_user, sampler)

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from tests.api.support import Key
+from tests.api.support import CliError, Key
 from tests.saga.support import AclUser, PasswordSampler, Stack, WebhookReceiver, wait_for
 
 STEPS = ["create", "validate", "shift", "retire", "verify"]
@@ -21,11 +22,11 @@ def arn(tenant: str, secret_id: str, version: str) -> str:
     return f"arn:lockzero:secrets:{tenant}:secret:{secret_id}:{version}"
 
 
-def steps(rotation: dict) -> list[tuple[str, str]]:
+def steps(rotation: dict[str, Any]) -> list[tuple[str, str]]:
     return [(s["step"], s["status"]) for s in rotation["steps"]]
 
 
-def rotate(stack: Stack, key: Key, secret_id: str, reason: str = "leaked in a CI log") -> dict:
+def rotate(stack: Stack, key: Key, secret_id: str, reason: str = "leaked in a CI log") -> dict[str, Any]:
     return dict(stack.server.result(key, "rotate_secret", {"secret_id": secret_id, "reason": reason}))
 
 
@@ -126,19 +127,22 @@ def test_rotation_is_zero_downtime_and_reaches_every_dependent(
 
 
 def test_rollback_makes_the_previous_credential_current_again(
-    stack: Stack, acl_user: AclUser, webhook: WebhookReceiver
+    stack: Stack, acl_user: AclUser, webhook: WebhookReceiver, tmp_path: Path
 ) -> None:
     tenant, key = stack.tenant_and_key()
     sid = f"prod/redis/{acl_user.name}"
     stack.add_redis_secret(tenant, sid, acl_user)
     hook = stack.server.dependent(tenant, sid, "billing", f"webhook:{webhook.url}")
     webhook.signing_secret = hook["signing_secret"]
+    target = tmp_path / "redis.env"
+    stack.server.dependent(tenant, sid, "batch", f"file:{target}")
     old = acl_user.password
 
     first = rotate(stack, key, sid)
     assert stack.wait_finished(key, sid, first["rotation_id"])["verified"] is True
     new = webhook.received()[-1].json["value"]
     assert acl_user.refused(old) and acl_user.works(new)
+    assert target.read_text() == new
 
     with PasswordSampler(acl_user) as sampler:
         rb = stack.server.result(key, "rollback_secret", {"secret_id": sid, "reason": "v2 broke the batch job"})
@@ -152,6 +156,8 @@ def test_rollback_makes_the_previous_credential_current_again(
     assert acl_user.refused(new), "v2 is retired once the rollback completed"
     assert sampler.max_seen <= 2
     assert stack.metadata(key, sid)["current_version"] == "v1"
+    assert target.read_text() == old
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
     rolled = [d for d in webhook.received() if d.json["event"] == "secret.rolled_back"]
     assert len(rolled) == 1 and rolled[0].signature_ok
@@ -176,9 +182,7 @@ def test_rollback_without_a_previous_version_is_a_conflict(stack: Stack, acl_use
     assert acl_user.works(acl_user.password) and len(acl_user.passwords()) == 1
 
 
-def test_revoke_stops_every_credential_and_is_final(
-    stack: Stack, acl_user: AclUser, webhook: WebhookReceiver
-) -> None:
+def test_revoke_stops_every_credential_and_is_final(stack: Stack, acl_user: AclUser, webhook: WebhookReceiver) -> None:
     tenant, key = stack.tenant_and_key()
     sid = f"prod/redis/{acl_user.name}"
     stack.add_redis_secret(tenant, sid, acl_user)
@@ -243,3 +247,141 @@ def test_adoption_deadline_lets_the_rotation_finish_without_the_laggard(stack: S
     (rotation,) = stack.history(key, sid)
     assert steps(rotation) == [(s, "completed") for s in STEPS]
     assert acl_user.refused(acl_user.password)
+
+
+def settle(stack: Stack, key: Key, sid: str, started: dict[str, Any]) -> dict[str, Any]:
+    result = stack.wait_finished(key, sid, started["rotation_id"])
+    assert result["status"] == "completed", result
+    return result
+
+
+def test_rollback_restores_the_previous_credential_not_the_highest_retired(stack: Stack) -> None:
+    """v1 -> v2 (bad) -> rollback to v1 -> rotate to v3 -> rollback: the previous working credential is v1,
+    the one current right before v3; v2 is the credential that was rolled back for breaking things."""
+    tenant, key = stack.tenant_and_key()
+    sid = "prod/internal/service-token"
+    stack.server.secret(tenant, sid)
+    settle(stack, key, sid, rotate(stack, key, sid))
+    rb = stack.server.result(key, "rollback_secret", {"secret_id": sid, "reason": "v2 broke checkout"})
+    assert rb["restored_version"] == "v1"
+    settle(stack, key, sid, rb)
+    third = rotate(stack, key, sid, "scheduled")
+    assert (third["from_version"], third["to_version"]) == ("v1", "v3")
+    settle(stack, key, sid, third)
+    rb = stack.server.result(key, "rollback_secret", {"secret_id": sid, "reason": "v3 broke checkout"})
+    assert rb["restored_version"] == "v1", rb
+
+
+def test_rollback_after_the_grace_period_is_a_conflict(stack: Stack) -> None:
+    """A version retired with no grace is not restorable: rollback_secret answers conflict."""
+    tenant, key = stack.tenant_and_key()
+    sid = "prod/internal/short-grace"
+    stack.server.secret(tenant, sid)
+    stack.policy(tenant, sid, "--grace", "0s")
+    settle(stack, key, sid, rotate(stack, key, sid))
+    err = stack.server.error(key, "rollback_secret", {"secret_id": sid, "reason": "too late"})
+    assert err["code"] == -32012, err
+
+
+def test_rotation_needing_approvals_waits_for_distinct_people(stack: Stack) -> None:
+    tenant, key = stack.tenant_and_key()
+    sid = "prod/payments/approval"
+    stack.server.secret(tenant, sid)
+    stack.policy(tenant, sid, "--approvals", "2")
+    started = rotate(stack, key, sid)
+    assert started["status"] == "pending_approval", started
+    rid = started["rotation_id"]
+    assert stack.verify(key, sid, rid)["status"] == "pending_approval"
+    assert stack.metadata(key, sid)["current_version"] == "v1", "nothing changes before the approvals"
+    again = rotate(stack, key, sid)
+    assert again["rotation_id"] == rid, "the held rotation is the in-flight one"
+
+    first = stack.server.cli("approve", rid, "--tenant", tenant, "--as", "alice")
+    assert first["status"] == "pending_approval" and first["approvers"] == ["alice"], first
+    with pytest.raises(CliError):
+        stack.server.cli("approve", rid, "--tenant", tenant, "--as", "alice")  # the same person twice
+    assert stack.verify(key, sid, rid)["status"] == "pending_approval"
+    second = stack.server.cli("approve", rid, "--tenant", tenant, "--as", "bob")
+    assert second["status"] == "in_progress", second
+    result = stack.wait_finished(key, sid, rid)
+    assert result["status"] == "completed" and result["verified"] is True, result
+    assert stack.metadata(key, sid)["current_version"] == "v2"
+
+
+def test_agent_may_not_rotate_a_secret_that_forbids_agent_rotation(stack: Stack) -> None:
+    tenant, key = stack.tenant_and_key()
+    sid = "prod/payments/humans-only"
+    stack.server.cli(
+        "secret", "add", sid, "--tenant", tenant, "--provider", "generated", "--environment", "prod",
+        "--no-agent-rotation",
+    )  # fmt: skip
+    for method in ("rotate_secret", "rollback_secret"):
+        err = stack.server.error(key, method, {"secret_id": sid, "reason": "leak"})
+        assert err["code"] == -32011, err
+    assert stack.history(key, sid) == []
+    assert stack.metadata(key, sid)["current_version"] == "v1"
+    incidents = stack.server.result(key, "get_active_incidents", {"secret_id": sid})["incidents"]
+    assert "policy_violation" in {i["kind"] for i in incidents}, incidents
+
+
+def test_a_failing_retire_compensates_back_to_the_old_credential(
+    stack: Stack, acl_user: AclUser, webhook: WebhookReceiver, tmp_path: Path
+) -> None:
+    """While shift waits, someone sets the user `nopass` (Redis drops its passwords and accepts any):
+    retire's `<old` cannot make the old credential stop working, so retire fails and the saga undoes
+    retire, shift and create — v1 current and delivered again, v2 gone, the user back on its password."""
+    tenant, key = stack.tenant_and_key()
+    sid = f"prod/redis/{acl_user.name}"
+    stack.add_redis_secret(tenant, sid, acl_user)
+    stack.policy(tenant, sid, "--adoption-deadline", "60s")
+    token = stack.server.dependent(tenant, sid, "api", "pull")["token"]
+    webhook.signing_secret = stack.server.dependent(tenant, sid, "billing", f"webhook:{webhook.url}")["signing_secret"]
+    target = tmp_path / "batch" / "redis-password"
+    stack.server.dependent(tenant, sid, "batch", f"file:{target}")
+    old = acl_user.password
+
+    rid = rotate(stack, key, sid)["rotation_id"]
+    wait_step(stack, key, sid, rid, "shift")
+    acl_user.setuser("nopass")  # before the dependent adopts, so retire is bound to fail
+    new = stack.pull(token, sid).json()["value"]
+    result = stack.wait_finished(key, sid, rid)
+    assert result["status"] == "compensated" and result["verified"] is False, result
+
+    rotation = stack.rotation(key, sid, rid)
+    recorded = steps(rotation)
+    assert ("retire", "failed") in recorded, recorded
+    assert recorded[-3:] == [
+        ("retire (compensation)", "completed"),
+        ("shift (compensation)", "completed"),
+        ("create (compensation)", "completed"),
+    ], recorded
+    meta = stack.metadata(key, sid)
+    assert meta["current_version"] == "v1" and meta["status"] == "active", meta
+    assert acl_user.works(old), "back on the old password"
+    assert acl_user.refused(new), "the new password was discarded"
+    assert len(acl_user.passwords()) == 1
+    assert stack.pull(token, sid).json()["version"] == "v1"
+    events = [(d.json["event"], d.json["version"]) for d in webhook.received() if d.signature_ok]
+    assert events[0] == ("secret.rotated", "v2") and events[-1] == ("secret.rolled_back", "v1"), events
+    assert webhook.received()[-1].json["value"] == old
+    assert target.read_text() == old
+    incidents = stack.server.result(key, "get_active_incidents", {"secret_id": sid})["incidents"]
+    assert any(i["kind"] == "rotation_failed" and rid in i["summary"] for i in incidents), incidents
+
+
+def test_revoke_during_a_rotation_stops_the_credential_now(stack: Stack, acl_user: AclUser) -> None:
+    tenant, key = stack.tenant_and_key()
+    sid = f"prod/redis/{acl_user.name}"
+    stack.add_redis_secret(tenant, sid, acl_user)
+    stack.policy(tenant, sid, "--adoption-deadline", "60s")
+    stack.server.dependent(tenant, sid, "api", "pull")  # holds the rotation in shift
+    rid = rotate(stack, key, sid)["rotation_id"]
+    wait_step(stack, key, sid, rid, "shift")
+    try:
+        r = stack.server.call(key, "revoke_secret", {"secret_id": sid, "reason": "abused right now"}).json()
+        assert "result" in r and r["result"]["status"] == "revoked", r
+        assert acl_user.refused(acl_user.password)
+        assert acl_user.passwords() == []
+    finally:
+        # Let the held rotation end quickly either way.
+        stack.policy(tenant, sid, "--adoption-deadline", "1s")

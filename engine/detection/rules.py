@@ -1,0 +1,564 @@
+"""The one table of credential formats.
+
+Each rule has an ``anchor``: a Hyperscan expression compiled (with every other anchor) into one
+database with start-of-match reporting, so the whole text is read once in linear time. Where an anchor
+starts, the rule's ``confirm`` expression (RE2: linear time too) is matched on a bounded window; its first
+participating capture group (else the whole match) is the credential. Then boundaries, the rule's
+validator and its base confidence decide.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.detection import validators as v
+
+_ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_TOKEN = _ALNUM + b"_-"
+_B64 = _ALNUM + b"+/"
+
+
+@dataclass(frozen=True)
+class Extra:
+    """A second credential a rule found near its own (an AWS secret key beside its key id)."""
+
+    start: int
+    end: int
+    detector: str
+    kind: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    confidence: float
+    extras: tuple[Extra, ...] = ()
+
+
+#: (whole text, credential start, credential end, base confidence) -> verdict, or None to drop the match.
+Validator = Callable[[bytes, int, int, float], Verdict | None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    detector: str
+    #: Credential family, the unit of the corpus's per-kind precision/recall table.
+    kind: str
+    anchor: bytes
+    confirm: bytes
+    confidence: float
+    validator: Validator | None = None
+    caseless: bool = False
+    #: How far past the anchor's start the confirm expression may read.
+    window: int = 512
+    #: Characters that may not touch the credential on the left / right (it would be part of a longer word).
+    left: bytes = b""
+    right: bytes = b""
+    #: Overlap resolution: the more specific rule keeps the span.
+    specificity: int = 2
+    #: Text that, right before the anchor, belongs to the credential (a webhook's scheme).
+    back: bytes = b""
+    #: A closing marker (a PEM END line), found in the same pass: each marker is paired with the closest
+    #: anchor before it, and the confirmation reads no further than the marker. Without this, N opening
+    #: lines and no closing one would cost N windows.
+    until: bytes = b""
+
+
+# --- validators -------------------------------------------------------------------------------------
+
+
+def _value(data: bytes, start: int, end: int) -> bytes:
+    return data[start:end]
+
+
+def random_token(min_distinct: int = 10, skip: int = 0) -> Validator:
+    """Generic check for prefixed tokens: the part after the prefix looks generated."""
+
+    def check(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+        value = _value(data, start, end)
+        if v.is_example(value) or not v.random_body(value[skip:], min_distinct):
+            return None
+        return Verdict(conf)
+
+    return check
+
+
+def crc_token(prefix_len: int) -> Validator:
+    def check(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+        value = _value(data, start, end)
+        if v.is_example(value) or not v.crc32_base62_ok(value, prefix_len):
+            return None
+        return Verdict(conf)
+
+    return check
+
+
+def _stripe(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    if v.is_example(value) or not v.random_body(value[8:]):
+        return None
+    return Verdict(conf if b"_live_" in value else 0.55)
+
+
+def _openai(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    if value.startswith(b"sk-ant-") or v.is_example(value) or not v.random_body(value[3:], 12):
+        return None
+    if b"T3BlbkFJ" in value:
+        return Verdict(0.98)
+    if value.startswith((b"sk-proj-", b"sk-svcacct-", b"sk-admin-")):
+        return Verdict(conf)
+    return Verdict(0.6)  # sk- + 48: the old OpenAI shape, also used by look-alike APIs
+
+
+_AWS_SECRET_NEAR = re.compile(rb"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_AWS_PAIR_DISTANCE = 320
+
+
+def _line_bounds(data: bytes, start: int, end: int, lines: int) -> tuple[int, int]:
+    """From ``lines`` lines before ``start`` to ``lines`` lines after ``end``, within the pairing distance
+    (every search is bounded by it, so a text without newlines costs no more than one with)."""
+    floor, ceiling = max(0, start - _AWS_PAIR_DISTANCE), min(len(data), end + _AWS_PAIR_DISTANCE)
+    lo = data.rfind(b"\n", floor, start) + 1 or floor
+    for _ in range(lines):
+        if lo <= floor:
+            break
+        lo = data.rfind(b"\n", floor, lo - 1) + 1 or floor
+    hi = data.find(b"\n", end, ceiling)
+    hi = ceiling if hi < 0 else hi
+    for _ in range(lines):
+        if hi >= ceiling:
+            break
+        nxt = data.find(b"\n", hi + 1, ceiling)
+        hi = ceiling if nxt < 0 else nxt
+    return lo, hi
+
+
+def _aws_key_id(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    if v.is_example(value) or len(set(value[4:])) < 8:
+        return None
+    # The secret is paired if it is on the key id's line or the one after (CSV rows, ini/env pairs, JSON),
+    # else on the line before; a 40-character token further away belongs to something else.
+    lo, hi = _line_bounds(data, start, end, 1)
+    after = [m for m in _AWS_SECRET_NEAR.finditer(data, end, hi) if v.aws_secret_ok(m.group(0))]
+    before = [m for m in _AWS_SECRET_NEAR.finditer(data, lo, start) if v.aws_secret_ok(m.group(0))]
+    best = after[0] if after else (before[-1] if before else None)
+    if best is None:
+        return Verdict(conf)
+    return Verdict(0.95, (Extra(best.start(), best.end(), "aws_secret_access_key", "aws", 0.95),))
+
+
+def _aws_secret(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    return Verdict(conf) if v.aws_secret_ok(_value(data, start, end)) else None
+
+
+def _hex_key(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    return Verdict(conf) if v.entropy(value) >= 2.7 and not v.is_placeholder(value) else None
+
+
+def _twilio(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    if v.entropy(value[2:]) < 3.0 or v.is_placeholder(value[2:]):
+        return None
+    return Verdict(conf if value.startswith(b"SK") else 0.6)
+
+
+_SA_MARKERS = (re.compile(rb"service_account"), re.compile(rb"client_email"))
+
+
+def _service_account(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    lo, hi = max(0, start - 8192), min(len(data), end + 8192)
+    if all(m.search(data, lo, hi) for m in _SA_MARKERS) and _pem_body_ok(_value(data, start, end)):
+        return Verdict(conf)
+    return None
+
+
+_PEM_LINE = re.compile(rb"-----(?:BEGIN|END)[^-]{0,40}-----|Proc-Type:[^\n\\]*|DEK-Info:[^\n\\]*|\\[nr]")
+
+
+def _pem_body_ok(block: bytes) -> bool:
+    body = _PEM_LINE.sub(b"", block)
+    b64 = len(body) - len(body.translate(None, _B64 + b"="))
+    return b64 >= 64 and v.entropy(body.translate(None, b"\n\r\t +")) >= 4.5 and b"..." not in body
+
+
+def _pem(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    block = _value(data, start, end)
+    if not _pem_body_ok(block):
+        return None
+    return Verdict(0.75 if b"ENCRYPTED" in block[:40] else conf)
+
+
+def _jwt(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    if v.is_example(value):
+        return None
+    c = v.jwt_confidence(value)
+    return Verdict(c) if c is not None else None
+
+
+_LOCAL_HOST = re.compile(rb"@(?:localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\]|host\.docker\.internal)[:/]?", re.I)
+
+
+def _url_password(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    if value.lower() in v.WEAK_DEFAULTS or v.is_placeholder(value) or v.is_example(value) or len(value) < 4:
+        return None
+    if v.entropy(value) < 2.0:
+        return None
+    local = _LOCAL_HOST.match(data, end, min(len(data), end + 40))
+    return Verdict(0.7 if local else conf)
+
+
+def _basic(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    c = v.basic_auth_confidence(_value(data, start, end))
+    return Verdict(c) if c is not None else None
+
+
+#: Prefixes of formats with their own rule: if that rule did not report the value (wrong checksum,
+#: placeholder, documented example), the generic rules must not report it either.
+_FORMAT_PREFIXES = (
+    b"ghp_",
+    b"gho_",
+    b"ghu_",
+    b"ghs_",
+    b"ghr_",
+    b"github_pat_",
+    b"glpat-",
+    b"npm_",
+    b"pypi-",
+    b"xox",
+    b"xapp-",
+    b"sk_live_",
+    b"sk_test_",
+    b"rk_live_",
+    b"rk_test_",
+    b"sk-",
+    b"SG.",
+    b"AKIA",
+    b"ASIA",
+    b"AIza",
+    b"eyJ",
+    b"-----BEGIN",
+)
+
+
+def _assignment(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    if value.startswith(_FORMAT_PREFIXES):
+        return None
+    c = v.assess_secret_value(value)
+    return Verdict(c) if c is not None else None
+
+
+def _bearer(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    if value.startswith(_FORMAT_PREFIXES):
+        return None
+    c = v.assess_secret_value(value, min_len=16)
+    if c is None:
+        return None
+    return Verdict(0.85 if v.entropy(value) >= 4.0 else c)
+
+
+# --- the table -------------------------------------------------------------------------------------
+
+_SEP = rb"""["']?[ \t]{0,4}(?:=|:=|=>|:)[ \t]{0,4}"""
+#: The value of an assignment: double-quoted, single-quoted, backticked or bare.
+_VALUE = rb"""(?:"([^"\r\n]{1,512})"|'([^'\r\n]{1,512})'|`([^`\r\n]{1,512})`|([^\s"'`,;&]{1,512}))"""
+_SECRET_NAMES = (
+    rb"(?:pass(?:word|wd|phrase)|pwd|secret(?:[_-]?key)?|client[_-]?secret|api[_-]?(?:key|token|secret)|apikey"
+    rb"|access[_-]?(?:token|key)|auth[_-]?token|private[_-]?key|token|credentials?)"
+)
+_PEM_BEGIN = rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"
+_PEM_END = rb"-----END [A-Z ]{0,24}PRIVATE KEY(?: BLOCK)?-----"
+_PEM_BLOCK = (
+    rb"(-----BEGIN [A-Z ]{0,24}PRIVATE KEY(?: BLOCK)?-----"
+    rb"(?:[A-Za-z0-9+/=:,\- \t\r\n]|\\[nr]){64,}?"
+    rb"-----END [A-Z ]{0,24}PRIVATE KEY(?: BLOCK)?-----)"
+)
+_DB_SCHEMES = rb"(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|clickhouse)"
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "github_token",
+        "github",
+        rb"gh[pousr]_[A-Za-z0-9]{36}",
+        rb"(gh[pousr]_[A-Za-z0-9]{36})",
+        0.99,
+        crc_token(4),
+        left=_ALNUM,
+        right=_ALNUM,
+        specificity=3,
+    ),
+    Rule(
+        "github_fine_grained_pat",
+        "github_fine_grained",
+        rb"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}",
+        rb"(github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59})",
+        0.97,
+        random_token(12, 11),
+        left=_ALNUM,
+        right=_ALNUM,
+        specificity=3,
+    ),
+    Rule(
+        "gitlab_token",
+        "gitlab",
+        rb"gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20}",
+        rb"(gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20,64}(?:\.[0-9a-z]{2}\.[0-9a-z]{7,12})?)",
+        0.95,
+        random_token(10, 6),
+        left=_ALNUM,
+        right=_TOKEN,
+        specificity=3,
+    ),
+    Rule(
+        "npm_token",
+        "npm",
+        rb"npm_[A-Za-z0-9]{36}",
+        rb"(npm_[A-Za-z0-9]{36})",
+        0.98,
+        crc_token(4),
+        left=_ALNUM,
+        right=_ALNUM,
+        specificity=3,
+    ),
+    Rule(
+        "pypi_token",
+        "pypi",
+        rb"pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50}",
+        rb"(pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,1000})",
+        0.98,
+        random_token(12, 24),
+        window=1100,
+        left=_ALNUM,
+        right=_TOKEN,
+        specificity=3,
+    ),
+    Rule(
+        "slack_token",
+        "slack",
+        rb"xox[abposr]-[0-9]{6,15}-|xapp-[0-9]-[A-Z0-9]{6}",
+        rb"(xox[abposr]-[0-9]{6,15}-[0-9]{6,15}-[0-9A-Za-z-]{8,200}|xox[abposr]-[0-9]{6,15}-[0-9A-Za-z]{16,200}"
+        rb"|xapp-[0-9]-[A-Z0-9]{6,14}-[0-9]{6,15}-[A-Za-z0-9]{24,128})",
+        0.95,
+        random_token(10, 5),
+        left=_ALNUM,
+        right=_TOKEN,
+        specificity=3,
+    ),
+    Rule(
+        "slack_webhook",
+        "slack_webhook",
+        rb"hooks\.slack\.com/(?:services|workflows|triggers)/",
+        rb"(hooks\.slack\.com/(?:services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{16,40}"
+        rb"|(?:workflows|triggers)/T[A-Z0-9]{6,12}/A[A-Z0-9]{6,12}/[0-9]{6,24}/[A-Za-z0-9]{16,40}))",
+        0.95,
+        random_token(12, 25),
+        right=_ALNUM,
+        specificity=3,
+        back=b"https://",
+    ),
+    Rule(
+        "stripe_secret_key",
+        "stripe",
+        rb"[sr]k_(?:live|test)_[0-9A-Za-z]{16}",
+        rb"([sr]k_(?:live|test)_[0-9A-Za-z]{16,247})",
+        0.97,
+        _stripe,
+        left=_ALNUM,
+        right=_ALNUM,
+        specificity=3,
+    ),
+    Rule(
+        "openai_api_key",
+        "openai",
+        rb"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20}",
+        rb"(sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,250}|sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}"
+        rb"|sk-[A-Za-z0-9]{48})",
+        0.9,
+        _openai,
+        left=_ALNUM,
+        right=_TOKEN,
+        specificity=3,
+    ),
+    Rule(
+        "anthropic_api_key",
+        "anthropic",
+        rb"sk-ant-[a-z]{3,5}[0-9]{2}-[A-Za-z0-9_-]{20}",
+        rb"(sk-ant-[a-z]{3,5}[0-9]{2}-[A-Za-z0-9_-]{80,200})",
+        0.98,
+        random_token(12, 14),
+        left=_ALNUM,
+        right=_TOKEN,
+        specificity=4,
+    ),
+    Rule(
+        "aws_access_key_id",
+        "aws",
+        rb"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}",
+        rb"((?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})",
+        0.7,
+        _aws_key_id,
+        left=_ALNUM,
+        right=_ALNUM,
+        specificity=3,
+    ),
+    Rule(
+        "aws_secret_access_key",
+        "aws",
+        rb"(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)" + _SEP,
+        rb"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)" + _SEP + rb"""["']?([A-Za-z0-9/+]{40})""",
+        0.9,
+        _aws_secret,
+        caseless=True,
+        right=_B64 + b"=",
+        specificity=3,
+    ),
+    Rule(
+        "gcp_api_key",
+        "gcp_api_key",
+        rb"AIza[0-9A-Za-z_-]{35}",
+        rb"(AIza[0-9A-Za-z_-]{35})",
+        0.9,
+        random_token(12, 4),
+        left=_ALNUM,
+        right=_TOKEN,
+        specificity=3,
+    ),
+    Rule(
+        "gcp_service_account_key",
+        "gcp_service_account",
+        rb'\\{0,3}"private_key\\{0,3}"[ \t]{0,4}:[ \t]{0,4}\\{0,3}"-----BEGIN',
+        rb'\\{0,3}"private_key\\{0,3}"[ \t]{0,4}:[ \t]{0,4}\\{0,3}"' + _PEM_BLOCK,
+        0.99,
+        _service_account,
+        window=17000,
+        specificity=4,
+        until=_PEM_END,
+    ),
+    Rule(
+        "azure_storage_key",
+        "azure",
+        rb"AccountKey=[A-Za-z0-9+/]{20}",
+        rb"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
+        0.95,
+        random_token(20),
+        caseless=True,
+        right=_B64 + b"=",
+        specificity=3,
+    ),
+    Rule(
+        "twilio_key",
+        "twilio",
+        rb"(?:SK|AC)[0-9a-f]{32}",
+        rb"((?:SK|AC)[0-9a-f]{32})",
+        0.85,
+        _twilio,
+        left=_ALNUM,
+        right=_ALNUM,
+        specificity=3,
+    ),
+    Rule(
+        "sendgrid_api_key",
+        "sendgrid",
+        rb"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}",
+        rb"(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})",
+        0.98,
+        random_token(12, 3),
+        left=_ALNUM,
+        right=_TOKEN,
+        specificity=3,
+    ),
+    Rule(
+        "datadog_api_key",
+        "datadog",
+        rb"(?:datadog|dd[_-]?api[_-]?key|dd[_-]?app(?:lication)?[_-]?key)",
+        # The key may sit on the next line (`datadog:` then `  apiKey: …`, or a k8s env name/value pair).
+        rb"(?i)(?:datadog|dd[_-]?api[_-]?key|dd[_-]?app(?:lication)?[_-]?key)[^\n]{0,48}?(?:\n[^\n]{0,48}?){0,1}"
+        rb"[^0-9a-z]([0-9a-f]{40}|[0-9a-f]{32})",
+        0.85,
+        _hex_key,
+        caseless=True,
+        window=160,
+        right=_ALNUM,
+        specificity=3,
+    ),
+    Rule(
+        "private_key",
+        "private_key",
+        _PEM_BEGIN,
+        _PEM_BLOCK,
+        0.97,
+        _pem,
+        window=17000,
+        specificity=3,
+        until=_PEM_END,
+    ),
+    Rule(
+        "jwt",
+        "jwt",
+        rb"eyJ[A-Za-z0-9_-]{8}",
+        rb"(eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)",
+        0.85,
+        _jwt,
+        window=22600,
+        left=_TOKEN,
+        right=_TOKEN + b"=",
+        specificity=3,
+    ),
+    Rule(
+        "connection_string_password",
+        "db_url",
+        _DB_SCHEMES + rb"://[^\s:@/]{0,128}:",
+        rb"(?i)" + _DB_SCHEMES + rb"://[^\s:@/?#]{0,128}:([^\s@/?#]{1,256})@[^\s/?#:@]",
+        0.9,
+        _url_password,
+        caseless=True,
+        specificity=2,
+    ),
+    Rule(
+        "basic_auth",
+        "basic_auth",
+        rb"authorization[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?basic[ \t]",
+        rb"(?i)authorization[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?basic[ \t]{1,4}([A-Za-z0-9+/]{4,}={0,2})",
+        0.9,
+        _basic,
+        caseless=True,
+        window=2200,
+        right=_B64 + b"=",
+        specificity=2,
+    ),
+    Rule(
+        "bearer_token",
+        "generic",
+        rb"bearer[ \t]{1,4}[A-Za-z0-9._~+/-]{16}",
+        rb"(?i)bearer[ \t]{1,4}([A-Za-z0-9._~+/-]{16,}=*)",
+        0.8,
+        _bearer,
+        caseless=True,
+        window=2200,
+        left=_ALNUM,
+        right=_ALNUM,
+        specificity=1,
+    ),
+    Rule(
+        "generic_secret",
+        "generic",
+        _SECRET_NAMES + _SEP,
+        rb"(?i)" + _SECRET_NAMES + _SEP + _VALUE,
+        0.8,
+        _assignment,
+        caseless=True,
+        window=600,
+        specificity=0,
+    ),
+)
+
+#: Detectors that report a whole family (for the corpus table and documentation).
+KINDS: tuple[str, ...] = tuple(dict.fromkeys([r.kind for r in RULES]))

@@ -1,0 +1,367 @@
+"""Checks that turn a regex match into a finding or drop it: checksums, structure (JWT, Basic auth),
+placeholders, documented example keys, hashes and identifiers, and how random a value looks.
+
+Every function here takes bytes and returns a verdict; none of them logs, stores or raises with the
+value in the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import math
+import re
+from collections import Counter
+
+import msgspec
+
+BASE62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B62_INDEX = {c: i for i, c in enumerate(BASE62)}
+
+
+def base62_decode(text: bytes) -> int | None:
+    n = 0
+    for c in text:
+        i = _B62_INDEX.get(c)
+        if i is None:
+            return None
+        n = n * 62 + i
+    return n
+
+
+def base62_encode(n: int, width: int = 6) -> bytes:
+    out = bytearray()
+    while n:
+        n, r = divmod(n, 62)
+        out.append(BASE62[r])
+    return bytes(reversed(out)).rjust(width, b"0")
+
+
+def crc32_base62_ok(token: bytes, prefix_len: int) -> bool:
+    """GitHub classic and npm tokens: prefix + 30 random chars + base62(CRC32(random)) in 6 chars."""
+    body = token[prefix_len:]
+    if len(body) < 7:
+        return False
+    check = base62_decode(body[-6:])
+    return check is not None and check == binascii.crc32(body[:-6])
+
+
+def entropy(value: bytes) -> float:
+    """Shannon entropy in bits per character."""
+    if not value:
+        return 0.0
+    n = len(value)
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+
+
+_LOWER = bytes(range(97, 123))
+_UPPER = bytes(range(65, 91))
+_DIGIT = bytes(range(48, 58))
+
+
+def char_classes(value: bytes) -> int:
+    """How many of lowercase, uppercase, digits and other characters occur."""
+    n = len(value)
+    rest = value.translate(None, _LOWER + _UPPER + _DIGIT)
+    return (
+        (len(value.translate(None, _LOWER)) < n)
+        + (len(value.translate(None, _UPPER)) < n)
+        + (len(value.translate(None, _DIGIT)) < n)
+        + (len(rest) > 0)
+    )
+
+
+# --- placeholders and documented examples ---------------------------------------------------------
+
+#: Keys published in vendors' documentation and tutorials: found everywhere, valid nowhere.
+EXAMPLE_VALUES = frozenset(
+    {
+        b"AKIAIOSFODNN7EXAMPLE",
+        b"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        b"je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+        b"sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+        b"sk_test_BQokikJOvBiI2HlWgH4olfQ2",
+        b"rk_test_4eC39HqLyjWDarjtT1zdp7dc",
+        b"Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==",
+        b"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ."
+        b"SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        b"ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+        b"gho_16C7e42F292c6912E7710c838347Ae178B4a",
+        b"AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",
+    }
+)
+
+#: Words of filler and documentation, matched where a word starts, in one case (changeme, your_api_key,
+#: REPLACE-ME); inside a generated token (…cqofakern1…, …yoUr…) they are chance, not a placeholder.
+_WORDS = (
+    "example",
+    "placeholder",
+    "changeme",
+    "change_me",
+    "change-me",
+    "redacted",
+    "your_",
+    "your-",
+    "yourkey",
+    "yourtoken",
+    "yourpassword",
+    "yoursecret",
+    "replace",
+    "insert",
+    "dummy",
+    "sample",
+    "notreal",
+    "not_real",
+    "not-a-real",
+    "fake",
+    "todo",
+    "fixme",
+)
+_PLACEHOLDER_WORDS = re.compile(
+    rb"(?:^|[^A-Za-z])(?:"
+    + b"|".join(re.escape(w).encode() for word in _WORDS for w in {word, word.upper(), word.capitalize()})
+    + rb")"
+)
+#: A cheap test first: most values contain none of the words in any case.
+_WORD_STEMS = tuple({w.encode()[:4] for w in _WORDS})
+#: Filler characters, anywhere.
+_FILLER = (b"xxxxxx", b"XXXXXX", b"******", b"...", b"\xe2\x80\xa6")  # … is U+2026
+
+#: Template and variable syntax: ${VAR}, {{ var }}, $(cmd), %s, %(name)s, <password>, #{x}, $VAR, %VAR%, !Ref.
+_TEMPLATE = re.compile(
+    rb"\$\{|\{\{|\}\}|\$\(|(?:^|[\s:/=@'\"])%[sd](?:$|[\s:/@'\"&])|%\([a-z_]+\)[sd]|%\{|#\{|<[A-Za-z][A-Za-z0-9_ .-]*>"
+    rb"|^\$[A-Za-z_][A-Za-z0-9_]*$|^%[A-Za-z_][A-Za-z0-9_]*%$|^![A-Za-z]+$|^@[A-Za-z_][A-Za-z0-9_.]*$"
+)
+
+#: Passwords so common in dev configs and tutorials that reporting them is noise.
+WEAK_DEFAULTS = frozenset(
+    {
+        b"password",
+        b"passwd",
+        b"pass",
+        b"pwd",
+        b"secret",
+        b"admin",
+        b"root",
+        b"toor",
+        b"guest",
+        b"test",
+        b"testing",
+        b"user",
+        b"username",
+        b"postgres",
+        b"mysql",
+        b"redis",
+        b"mongo",
+        b"rabbitmq",
+        b"default",
+        b"letmein",
+        b"qwerty",
+        b"123456",
+        b"12345678",
+        b"password1",
+        b"password123",
+        b"mypassword",
+        b"mysecret",
+        b"supersecret",
+        b"s3cr3t",
+        b"p@ssw0rd",
+        b"pa55word",
+        b"none",
+        b"null",
+        b"nil",
+        b"true",
+        b"false",
+        b"undefined",
+        b"empty",
+    }
+)
+
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+_UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_IDENTIFIER = re.compile(rb"[A-Za-z_$][A-Za-z0-9_$]*(?:(?:\.|::|->)[A-Za-z_$][A-Za-z0-9_$]*)*(?:\(\))?")
+_NUMBER = re.compile(rb"[-+]?[0-9][0-9_.,:eE+-]*[a-zA-Z]{0,3}")
+_REPEAT = re.compile(rb"(.)\1{5,}")
+#: Password hashes (bcrypt, argon2, crypt(3) SHA, PBKDF2, scrypt): what a system stores instead of a secret.
+_PASSWORD_HASH = re.compile(rb"^\$(?:2[abxy]?|argon2(?:id|i|d)|[156]|pbkdf2[-_a-z0-9]*|scrypt|y|gy)\$")
+_SEQUENCES = (b"0123456", b"1234567", b"abcdefg", b"ABCDEFG", b"qwertyu")
+
+
+def is_example(value: bytes) -> bool:
+    return value in EXAMPLE_VALUES or b"EXAMPLE" in value.upper()
+
+
+def is_placeholder(value: bytes) -> bool:
+    """Template syntax, filler and documentation markers (xxx, changeme, <password>, ${VAR}, ****)."""
+    low = value.lower()
+    if any(w in low for w in _WORD_STEMS) and _PLACEHOLDER_WORDS.search(value):
+        return True
+    if any(f in value for f in _FILLER):
+        return True
+    if _TEMPLATE.search(value):
+        return True
+    if len(set(value)) <= 2:
+        return True
+    if _REPEAT.search(value) and len(set(value)) < max(6, len(value) // 3):
+        return True
+    return any(s.lower() in low for s in _SEQUENCES) and entropy(value) < 4.0
+
+
+def is_hash_like(value: bytes) -> bool:
+    """Hex digests (md5/sha1/sha256/sha512, git SHAs) and UUIDs: identifiers, not credentials."""
+    if len(value) in (32, 40, 56, 64, 96, 128) and _HEX.fullmatch(value):
+        return True
+    if value.startswith((b"sha1:", b"sha256:", b"sha384:", b"sha512:", b"md5:")) or _PASSWORD_HASH.match(value):
+        return True
+    return bool(_UUID.fullmatch(value))
+
+
+def random_body(value: bytes, min_distinct: int = 8) -> bool:
+    """A token body that looks generated: enough distinct characters, not filler."""
+    return len(set(value)) >= min(min_distinct, len(value)) and not is_placeholder(value)
+
+
+def _codeish(value: bytes) -> bool:
+    """Names in code (settings.SECRET_KEY, self.api_token, getSecret) have no digits and few case
+    changes; generated tokens have both."""
+    if any(48 <= c <= 57 for c in value):
+        return False
+    letters = [c for c in value if 65 <= c <= 90 or 97 <= c <= 122]
+    switches = sum(1 for a, b in itertools.pairwise(letters) if (a < 97) != (b < 97))
+    return switches <= max(2, len(letters) // 5)
+
+
+def looks_like_reference(value: bytes) -> bool:
+    """A value that names where the secret lives instead of being it: code, variables, paths, URLs."""
+    if _IDENTIFIER.fullmatch(value) and any(c in value for c in b"._($") and _codeish(value):
+        return True
+    if value.startswith((b"/", b"./", b"../", b"~/", b"file:", b"vault:", b"ref+", b"arn:", b"ssm:", b"sm://")):
+        return True
+    if b"://" in value:
+        return True
+    if any(s in value for s in (b"(", b")", b"[", b"]", b"os.environ", b"process.env", b"getenv", b"ENV[")):
+        return True
+    lower = value.lower()
+    return lower.endswith((b".pem", b".key", b".json", b".txt", b".yaml", b".yml", b".crt", b".p12", b".env"))
+
+
+def assess_secret_value(value: bytes, min_len: int = 8) -> float | None:
+    """Confidence that a value assigned to a secret-sounding name is a real credential (None: it is not)."""
+    if len(value) < min_len or len(value) > 512:
+        return None
+    if value.lower() in WEAK_DEFAULTS or is_example(value) or is_placeholder(value):
+        return None
+    if _PASSWORD_HASH.match(value) or value.startswith((b"sha256:", b"sha512:", b"sha1:")):
+        return None
+    if looks_like_reference(value) or _NUMBER.fullmatch(value):
+        return None
+    if _UUID.fullmatch(value):
+        return 0.5
+    h = entropy(value)
+    classes = char_classes(value)
+    if _HEX.fullmatch(value):
+        return 0.65 if len(value) >= 16 and h >= 3.0 else None
+    if _IDENTIFIER.fullmatch(value) and classes <= 2 and _codeish(value):
+        # plain words or camelCase names: code, not a credential
+        return None
+    if (classes >= 3 and h >= 3.0) or (h >= 3.7 and len(value) >= 16):
+        return 0.85 if len(value) >= 12 else 0.75
+    if classes >= 2 and h >= 2.8:
+        return 0.6
+    return None
+
+
+# --- structured formats ---------------------------------------------------------------------------
+
+_JWT_ALGS = frozenset(
+    {
+        "HS256",
+        "HS384",
+        "HS512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "ES256K",
+        "PS256",
+        "PS384",
+        "PS512",
+        "EdDSA",
+        "none",
+    }
+)
+
+
+def b64url_decode(segment: bytes) -> bytes | None:
+    try:
+        return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _json_object(raw: bytes | None) -> dict[str, object] | None:
+    if raw is None:
+        return None
+    try:
+        obj = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def jwt_confidence(token: bytes) -> float | None:
+    """A JWT/JWS: header and payload are base64url JSON objects, the header names a real alg."""
+    parts = token.split(b".")
+    if len(parts) != 3:
+        return None
+    header = _json_object(b64url_decode(parts[0]))
+    payload = _json_object(b64url_decode(parts[1]))
+    if header is None or payload is None:
+        return None
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in _JWT_ALGS:
+        return None
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or "jwt" not in typ.lower()):
+        return None
+    if alg == "none" or not parts[2]:
+        return 0.5
+    return 0.85
+
+
+def basic_auth_confidence(token: bytes) -> float | None:
+    """`Authorization: Basic b64(user:pass)` with a real-looking password."""
+    try:
+        decoded = base64.b64decode(token, validate=True)
+        text = decoded.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password or not text.isprintable():
+        return None
+    pw = password.encode()
+    if pw.lower() in WEAK_DEFAULTS or is_placeholder(pw) or is_example(pw) or len(pw) < 4:
+        return None
+    return 0.9
+
+
+def aws_secret_ok(value: bytes) -> bool:
+    """40 characters of an AWS secret access key: random base64, not a hex digest or an example."""
+    if len(value) != 40 or is_example(value) or _HEX.fullmatch(value):
+        return False
+    return char_classes(value) >= 3 and entropy(value) >= 4.0 and random_body(value)
+
+
+def redact(value: str) -> str:
+    """First 4 + … + last 2 characters; less of shorter values, nothing of very short ones."""
+    n = len(value)
+    if n >= 20:
+        return f"{value[:4]}…{value[-2:]}"
+    if n >= 12:
+        return f"{value[:2]}…{value[-1:]}"
+    if n >= 8:
+        return f"{value[:1]}…"
+    return "…"
