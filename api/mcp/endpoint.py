@@ -74,6 +74,7 @@ class McpEndpoint:
         if isinstance(gate, Response):
             return gate
         key = gate
+        payload: Any = None
         try:
             body = await _read_body(request)
             try:
@@ -96,7 +97,7 @@ class McpEndpoint:
             state = self._state(request, key, msg, header_version)
             return await self._one(state, msg)
         except RpcError as err:
-            return _error(err, _request_id(locals().get("payload")))
+            return _error(err, _request_id(payload))
 
     async def _one(self, state: CallState, msg: Message) -> Response[Any]:
         try:
