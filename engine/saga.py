@@ -307,18 +307,12 @@ class RotationSaga:
         return events, f"v{rotation.to_version} discarded"
 
     async def _restore_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
-        target = await self._cred(secret, rotation.to_version)
-        await _retry(lambda: provider.restore(target))
-        return [self._event(ev.SecretVersionRestored, secret, version=rotation.to_version)], (
-            f"v{rotation.to_version} restored"
-        )
+        assert rotation.to_version is not None
+        return await self._restore(secret, provider, rotation.to_version), f"v{rotation.to_version} restored"
 
     async def _restore_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
-        target = await self._cred(secret, rotation.to_version)
-        await _retry(lambda: provider.retire(target))
-        until = self.engine.clock.now() + timedelta(seconds=secret.policy.grace_s)
-        retired = self._event(ev.SecretVersionRetired, secret, version=rotation.to_version, restorable_until=until)
-        return [retired], f"v{rotation.to_version} retired again"
+        assert rotation.to_version is not None
+        return await self._retire(secret, provider, rotation.to_version), f"v{rotation.to_version} retired again"
 
     async def _validate_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
         target = await self._cred(secret, rotation.to_version)
@@ -355,20 +349,29 @@ class RotationSaga:
             await asyncio.sleep(ADOPTION_POLL_S)
 
     async def _retire_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
-        old = await self._cred(secret, rotation.from_version)
-        await _retry(lambda: provider.retire(old))
-        until = self.engine.clock.now() + timedelta(seconds=secret.policy.grace_s)
-        retired = self._event(ev.SecretVersionRetired, secret, version=rotation.from_version, restorable_until=until)
-        return [retired], f"v{rotation.from_version} retired, restorable until {until.isoformat()}"
+        assert rotation.from_version is not None
+        events = await self._retire(secret, provider, rotation.from_version)
+        until = cast(ev.SecretVersionRetired, events[0]).restorable_until
+        return events, f"v{rotation.from_version} retired, restorable until {until.isoformat()}"
 
     async def _retire_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
-        old = await self._cred(secret, rotation.from_version)
-        await _retry(lambda: provider.restore(old))
-        events: list[ev.Event] = []
+        assert rotation.from_version is not None
         v = secret.version(rotation.from_version)
-        if v is not None and v.status == "retired":
-            events.append(self._event(ev.SecretVersionRestored, secret, version=rotation.from_version))
-        return events, f"v{rotation.from_version} restored"
+        events = await self._restore(secret, provider, rotation.from_version)
+        # Recorded only if the retirement was: a retire that failed half-way leaves the version "current".
+        return (events if v is not None and v.status == "retired" else []), f"v{rotation.from_version} restored"
+
+    async def _retire(self, secret: Secret, provider: Provider, version: int) -> list[ev.Event]:
+        """Stop ``version`` working at the provider, restorable until the policy's grace period ends."""
+        cred = await self._cred(secret, version)
+        await _retry(lambda: provider.retire(cred))
+        until = self.engine.clock.now() + timedelta(seconds=secret.policy.grace_s)
+        return [self._event(ev.SecretVersionRetired, secret, version=version, restorable_until=until)]
+
+    async def _restore(self, secret: Secret, provider: Provider, version: int) -> list[ev.Event]:
+        cred = await self._cred(secret, version)
+        await _retry(lambda: provider.restore(cred))
+        return [self._event(ev.SecretVersionRestored, secret, version=version)]
 
     async def _verify_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
         new = await self._cred(secret, rotation.to_version)
