@@ -156,6 +156,14 @@ async def run_demo(as_json: bool = False) -> None:
 
                 poller = asyncio.create_task(checkout_api())
                 start = time.perf_counter()
+                found = await call("detect_exposure", text=ci_log, source="ci/build-4711.log")
+                hit = next((f for f in found["findings"] if f["managed"]), None)
+                _say(
+                    f"agent: detect_exposure → {len(found['findings'])} finding(s);"
+                    + (f" managed {hit['secret_id']} at line {hit['line']}, {hit['redacted']}" if hit else "")
+                    + f"; incident {', '.join(found['incident_ids']) or '-'}",
+                    t0,
+                )
                 meta = await call("get_secret_metadata", secret_id="prod/redis/cache")
                 _say(
                     f"agent: get_secret_metadata → {meta['current_version']}, {meta['dependents_count']} dependents", t0
@@ -177,6 +185,8 @@ async def run_demo(as_json: bool = False) -> None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
                 _say(f"agent: verify_remediation → verified={verdict['verified']} {verdict['checks']}", t0)
+                open_now = await call("get_active_incidents", secret_id="prod/redis/cache")
+                _say(f"open incidents on the secret after verification: {len(open_now['incidents'])}", t0)
                 history = await call("get_rotation_history", secret_id="prod/redis/cache")
                 for step in history["rotations"][0]["steps"]:
                     print(f"           {step['at'][11:23]}  {step['step']:<10} {step['status']}")
