@@ -61,7 +61,10 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
             await engine.store.ping()
         except StoreUnavailable:
             return Response({"status": "unavailable", "store": "down"}, status_code=503)
-        return Response({"status": "ready", "store": "ok"})
+        ping = getattr(queue, "ping", None)
+        if ping is not None and not await ping():
+            return Response({"status": "unavailable", "store": "ok", "queue": "down"}, status_code=503)
+        return Response({"status": "ready", "store": "ok", "queue": "ok"})
 
     return Litestar(
         route_handlers=[mcp_post, mcp_get, mcp_delete, pull_current, healthz, readyz],

@@ -18,9 +18,11 @@ from arq import create_pool, cron
 from arq.connections import ArqRedis, RedisSettings
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
+from redis.exceptions import RedisError
 
 from engine.app import Engine
 from engine.config import Settings, load_settings
+from engine.errors import Unavailable
 from engine.saga import RotationSaga
 from engine.scheduler import run_pass
 from workers.reconciler import stalled_rotations
@@ -44,7 +46,12 @@ class ArqQueue:
 
     @classmethod
     async def connect(cls, redis_url: str) -> ArqQueue:
-        return cls(await create_pool(RedisSettings.from_dsn(redis_url)))
+        settings = RedisSettings.from_dsn(redis_url)
+        settings.conn_retries = 1
+        try:
+            return cls(await create_pool(settings))
+        except (OSError, RedisError):
+            raise Unavailable("the Redis queue at LOCKZERO_REDIS_URL is unreachable") from None
 
     async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
         # The caller's trace context travels with the job, so one trace shows call → saga steps.
@@ -59,6 +66,12 @@ class ArqQueue:
             carrier,
             _job_id=f"saga:{rotation_id}:{secrets.token_hex(4)}",
         )
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.pool.ping())
+        except (OSError, RedisError):
+            return False
 
     async def close(self) -> None:
         await self.pool.aclose()
