@@ -16,11 +16,13 @@ from engine import events as ev
 from engine import naming
 from engine.app import Engine
 from engine.clock import iso, parse_iso
-from engine.errors import Conflict, InvalidInput
+from engine.errors import Conflict, InvalidInput, Unavailable
 from engine.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor, page_limit
 from engine.tenants import get_tenant
 from eventstore import NO_STREAM, ConcurrencyError, Transaction
+from providers.base import Credential, ProviderError
 from providers.catalog import ProviderConfigError, issue_initial_value, username_of, validate_config
+from providers.registry import build_provider, mint_value
 
 MAX_VALUE_BYTES = 64 * 1024
 
@@ -76,14 +78,17 @@ async def register_secret(
         cfg = validate_config(provider, config or {})
     except ProviderConfigError as exc:
         raise InvalidInput(str(exc)) from None
+    username = username_of(provider, cfg)
     if value is None:
         issued = issue_initial_value(provider, cfg)
-        if issued is None:
-            raise InvalidInput(
-                f"provider {provider} cannot issue a first credential at registration yet;"
-                " import the one in use with --value-stdin"
-            )
-        value, origin = issued.encode(), "generated"
+        if issued is not None:
+            value, origin = issued.encode(), "generated"
+        elif provider == "http":
+            raise InvalidInput("provider http imports the credential in use: pass it with --value-stdin")
+        else:
+            await _refuse_existing(engine, tenant, secret_id)
+            value, username = await _issue_at_provider(provider, cfg, username)
+            origin = "provider"
     else:
         origin = "imported"
     if not value or len(value) > MAX_VALUE_BYTES:
@@ -123,7 +128,7 @@ async def register_secret(
             secret_id=secret_id,
             version=1,
             origin=origin,  # type: ignore[arg-type]
-            username=username_of(provider, cfg),
+            username=username,
         ),
         ev.SecretVersionActivated(at=now, tenant=tenant, secret_id=secret_id, version=1, previous_version=None),
     ]
@@ -133,6 +138,25 @@ async def register_secret(
         raise Conflict(f"secret {secret_id!r} already exists; rotate it or pick another id") from None
     page = await list_secrets(engine, tenant, SecretFilter(), only=secret_id)
     return page.secrets[0]
+
+
+async def _refuse_existing(engine: Engine, tenant: str, secret_id: str) -> None:
+    # Checked before the provider issues anything, so a duplicate id leaves no orphan credential behind.
+    _, version = await engine.load(naming.secret_stream(tenant, secret_id))
+    if version:
+        raise Conflict(f"secret {secret_id!r} already exists; rotate it or pick another id")
+
+
+async def _issue_at_provider(provider: str, cfg: Mapping[str, Any], username: str | None) -> tuple[bytes, str | None]:
+    """Have the provider create v1 (a new password beside any the user has, or a new access key)."""
+    live = build_provider(provider, cfg)
+    try:
+        cred = await live.create(Credential(mint_value(provider, cfg), username), None)
+    except ProviderError as exc:
+        raise Unavailable(f"could not issue a first credential with {provider}: {exc}") from None
+    finally:
+        await live.close()
+    return cred.value.encode(), cred.username
 
 
 async def read_version_value(engine: Engine, tenant: str, secret_id: str, version: int) -> bytes | None:

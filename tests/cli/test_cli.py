@@ -393,19 +393,22 @@ async def test_secret_add_generated_creates_v1(cli: Cli) -> None:
 
 
 def test_secret_add_provider_that_cannot_issue(cli: Cli) -> None:
+    # `http` imports the credential its service already uses: without --value-stdin there is nothing to register.
     cli.ok("tenant", "create", "acme")
+    hooks = {"create_url": "http://127.0.0.1:9/create", "validate_url": "http://127.0.0.1:9/validate",
+             "signing_secret": "admin-pw-canary"}  # fmt: skip
     r = cli(
         "secret",
         "add",
-        "prod/redis",
+        "prod/hooked",
         "--tenant",
         "acme",
         "--provider",
-        "redis_acl",
+        "http",
         "--environment",
         "prod",
         "--config",
-        json.dumps(REDIS_CONFIG),
+        json.dumps(hooks),
     )
     assert_one_error_line(r, 2, "--value-stdin")
     assert "admin-pw-canary" not in r.err

@@ -137,9 +137,10 @@ async def test_generated_provider_issues_v1(engine: Engine, acme: str) -> None:
 
 
 async def test_provider_that_cannot_issue_needs_a_value(engine: Engine, acme: str) -> None:
+    hooks = {"create_url": "http://127.0.0.1:9/c", "validate_url": "http://127.0.0.1:9/v"}
     with pytest.raises(InvalidInput, match="value-stdin"):
-        await add(engine, "prod/redis", provider="redis_acl", config=REDIS)
-    assert await engine.load(naming.secret_stream(acme, "prod/redis")) == ([], 0)
+        await add(engine, "prod/hooked", provider="http", config=hooks)
+    assert await engine.load(naming.secret_stream(acme, "prod/hooked")) == ([], 0)
 
 
 async def test_duplicate_id_is_a_conflict_and_keeps_the_first(engine: Engine, acme: str) -> None:
