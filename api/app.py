@@ -18,6 +18,7 @@ from api.tools.read_tools import READ_TOOLS
 from api.tools.registry import Registry
 from api.tools.runner import ToolRunner
 from api.tools.saga_tools import SAGA_TOOLS
+from engine import notify
 from engine.app import Engine
 from engine.audit_batcher import AuditBatcher
 from engine.config import Settings
@@ -71,5 +72,6 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
         debug=False,
         logging_config=None,
         request_max_body_size=None,
-        on_shutdown=[audit.close],
+        # Audit records and notifications in flight finish before the process exits.
+        on_shutdown=[audit.close, notify.drain],
     )

@@ -144,13 +144,3 @@ async def resolve_for_secret(
         await engine.append(naming.incident_stream(tenant, incident_id), events, actor)
         resolved.append(incident_id)
     return resolved
-
-
-async def open_incident_ids(engine: Engine, tenant: str, secret_id: str) -> list[str]:
-    async with engine.store.reader() as tx:
-        rows = await tx.fetchall(
-            "SELECT incident_id FROM rm_incidents WHERE tenant = ? AND secret_id = ? AND status <> 'resolved'"
-            " ORDER BY opened_at",
-            (tenant, secret_id),
-        )
-    return [r[0] for r in rows]
