@@ -142,14 +142,8 @@ class RotationSaga:
         if isinstance(action, Finish):
             await self._finish(secret, rotation, version, action.outcome)
             return
-        started = ev.SagaStepStarted(
-            at=self.engine.clock.now(),
-            tenant=secret.tenant,
-            secret_id=secret.secret_id,
-            rotation_id=rotation.rotation_id,
-            step=action.step,
-            compensating=action.compensating,
-        )
+        step = {"rotation_id": rotation.rotation_id, "step": action.step, "compensating": action.compensating}
+        started = self._event(ev.SagaStepStarted, secret, **step)
         if not action.resume:
             intent_events, side = await self._intent(secret, rotation, action)
             version = await self._append(secret, [started, *intent_events], version, side)
@@ -164,26 +158,10 @@ class RotationSaga:
         try:
             outcome = await self._execute(secret, rotation, action)
         except (StepFailed, ProviderError) as exc:
-            failed = ev.SagaStepFailed(
-                at=self.engine.clock.now(),
-                tenant=secret.tenant,
-                secret_id=secret.secret_id,
-                rotation_id=rotation.rotation_id,
-                step=action.step,
-                compensating=action.compensating,
-                error=str(exc)[:500],
-            )
+            failed = self._event(ev.SagaStepFailed, secret, **step, error=str(exc)[:500])
             await self._append(secret, [failed], version)
             return
-        completed = ev.SagaStepCompleted(
-            at=self.engine.clock.now(),
-            tenant=secret.tenant,
-            secret_id=secret.secret_id,
-            rotation_id=rotation.rotation_id,
-            step=action.step,
-            compensating=action.compensating,
-            detail=outcome.detail,
-        )
+        completed = self._event(ev.SagaStepCompleted, secret, **step, detail=outcome.detail)
         # If anything else was appended meanwhile this conflicts, and the step is simply resumed (idempotent).
         await self._append(secret, [completed, *outcome.events], version, outcome.side)
 
@@ -410,14 +388,8 @@ class RotationSaga:
     # --- the end ---------------------------------------------------------------------------------
 
     async def _finish(self, secret: Secret, rotation: Rotation, version: int, outcome: Outcome) -> None:
-        finished = ev.RotationFinished(
-            at=self.engine.clock.now(),
-            tenant=secret.tenant,
-            secret_id=secret.secret_id,
-            rotation_id=rotation.rotation_id,
-            outcome=outcome,
-        )
-        await self.engine.append(naming.secret_stream(secret.tenant, secret.secret_id), [finished], SYSTEM, version)
+        finished = self._event(ev.RotationFinished, secret, rotation_id=rotation.rotation_id, outcome=outcome)
+        await self._append(secret, [finished], version)
         await notify(
             self.engine,
             secret.tenant,
