@@ -79,7 +79,7 @@ class McpEndpoint:
             body = await _read_body(request)
             try:
                 payload = msgspec.json.decode(body)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8 in strings
                 raise RpcError(PARSE_ERROR, "parse error: the body is not valid JSON", http_status=400) from None
             except RecursionError:
                 raise RpcError(INVALID_REQUEST, "JSON nested too deeply", http_status=400) from None

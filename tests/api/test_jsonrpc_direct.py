@@ -97,7 +97,7 @@ def test_out_of_scope_is_32011(shared: Tenant) -> None:
 
 
 def test_malformed_json_is_32700_http_400(shared: Tenant) -> None:
-    for raw in (b'{"jsonrpc": "2.0", "id": 1, "method": ', b"not json at all", b"", b"\xff\xfe{}"):
+    for raw in (b'{"jsonrpc": "2.0", "id": 1, "method": ', b"not json at all", b"", b"\xff\xfe{}", b'"\x80"'):
         r = shared.server.post(content=raw, key=shared.key)
         jsonrpc_error(r, -32700, 400)
         assert r.json()["id"] is None
