@@ -78,7 +78,11 @@ class Policy(msgspec.Struct, frozen=True, omit_defaults=True):
     auto_rotate: bool = False
     grace_s: int = 7 * 86400
     adoption_deadline_s: int = 300
+    #: Notify URLs. With ``notify_sealed`` set (since URLs are sealed), the redacted form of each; older
+    #: events hold the URLs themselves here.
     notify: tuple[str, ...] = ()
+    #: Base64 of each notify URL sealed with the tenant's data key (same order as ``notify``).
+    notify_sealed: tuple[str, ...] = ()
 
 
 class SecretRegistered(SecretEvent, frozen=True, tag="secret.registered"):
@@ -88,6 +92,11 @@ class SecretRegistered(SecretEvent, frozen=True, tag="secret.registered"):
     policy: Policy
     #: True when an encrypted provider config is stored (lz_sealed, ref "secret/<id>/config").
     has_config: bool
+    #: How v1 was checked at registration: "validated" (the provider accepted it), "skipped" (--no-validate),
+    #: "issued" (the provider or Lockzero made it). None on events from before the check existed.
+    value_check: Literal["validated", "skipped", "issued"] | None = None
+    #: Registered with --allow-shared although another secret manages the same provider account.
+    shared_account: bool = False
 
 
 class SecretVersionCreated(SecretEvent, frozen=True, tag="secret.version_created"):
@@ -114,10 +123,12 @@ class DependentAdded(SecretEvent, frozen=True, tag="secret.dependent_added"):
     service: str
     environment: str
     delivery: DeliveryKind
-    #: File path or webhook URL; None for pull.
+    #: File path or webhook URL; None for pull. A webhook with ``target_sealed`` holds the redacted URL here.
     target: str | None = None
     #: Keyed hash of the lz_svc_ token (pull dependents only).
     token_hash: str | None = None
+    #: Base64 of the webhook URL sealed with the tenant's data key (URLs often carry tokens).
+    target_sealed: str | None = None
 
 
 class DependentRemoved(SecretEvent, frozen=True, tag="secret.dependent_removed"):
@@ -150,6 +161,22 @@ class SecretRevoked(SecretEvent, frozen=True, tag="secret.revoked"):
     versions: tuple[int, ...]
 
 
+class SecretVersionCompromised(SecretEvent, frozen=True, tag="secret.version_compromised"):
+    """The version's value was seen where it must not be (detect_exposure matched it, or an incident names it).
+    A compromised version is never restored without ``force``."""
+
+    version: int
+    incident_id: str | None
+    source: str
+
+
+class SecretDeleted(SecretEvent, frozen=True, tag="secret.deleted"):
+    """Tombstone: every value and the provider config were crypto-shredded; the history stays and the id may be
+    registered again (a later SecretRegistered on the same stream starts a new life)."""
+
+    reason: str
+
+
 # --- rotation saga -------------------------------------------------------------------------------
 
 RotationKind = Literal["rotate", "rollback", "revoke"]
@@ -164,6 +191,8 @@ class RotationRequested(SagaEvent, frozen=True, tag="rotation.requested"):
     idempotency_key: str | None = None
     #: Distinct people who must approve before the saga starts (the secret's policy at request time).
     required_approvals: int = 0
+    #: A rollback to a compromised version, asked for with ``force``.
+    forced: bool = False
 
 
 class RotationApproved(SagaEvent, frozen=True, tag="rotation.approved"):
@@ -215,12 +244,14 @@ class DeliveryFailed(SecretEvent, frozen=True, tag="dependent.delivery_failed"):
 
 
 class NotificationSent(SecretEvent, frozen=True, tag="notification.sent"):
+    #: Redacted (engine.outbound.redact_url); older events may hold the full URL.
     url: str
     topic: str
     status: int
 
 
 class NotificationFailed(SecretEvent, frozen=True, tag="notification.failed"):
+    #: Redacted (engine.outbound.redact_url); older events may hold the full URL.
     url: str
     topic: str
     error: str
@@ -247,6 +278,12 @@ class IncidentAcknowledged(IncidentEvent, frozen=True, tag="incident.acknowledge
 
 class IncidentResolved(IncidentEvent, frozen=True, tag="incident.resolved"):
     resolution: str
+
+
+class IncidentMitigated(IncidentEvent, frozen=True, tag="incident.mitigated"):
+    """Partly remediated, not resolved: e.g. rotated away from the leaked value with a dependent still behind."""
+
+    progress: str
 
 
 # --- audit ---------------------------------------------------------------------------------------
@@ -279,6 +316,9 @@ AnyEvent = (
     | IncidentLinked
     | IncidentAcknowledged
     | IncidentResolved
+    | IncidentMitigated
+    | SecretVersionCompromised
+    | SecretDeleted
     | AuditRecorded
     | SecretVersionRetired
     | SecretVersionRestored

@@ -28,6 +28,8 @@ class IncidentView(msgspec.Struct, frozen=True):
     opened_at: str
     status: str
     summary: str
+    #: How far remediation got while not resolved (e.g. "mitigated: rotated to v3; 1 dependent behind").
+    progress: str | None = None
 
 
 class IncidentPage(msgspec.Struct, frozen=True):
@@ -96,12 +98,12 @@ async def active_incidents(
         where.append("(" + " OR ".join(["secret_id LIKE ? ESCAPE '\\'"] * len(visible)) + ")")
         params.extend(visible)
     if cursor is not None:
-        opened_at, incident_id = decode_cursor(cursor, 2)
+        opened_at, incident_id = decode_cursor(cursor, 2, (str, str))
         where.append("(opened_at < ? OR (opened_at = ? AND incident_id < ?))")
         params.extend([opened_at, opened_at, incident_id])
     async with engine.store.reader() as tx:
         rows = await tx.fetchall(
-            "SELECT incident_id, kind, severity, secret_id, opened_at, status, summary FROM rm_incidents"
+            "SELECT incident_id, kind, severity, secret_id, opened_at, status, summary, progress FROM rm_incidents"
             f" WHERE {' AND '.join(where)} ORDER BY opened_at DESC, incident_id DESC LIMIT ?",
             (*params, limit + 1),
         )
@@ -111,8 +113,9 @@ async def active_incidents(
 
 
 def _view(row: tuple[Any, ...]) -> IncidentView:
-    incident_id, kind, severity, secret_id, opened_at, status, summary = row
-    return IncidentView(incident_id, kind, severity, secret_id, parse_iso(opened_at).isoformat(), status, summary)
+    incident_id, kind, severity, secret_id, opened_at, status, summary, progress = row
+    opened = parse_iso(opened_at).isoformat()
+    return IncidentView(incident_id, kind, severity, secret_id, opened, status, summary, progress)
 
 
 async def resolve_for_secret(
@@ -144,3 +147,28 @@ async def resolve_for_secret(
         await engine.append(naming.incident_stream(tenant, incident_id), events, actor)
         resolved.append(incident_id)
     return resolved
+
+
+async def open_incident_ids(
+    engine: Engine, tenant: str, secret_id: str, kinds: tuple[ev.IncidentKind, ...]
+) -> list[tuple[str, str | None]]:
+    """The secret's unresolved incidents of these kinds, with their recorded progress."""
+    marks = ", ".join("?" * len(kinds))
+    async with engine.store.reader() as tx:
+        rows = await tx.fetchall(
+            f"SELECT incident_id, progress FROM rm_incidents WHERE tenant = ? AND secret_id = ?"
+            f" AND status <> 'resolved' AND kind IN ({marks}) ORDER BY opened_at",
+            (tenant, secret_id, *kinds),
+        )
+    return [(str(r[0]), r[1]) for r in rows]
+
+
+async def mark_mitigated(
+    engine: Engine, tenant: str, incident_id: str, progress: str, *, ref_kind: str, ref_id: str, actor: ev.EventMeta
+) -> None:
+    now = engine.clock.now()
+    events: list[ev.Event] = [
+        ev.IncidentLinked(at=now, tenant=tenant, incident_id=incident_id, ref_kind=ref_kind, ref_id=ref_id),
+        ev.IncidentMitigated(at=now, tenant=tenant, incident_id=incident_id, progress=progress[:300]),
+    ]
+    await engine.append(naming.incident_stream(tenant, incident_id), events, actor)

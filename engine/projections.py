@@ -14,6 +14,7 @@ import msgspec
 
 from engine import events as ev
 from engine.clock import iso, parse_iso
+from engine.outbound import redact_url
 from engine.schema import PROJECTION_TABLES
 from eventstore import RecordedEvent, Transaction
 
@@ -141,7 +142,8 @@ async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: RecordedEve
             e.service,
             e.environment,
             e.delivery,
-            e.target,
+            # A webhook URL may carry a token: the read model keeps only its redacted form (old events too).
+            redact_url(e.target) if e.delivery == "webhook" and e.target else e.target,
             e.token_hash,
             iso(e.at),
         ),
@@ -184,6 +186,20 @@ async def _incident_resolved(tx: Transaction, e: ev.IncidentResolved, _: Recorde
         "UPDATE rm_incidents SET status = 'resolved', updated_at = ? WHERE tenant = ? AND incident_id = ?",
         (iso(e.at), e.tenant, e.incident_id),
     )
+
+
+async def _incident_mitigated(tx: Transaction, e: ev.IncidentMitigated, _: RecordedEvent) -> None:
+    await tx.execute(
+        "UPDATE rm_incidents SET status = 'mitigated', progress = ?, updated_at = ?"
+        " WHERE tenant = ? AND incident_id = ? AND status <> 'resolved'",
+        (e.progress, iso(e.at), e.tenant, e.incident_id),
+    )
+
+
+async def _secret_deleted(tx: Transaction, e: ev.SecretDeleted, _: RecordedEvent) -> None:
+    # The tombstone frees the id; rotations and incidents stay, they are history.
+    for table in ("rm_secrets", "rm_secret_labels", "rm_dependents", "rm_retired_versions"):
+        await tx.execute(f"DELETE FROM {table} WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id))
 
 
 async def _rotation_requested(tx: Transaction, e: ev.RotationRequested, r: RecordedEvent) -> None:
@@ -280,6 +296,8 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.IncidentOpened: _incident_opened,
     ev.IncidentAcknowledged: _incident_acknowledged,
     ev.IncidentResolved: _incident_resolved,
+    ev.IncidentMitigated: _incident_mitigated,
+    ev.SecretDeleted: _secret_deleted,
     ev.RotationRequested: _rotation_requested,
     ev.SagaStepStarted: _step_event,
     ev.SagaStepCompleted: _step_event,

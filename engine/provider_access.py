@@ -4,29 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from engine.aggregates.secret import Secret
 from engine.app import Engine
 from engine.errors import Conflict
-from engine.secrets import config_ref, read_version_value
+from engine.secret_config import sealed_config
+from engine.secrets import read_version_value
 from providers.base import Credential, Provider
 from providers.registry import ProviderNotAvailable, build_provider
 
 
 async def provider_config(engine: Engine, secret: Secret) -> dict[str, Any]:
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone(
-            "SELECT ciphertext FROM lz_sealed WHERE tenant = ? AND ref = ?",
-            (secret.tenant, config_ref(secret.secret_id)),
-        )
-    if row is None:
-        return {}
-    keys = await engine.tenant_keys(secret.tenant)
-    config: dict[str, Any] = msgspec.json.decode(
-        keys.open(bytes(row[0]), ref=config_ref(secret.secret_id), version=0, purpose="config")
-    )
-    return config
+    return await sealed_config(engine, secret.tenant, secret.secret_id)
 
 
 async def credential(engine: Engine, secret: Secret, version: int | None) -> Credential | None:
@@ -50,6 +38,6 @@ async def open_provider(engine: Engine, secret: Secret) -> Provider:
                 if cred is not None:
                     live.add(cred.value)
     try:
-        return build_provider(secret.provider, config, live)
+        return build_provider(secret.provider, config, live, outbound=engine.outbound)
     except ProviderNotAvailable as exc:
         raise Conflict(str(exc)) from None

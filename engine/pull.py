@@ -7,12 +7,13 @@ from typing import Any
 
 from engine import naming
 from engine.aggregates.secret import fold_secret
-from engine.app import Engine
+from engine.app import SYSTEM, Engine
 from engine.clock import iso
 from engine.crypto import SERVICE_TOKEN_PREFIX
 from engine.delivery import record_adoption
 from engine.errors import Forbidden, NotFound
 from engine.secrets import read_version_value
+from engine.verification import settle_leaks
 
 
 class BadServiceToken(Forbidden):
@@ -45,6 +46,8 @@ async def current_for_dependent(engine: Engine, token: str, secret_id: str) -> d
         raise NotFound("the current version's value was destroyed")
     if adopted != version:
         await record_adoption(engine, tenant, secret_id, dependent_id, version, "pull")
+        # The last dependent to adopt may be what a leak incident waits for.
+        await settle_leaks(engine, tenant, secret_id, SYSTEM)
     async with engine.store.transaction() as tx:
         await tx.execute(
             "INSERT INTO lz_dependent_seen (tenant, dependent_id, last_seen_at) VALUES (?, ?, ?)"

@@ -13,10 +13,8 @@ from engine import naming
 from engine.aggregates.secret import Rotation, Secret, fold_secret
 from engine.app import Engine
 from engine.crypto import new_id
-from engine.delivery import adopted_versions
 from engine.errors import Conflict, Forbidden, NotFound
 from engine.incidents import open_incident
-from engine.provider_access import credential, open_provider
 from engine.saga import RotationSaga
 from eventstore import ConcurrencyError
 
@@ -43,6 +41,8 @@ class RollbackStarted(msgspec.Struct, frozen=True):
     status: str
     restored_version: str | None
     restored_version_arn: str | None
+    poll: str = "verify_remediation"
+    note: str | None = None
 
 
 class RevokeResult(msgspec.Struct, frozen=True):
@@ -51,27 +51,6 @@ class RevokeResult(msgspec.Struct, frozen=True):
     incident_id: str
     alerts_sent: int
     rotation_id: str
-
-
-class AdoptionCheck(msgspec.Struct, frozen=True):
-    adopted: int
-    total: int
-    pending: list[str]
-
-
-class Checks(msgspec.Struct, frozen=True):
-    new_credential_valid: bool | None
-    old_credential_rejected: bool | None
-    dependents_adopted: AdoptionCheck
-
-
-class Verification(msgspec.Struct, frozen=True):
-    verified: bool
-    status: str
-    rotation_id: str | None
-    checks: Checks
-    completed_at: str | None
-    next_action: str
 
 
 def _v(n: int | None) -> str | None:
@@ -86,17 +65,22 @@ async def _load(engine: Engine, tenant: str, secret_id: str) -> tuple[Secret, in
     return secret, version
 
 
+def _approval_note(tenant: str, r: Rotation) -> str | None:
+    if r.approved:
+        return None
+    missing = r.required_approvals - len(r.approvers)
+    return (
+        f"policy requires {r.required_approvals} human approval(s); {missing} missing. The {r.kind} starts by"
+        f" itself once people run `lockzero approve {r.rotation_id} --tenant {tenant} --as NAME`;"
+        " poll verify_remediation to follow it"
+    )
+
+
 def _started(tenant: str, secret_id: str, r: Rotation) -> RotationStarted:
     arn = naming.version_arn(tenant, secret_id, r.to_version) if r.to_version else None
-    note = None
-    if not r.approved:
-        missing = r.required_approvals - len(r.approvers)
-        note = (
-            f"policy requires {r.required_approvals} human approval(s); {missing} missing. The rotation starts by"
-            f" itself once people run `lockzero approve {r.rotation_id} --tenant {tenant} --as NAME`;"
-            " poll verify_remediation to follow it"
-        )
-    return RotationStarted(r.rotation_id, r.status, _v(r.from_version), _v(r.to_version), arn, note=note)
+    return RotationStarted(
+        r.rotation_id, r.status, _v(r.from_version), _v(r.to_version), arn, note=_approval_note(tenant, r)
+    )
 
 
 class Planner(Protocol):
@@ -111,6 +95,7 @@ async def _request(
     plan: Planner,
     reason: str,
     idempotency_key: str | None,
+    forced: bool = False,
 ) -> tuple[Secret, Rotation, bool]:
     """Append RotationRequested unless one is in flight (or has this idempotency key): then return that.
 
@@ -137,7 +122,9 @@ async def _request(
             from_version=from_v,
             to_version=to_v,
             idempotency_key=idempotency_key,
-            required_approvals=secret.policy.required_approvals if kind == "rotate" else 0,
+            # Rotations and rollbacks wait for people alike; a revocation is the emergency brake and never waits.
+            required_approvals=secret.policy.required_approvals if kind in ("rotate", "rollback") else 0,
+            forced=forced,
         )
         try:
             await engine.append(naming.secret_stream(tenant, secret_id), [event], actor, version)
@@ -197,7 +184,7 @@ async def _check_agent_allowed(engine: Engine, tenant: str, secret_id: str, acto
     )
 
 
-def _plan_rollback(to_version: int | None, now: datetime) -> Planner:
+def _plan_rollback(to_version: int | None, now: datetime, force: bool) -> Planner:
     def plan(secret: Secret) -> tuple[ev.RotationKind, int | None, int | None]:
         if secret.status == "revoked":
             raise Conflict(f"secret {secret.secret_id!r} is revoked; revocation is final")
@@ -221,6 +208,14 @@ def _plan_rollback(to_version: int | None, now: datetime) -> Planner:
             )
         # The previous credential is the one that was current most recently, not the highest number.
         target = max(candidates, key=lambda v: (v.activated_at, v.number))
+        if target.compromised and not force:
+            seen = f" (incident {target.compromised_by})" if target.compromised_by else ""
+            raise Conflict(
+                f"v{target.number} of {secret.secret_id!r} is compromised: its value was seen in a leak{seen}."
+                " Restoring it brings the leaked credential back; fix forward with rotate_secret, or pass"
+                " force: true if you accept that risk",
+                data={"compromised_version": f"v{target.number}"},
+            )
         return "rollback", now_current, target.number
 
     return plan
@@ -234,19 +229,21 @@ async def rollback(
     actor: ev.EventMeta,
     reason: str,
     to_version: int | None = None,
+    force: bool = False,
+    idempotency_key: str | None = None,
 ) -> RollbackStarted:
     await _check_agent_allowed(engine, tenant, secret_id, actor, "roll back")
-    _, rotation, created = await _request(
-        engine, tenant, secret_id, actor, _plan_rollback(to_version, engine.clock.now()), reason, None
-    )
+    plan = _plan_rollback(to_version, engine.clock.now(), force)
+    _, rotation, created = await _request(engine, tenant, secret_id, actor, plan, reason, idempotency_key, force)
     if not created and rotation.kind != "rollback":
         raise Conflict(
             f"rotation {rotation.rotation_id} of {secret_id!r} is in flight; wait for it (verify_remediation) first"
         )
-    if created:
+    if created and rotation.approved:
         await queue.enqueue(tenant, secret_id, rotation.rotation_id)
     arn = naming.version_arn(tenant, secret_id, rotation.to_version) if rotation.to_version else None
-    return RollbackStarted(rotation.rotation_id, rotation.status, _v(rotation.to_version), arn)
+    note = _approval_note(tenant, rotation)
+    return RollbackStarted(rotation.rotation_id, rotation.status, _v(rotation.to_version), arn, note=note)
 
 
 async def _cancel_in_flight(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta) -> None:
@@ -294,82 +291,3 @@ async def revoke(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMet
     sent = int(alert.detail.split("alerts sent: ")[1].split(",")[0]) if alert and "alerts sent: " in alert.detail else 0
     revoked = [f"v{v.number}" for v in secret.versions if v.status == "revoked"]
     return RevokeResult(secret.status, revoked, incident_id, sent, rotation.rotation_id)
-
-
-async def verify(engine: Engine, tenant: str, secret_id: str, rotation_id: str | None = None) -> Verification:
-    """Live checks against the provider, not a replay of what the saga recorded."""
-    secret, _ = await _load(engine, tenant, secret_id)
-    rotation = secret.rotation(rotation_id) if rotation_id else (secret.rotations[-1] if secret.rotations else None)
-    if rotation is None and rotation_id is not None:
-        raise NotFound(f"no rotation {rotation_id!r} of secret {secret_id!r}")
-    if rotation is None:
-        return await _never_rotated(engine, secret)
-    adopted = await adopted_versions(engine, tenant, secret_id)
-    target = rotation.to_version if rotation.kind != "revoke" else None
-    pending = [d.service for d in secret.dependents if adopted.get(d.dependent_id) != target]
-    adoption = AdoptionCheck(len(secret.dependents) - len(pending), len(secret.dependents), pending)
-    provider = await open_provider(engine, secret)
-    try:
-        if rotation.kind == "revoke":
-            creds = [await credential(engine, secret, v.number) for v in secret.versions if v.status == "revoked"]
-            still = [c for c in creds if c is not None and await provider.validate(c)]
-            new_ok, old_rejected = None, not still
-            adoption = AdoptionCheck(0, 0, [])
-        else:
-            new = await credential(engine, secret, rotation.to_version)
-            old = await credential(engine, secret, rotation.from_version)
-            new_ok = bool(new and await provider.validate(new))
-            old_rejected = bool(old and not await provider.validate(old))
-    finally:
-        await provider.close()
-    status = rotation.status
-    if status == "pending_approval":
-        missing = rotation.required_approvals - len(rotation.approvers)
-        return Verification(
-            False,
-            status,
-            rotation.rotation_id,
-            Checks(None, None, adoption),
-            None,
-            f"waiting for {missing} more human approval(s) (`lockzero approve {rotation.rotation_id} --as NAME`);"
-            " nothing has changed yet",
-        )
-    verified = status == "completed" and bool(new_ok in (True, None) and old_rejected)
-    if rotation.kind != "revoke":
-        verified = verified and not pending
-    if verified:
-        hint = "remediation verified; nothing more to do"
-    elif status in ("in_progress", "compensating"):
-        hint = "the saga is still running; poll verify_remediation again in a second or two"
-    elif status == "completed":
-        hint = "completed, but a live check fails: inspect get_rotation_history, then consider rollback_secret"
-    else:
-        hint = f"the rotation {status}; the secret is on a working credential. See get_active_incidents"
-    return Verification(
-        verified,
-        status,
-        rotation.rotation_id,
-        Checks(new_ok, old_rejected, adoption),
-        rotation.finished_at.isoformat() if rotation.finished_at else None,
-        hint,
-    )
-
-
-async def _never_rotated(engine: Engine, secret: Secret) -> Verification:
-    """Nothing to verify yet; still report, live, whether the current credential works."""
-    adopted = await adopted_versions(engine, secret.tenant, secret.secret_id)
-    pending = [d.service for d in secret.dependents if adopted.get(d.dependent_id) != secret.current_version]
-    provider = await open_provider(engine, secret)
-    try:
-        current = await credential(engine, secret, secret.current_version)
-        works = bool(current and await provider.validate(current))
-    finally:
-        await provider.close()
-    return Verification(
-        False,
-        "never_rotated",
-        None,
-        Checks(works, None, AdoptionCheck(len(secret.dependents) - len(pending), len(secret.dependents), pending)),
-        None,
-        "this secret has not been rotated; if it leaked, call rotate_secret and poll verify_remediation",
-    )

@@ -35,6 +35,7 @@ from engine.errors import NotFound
 from engine.incidents import open_incident, resolve_for_secret
 from engine.notify import notify
 from engine.provider_access import credential, open_provider, provider_config
+from engine.verification import settle_leaks
 from eventstore import ConcurrencyError, Transaction
 from providers.base import Credential, Provider, ProviderError
 from providers.registry import mint_value
@@ -293,12 +294,15 @@ class RotationSaga:
         return await self._retire(secret, provider, rotation.to_version), f"v{rotation.to_version} retired again"
 
     async def _validate_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        # Nothing is shifted to a credential that is not proven to authenticate: unknown fails the step too.
         target = await self._cred(secret, rotation.to_version)
         for attempt in range(VALIDATE_ATTEMPTS):
-            if await provider.validate(target):
-                return [], f"v{rotation.to_version} authenticates"
+            auth = await provider.authenticate(target)
+            if auth.accepted:
+                return [], f"v{rotation.to_version} authenticates ({auth.reason})"
             await asyncio.sleep(0.1 * (attempt + 1))
-        raise StepFailed(f"v{rotation.to_version} does not authenticate at the provider")
+        what = "is refused" if auth.refused else "could not be proven to authenticate"
+        raise StepFailed(f"v{rotation.to_version} {what} at the provider: {auth.reason}")
 
     async def _shift_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
         assert rotation.to_version is not None
@@ -352,13 +356,23 @@ class RotationSaga:
         return [self._event(ev.SecretVersionRestored, secret, version=version)]
 
     async def _verify_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+        """Fails only on a definite answer (new refused, old accepted). An unknown check completes the step with
+        that said: undoing a rotation because a check could not run would bring back the old credential."""
         new = await self._cred(secret, rotation.to_version)
         old = await self._cred(secret, rotation.from_version)
-        if not await provider.validate(new):
-            raise StepFailed(f"v{rotation.to_version} no longer authenticates")
-        if await provider.validate(old):
-            raise StepFailed(f"v{rotation.from_version} still authenticates after retirement")
-        return [], f"v{rotation.to_version} works, v{rotation.from_version} is refused"
+        new_auth = await provider.authenticate(new)
+        if new_auth.refused:
+            raise StepFailed(f"v{rotation.to_version} no longer authenticates: {new_auth.reason}")
+        for attempt in range(VALIDATE_ATTEMPTS):
+            old_auth = await provider.authenticate(old)
+            if not old_auth.accepted:
+                break
+            await asyncio.sleep(0.1 * (attempt + 1))  # some systems take a moment to propagate a retirement
+        if old_auth.accepted:
+            raise StepFailed(f"v{rotation.from_version} still authenticates after retirement: {old_auth.reason}")
+        new_says = "works" if new_auth.accepted else f"unknown ({new_auth.reason})"
+        old_says = "is refused" if old_auth.refused else f"refusal unknown ({old_auth.reason})"
+        return [], f"v{rotation.to_version} {new_says}; v{rotation.from_version} {old_says}"
 
     async def _every_credential(self, secret: Secret) -> list[Credential]:
         """Every value ever stored for the secret, including one a cancelled rotation was creating."""
@@ -380,7 +394,7 @@ class RotationSaga:
     async def _alert_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
         # A cancelled rotation's runner may have been mid-call when we revoked: sweep once more.
         creds = await self._every_credential(secret)
-        if any([await provider.validate(c) for c in creds]):
+        if any([not (await provider.authenticate(c)).refused for c in creds]):
             await _retry(lambda: provider.revoke(creds))
         report = await deliver(self.engine, secret, secret.current_version or 0, "secret.revoked")
         return [], f"alerts sent: {report.delivered}, failed: {report.failed}"
@@ -405,20 +419,20 @@ class RotationSaga:
                 "to_version": f"v{rotation.to_version}" if rotation.to_version else None,
             },
         )
-        # Only a rotation closes a leak: a rollback may bring back the very credential that leaked.
         if outcome == "completed" and rotation.kind == "rotate":
-            # The verify step proved the new credential works and the old one is refused: the leak is closed.
+            # Age-based incidents end with any completed rotation; a leak only when the live proof holds
+            # (settle_leaks: the new credential works, the old one is refused, every dependent adopted).
             await resolve_for_secret(
                 self.engine,
                 secret.tenant,
                 secret.secret_id,
-                ("leaked_credential", "overdue_rotation"),
-                resolution=f"{rotation.kind} {rotation.rotation_id} verified: v{rotation.to_version} live,"
-                f" v{rotation.from_version} refused",
+                ("overdue_rotation",),
+                resolution=f"{rotation.kind} {rotation.rotation_id} completed: v{rotation.to_version} current",
                 ref_kind="rotation",
                 ref_id=rotation.rotation_id,
                 actor=SYSTEM,
             )
+            await settle_leaks(self.engine, secret.tenant, secret.secret_id, SYSTEM)
         if outcome != "completed":
             failed = [s for s in rotation.steps if s.status == "failed"]
             why = failed[0].detail if failed else "unknown"

@@ -209,4 +209,12 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
         postgresql=_statements(_SEEN, "BYTEA"),
         sqlite=_statements(_SEEN, "BLOB"),
     ),
+    Migration(
+        namespace="engine",
+        version=5,
+        name="incident_progress",
+        # Literal SQL, not a shared constant: editing a migration must never change what new databases get.
+        postgresql=("ALTER TABLE rm_incidents ADD COLUMN progress TEXT",),
+        sqlite=("ALTER TABLE rm_incidents ADD COLUMN progress TEXT",),
+    ),
 )

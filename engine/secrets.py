@@ -8,20 +8,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from engine import events as ev
 from engine import naming
+from engine.aggregates.secret import is_deleted
 from engine.app import Engine
 from engine.clock import iso, parse_iso
 from engine.errors import Conflict, InvalidInput, Unavailable
+from engine.outbound import OutboundRefused
 from engine.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor, page_limit
+from engine.registration import check_imported_value, refuse_shared_account
+from engine.secret_config import config_ref
 from engine.tenants import get_tenant
 from eventstore import NO_STREAM, ConcurrencyError, Transaction
 from providers.base import Credential, ProviderError
-from providers.catalog import ProviderConfigError, issue_initial_value, username_of, validate_config
+from providers.catalog import (
+    HTTP_HOOK_URL_KEYS,
+    ProviderConfigError,
+    issue_initial_value,
+    username_of,
+    validate_config,
+)
 from providers.registry import build_provider, mint_value
 
 MAX_VALUE_BYTES = 64 * 1024
@@ -54,10 +64,6 @@ class SecretFilter(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = DEFAULT_LIMIT
 
 
-def config_ref(secret_id: str) -> str:
-    return f"secret/{secret_id}/config"
-
-
 async def register_secret(
     engine: Engine,
     tenant: str,
@@ -70,7 +76,12 @@ async def register_secret(
     value: bytes | None = None,
     labels: Mapping[str, str] | None = None,
     policy: ev.Policy | None = None,
+    validate_value: bool = True,
+    allow_shared: bool = False,
 ) -> SecretSummary:
+    """Record v1 of a new secret. Nothing is recorded (and nothing issued) unless every check passes: the id is
+    free (or its secret was deleted), no other secret manages the same account (unless ``allow_shared``), and
+    an imported value authenticates at the provider (unless ``validate_value`` is off, which is recorded)."""
     naming.secret_id(secret_id)
     naming.environment(environment)
     clean_labels = dict(naming.label(k, v) for k, v in (labels or {}).items())
@@ -78,7 +89,17 @@ async def register_secret(
         cfg = validate_config(provider, config or {})
     except ProviderConfigError as exc:
         raise InvalidInput(str(exc)) from None
+    for key in HTTP_HOOK_URL_KEYS if provider == "http" else ():
+        if key in cfg:
+            try:
+                await engine.outbound.check_url(str(cfg[key]), f"config key {key!r}")
+            except OutboundRefused as exc:
+                raise InvalidInput(str(exc)) from None
     username = username_of(provider, cfg)
+    expected = await _free_id(engine, tenant, secret_id)
+    if not allow_shared:
+        await refuse_shared_account(engine, tenant, secret_id, provider, cfg)
+    check: Literal["validated", "skipped", "issued"] = "issued"
     if value is None:
         issued = issue_initial_value(provider, cfg)
         if issued is not None:
@@ -86,13 +107,15 @@ async def register_secret(
         elif provider == "http":
             raise InvalidInput("provider http imports the credential in use: pass it with --value-stdin")
         else:
-            await _refuse_existing(engine, tenant, secret_id)
-            value, username = await _issue_at_provider(provider, cfg, username)
+            value, username = await _issue_at_provider(engine, provider, cfg, username)
             origin = "provider"
     else:
         origin = "imported"
-    if not value or len(value) > MAX_VALUE_BYTES:
-        raise InvalidInput(f"secret value must be 1 to {MAX_VALUE_BYTES} bytes")
+        if not value or len(value) > MAX_VALUE_BYTES:
+            raise InvalidInput(f"secret value must be 1 to {MAX_VALUE_BYTES} bytes")
+        check = "validated" if validate_value else "skipped"
+        if validate_value:
+            await check_imported_value(engine, provider, cfg, value, username)
     keys = await engine.tenant_keys((await get_tenant(engine, tenant)).tenant)
 
     ciphertext = keys.seal(value, ref=secret_id, version=1, purpose="value")
@@ -121,6 +144,8 @@ async def register_secret(
             labels=clean_labels,
             policy=policy or ev.Policy(),
             has_config=True,
+            value_check=check,
+            shared_account=allow_shared,
         ),
         ev.SecretVersionCreated(
             at=now,
@@ -133,27 +158,32 @@ async def register_secret(
         ev.SecretVersionActivated(at=now, tenant=tenant, secret_id=secret_id, version=1, previous_version=None),
     ]
     try:
-        await engine.append(naming.secret_stream(tenant, secret_id), events, actor, NO_STREAM, store_ciphertext)
+        await engine.append(naming.secret_stream(tenant, secret_id), events, actor, expected, store_ciphertext)
     except ConcurrencyError:
         raise Conflict(f"secret {secret_id!r} already exists; rotate it or pick another id") from None
     page = await list_secrets(engine, tenant, SecretFilter(), only=secret_id)
     return page.secrets[0]
 
 
-async def _refuse_existing(engine: Engine, tenant: str, secret_id: str) -> None:
-    # Checked before the provider issues anything, so a duplicate id leaves no orphan credential behind.
-    _, version = await engine.load(naming.secret_stream(tenant, secret_id))
-    if version:
+async def _free_id(engine: Engine, tenant: str, secret_id: str) -> int:
+    """The stream version to append at: none yet, or the tombstone of a deleted secret. Checked before the
+    provider issues anything, so a duplicate id leaves no orphan credential behind."""
+    events, version = await engine.load(naming.secret_stream(tenant, secret_id))
+    if version and not is_deleted(events):
         raise Conflict(f"secret {secret_id!r} already exists; rotate it or pick another id")
+    return version or NO_STREAM
 
 
-async def _issue_at_provider(provider: str, cfg: Mapping[str, Any], username: str | None) -> tuple[bytes, str | None]:
+async def _issue_at_provider(
+    engine: Engine, provider: str, cfg: Mapping[str, Any], username: str | None
+) -> tuple[bytes, str | None]:
     """Have the provider create v1 (a new password beside any the user has, or a new access key)."""
-    live = build_provider(provider, cfg)
+    live = build_provider(provider, cfg, outbound=engine.outbound)
     try:
         cred = await live.create(Credential(mint_value(provider, cfg), username), None)
     except ProviderError as exc:
-        raise Unavailable(f"could not issue a first credential with {provider}: {exc}") from None
+        error = Unavailable if exc.retryable else InvalidInput
+        raise error(f"could not issue a first credential with {provider}: {exc}; nothing was registered") from None
     finally:
         await live.close()
     return cred.value.encode(), cred.username

@@ -5,8 +5,10 @@ create          CreateAccessKey. AWS chooses the secret: it is returned as ``val
                 other than the current one is deleted first — an orphan of a crashed attempt (its secret is lost)
                 or an older retired key (the two-key limit leaves no room for it). Without a known current key
                 nothing is deleted, and a user who already has two keys is refused.
-validate        the key is Active in IAM and sts:GetCallerIdentity signed with it answers this user's ARN. (AWS's STS
-                refuses an inactive key only once the change has propagated, a few seconds; moto never does.)
+authenticate    accepted: the key is Active in IAM and sts:GetCallerIdentity signed with it answers this user's ARN.
+                refused: IAM no longer has the key, or STS refuses the signed call (InvalidClientTokenId,
+                SignatureDoesNotMatch). A key that IAM lists as Inactive while STS still accepts it is unknown: AWS
+                refuses an inactive key only once the change has propagated (seconds), and moto never does.
 retire/restore  UpdateAccessKey Inactive / Active.
 discard         DeleteAccessKey: compensation of create, and the scheduler's call when a retired key's grace ends.
 revoke          deactivate, then delete every given key; and cut live sessions: temporary credentials obtained with
@@ -36,7 +38,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
 
-from providers.base import Credential, ProviderError, Usage
+from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
 
 # botocore logs every response body at DEBUG, CreateAccessKey's SecretAccessKey included.
 logging.getLogger("botocore.parsers").setLevel(logging.INFO)
@@ -102,7 +104,9 @@ class AwsIamKeyProvider:
             raise _failure(op, self.user_name, exc) from None
 
     async def _whoami(self, key_id: str, secret: str) -> str | None:
-        """The ARN the key authenticates as, or None when AWS refuses it."""
+        """The ARN the key authenticates as, or None when AWS refuses it.
+
+        Raises ProviderError when AWS gave no answer about the key (throttling, network, a 5xx)."""
 
         def call() -> str:
             client = self._client("sts", key_id, secret)
@@ -187,11 +191,26 @@ class AwsIamKeyProvider:
         await self._accepted(key_id, secret)
         return Credential(secret, key_id, key_id)
 
-    async def validate(self, credential: Credential) -> bool:
-        key_id = await self._signing_key(credential)
-        return key_id is not None and any(
-            k["AccessKeyId"] == key_id and k["Status"] == "Active" for k in await self._keys()
-        )
+    async def authenticate(self, credential: Credential) -> Auth:
+        try:
+            keys = {str(k["AccessKeyId"]): str(k["Status"]) for k in await self._keys()}
+            arn = await self._arn()
+            key_id = credential.username
+            if key_id is not None and key_id not in keys:
+                return refused(f"aws IAM user {self.user_name!r} has no key {key_id}")
+            candidates = [key_id] if key_id else sorted(keys)
+            for candidate in candidates:
+                if await self._whoami(candidate, credential.value) != arn:
+                    continue
+                if keys.get(candidate) == "Active":
+                    return accepted(f"aws key {candidate} is Active and STS accepts a call signed with it")
+                return unknown(
+                    f"aws key {candidate} is {keys.get(candidate)} in IAM, but STS still accepts a call signed with"
+                    " it (AWS takes seconds to propagate a status change; a local AWS such as moto never enforces it)"
+                )
+        except ProviderError as exc:
+            return unknown(f"{exc} (no answer about the key)")
+        return refused(f"aws STS refuses every call signed with this secret for IAM user {self.user_name!r}")
 
     async def retire(self, credential: Credential) -> None:
         key_id = credential.username or await self._signing_key(credential)

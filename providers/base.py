@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -32,6 +32,43 @@ class Usage(msgspec.Struct, frozen=True):
     at: datetime | None = None
 
 
+Verdict = Literal["accepted", "refused", "unknown"]
+
+
+class Auth(msgspec.Struct, frozen=True):
+    """What the provider answered when the credential tried to authenticate.
+
+    ``refused`` only when the system refused *authentication* itself (a protocol-level answer such as
+    Redis WRONGPASS, PostgreSQL SQLSTATE 28P01/28000, MySQL error 1045, an unknown IAM key). Anything
+    that did not let us see that answer (a timeout, an unreachable server, a permission error before
+    authentication, a local AWS that does not enforce key status) is ``unknown``: never read as success.
+    ``reason`` is one short line naming the protocol answer, never a credential.
+    """
+
+    verdict: Verdict
+    reason: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict == "accepted"
+
+    @property
+    def refused(self) -> bool:
+        return self.verdict == "refused"
+
+
+def accepted(reason: str) -> Auth:
+    return Auth("accepted", reason)
+
+
+def refused(reason: str) -> Auth:
+    return Auth("refused", reason)
+
+
+def unknown(reason: str) -> Auth:
+    return Auth("unknown", reason)
+
+
 class ProviderError(Exception):
     """A provider call failed. The message must name the operation, never a credential."""
 
@@ -49,8 +86,9 @@ class Provider(Protocol):
         """Make ``new`` work beside ``previous``; returns it with any provider handle filled in."""
         ...
 
-    async def validate(self, credential: Credential) -> bool:
-        """True when the credential authenticates right now."""
+    async def authenticate(self, credential: Credential) -> Auth:
+        """Try the credential at the provider right now. Never raises for an unreachable system: that is
+        ``unknown``, with the reason."""
         ...
 
     async def retire(self, credential: Credential) -> None:

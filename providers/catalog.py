@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.crypto import random_secret
+from engine.outbound import OutboundPolicy, OutboundRefused
+
+#: The http provider's hook URLs: outbound targets, checked like webhooks (engine/outbound.py).
+HTTP_HOOK_URL_KEYS = ("create_url", "validate_url", "retire_url", "revoke_url")
 
 
 class ProviderConfigError(ValueError):
@@ -29,7 +33,7 @@ class ProviderSpec:
 PROVIDERS: dict[str, ProviderSpec] = {
     spec.name: spec
     for spec in (
-        ProviderSpec("redis_acl", frozenset({"url", "username"}), frozenset({"kill_clients"}), "username"),
+        ProviderSpec("redis_acl", frozenset({"url", "username"}), frozenset({"kill_clients", "acl_rules"}), "username"),
         ProviderSpec(
             "postgres_role",
             frozenset({"dsn", "role"}),
@@ -78,6 +82,13 @@ def validate_config(provider: str, config: Mapping[str, Any]) -> dict[str, Any]:
     strategy = config.get("strategy")
     if strategy is not None and strategy not in spec.strategies:
         raise ProviderConfigError(f"strategy must be one of: {', '.join(sorted(spec.strategies))}")
+    if provider == "http":
+        for key in HTTP_HOOK_URL_KEYS:
+            if key in config:
+                try:
+                    OutboundPolicy().check_syntax(str(config[key]), f"config key {key!r}")
+                except OutboundRefused as exc:
+                    raise ProviderConfigError(str(exc)) from None
     if provider == "generated":
         length = config.get("length", 40)
         if not isinstance(length, int) or isinstance(length, bool) or not 16 <= length <= 512:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.crypto import random_secret
-from providers.base import Credential, Usage
+from providers.base import Auth, Credential, Usage, accepted, refused
 
 
 class GeneratedProvider:
@@ -31,8 +31,10 @@ class GeneratedProvider:
         self.live.add(new.value)
         return new
 
-    async def validate(self, credential: Credential) -> bool:
-        return credential.value in self.live
+    async def authenticate(self, credential: Credential) -> Auth:
+        if credential.value in self.live:
+            return accepted("generated: a live version of this secret")
+        return refused("generated: not a live version of this secret")
 
     async def retire(self, credential: Credential) -> None:
         self.live.discard(credential.value)

@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 import pymysql
 
-from providers.base import Credential, ProviderError, Usage
+from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
 
 T = TypeVar("T")
 #: Login refused because of the account: access denied, account locked (MariaDB, MySQL).
@@ -130,28 +130,26 @@ class MysqlUserProvider:
         await self._alter(target, new.value, lock=False, op="set password")
         return Credential(new.value, target, target)
 
-    async def validate(self, credential: Credential) -> bool:
+    async def authenticate(self, credential: Credential) -> Auth:
         user = self._user_of(credential)
         params = {**self._params, "user": user, "password": credential.value}
 
-        def attempt() -> bool:
+        def attempt() -> Auth:
             try:
                 pymysql.connect(**params).close()
             except pymysql.MySQLError as exc:
                 code = exc.args[0] if exc.args else None
                 if code in REFUSED:
-                    return False
-                raise ProviderError(
-                    f"mysql login check for user {user!r} failed ({type(exc).__name__} {code})"
-                ) from None
-            return True
+                    return refused(f"mysql login as {user!r}: error {code}")
+                return unknown(f"mysql login as {user!r}: error {code} (no answer about the password)")
+            return accepted(f"mysql login as {user!r}: OK")
 
         return await asyncio.to_thread(attempt)
 
     async def retire(self, credential: Credential) -> None:
         if self.overlapping:
             await self._alter(self._user_of(credential), secrets.token_urlsafe(32), lock=True, op="retire")
-        elif await self.validate(credential):
+        elif not (await self.authenticate(credential)).refused:
             # single: create already replaced this password; if it still works, nothing else does either.
             await self._alter(self.user, secrets.token_urlsafe(32), lock=False, op="retire")
 
@@ -185,7 +183,7 @@ class MysqlUserProvider:
         # Without a username (create crashed before it was recorded) the value tells which account took it.
         candidates = [credential.username] if credential.username else [self.user, self.clone]
         for user in candidates if self.overlapping else [self.user]:
-            if await self._exists(user) and await self.validate(Credential(credential.value, user)):
+            if await self._exists(user) and not (await self.authenticate(Credential(credential.value, user))).refused:
                 await self._alter(user, secrets.token_urlsafe(32), lock=self.overlapping, op="discard")
 
     async def observed_usage(self) -> list[Usage]:

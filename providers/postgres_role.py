@@ -22,14 +22,17 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
-from providers.base import Credential, ProviderError, Usage
+from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
 
-#: Server messages of a login refused because of the credential (not the network or the server).
-REFUSED = ("password authentication failed", "is not permitted to log in", "authentication failed for user")
+#: SQLSTATEs of a login refused for the credential: invalid_password, invalid_authorization_specification
+#: (unknown role, NOLOGIN, no matching pg_hba line). libpq hides the SQLSTATE of a failed connection,
+#: so the login check speaks the protocol through asyncpg, which reports the server's ErrorResponse code.
+REFUSED_SQLSTATES = frozenset({"28P01", "28000"})
 
 
 class PostgresRoleProvider:
@@ -106,22 +109,32 @@ class PostgresRoleProvider:
         await self._set_password(target, new.value, login=True, op="set password")
         return Credential(new.value, target, target)
 
-    async def validate(self, credential: Credential) -> bool:
+    async def authenticate(self, credential: Credential) -> Auth:
         user = self._user_of(credential)
-        conninfo = make_conninfo(self.dsn, user=user, password=credential.value, connect_timeout=5)
+        params = conninfo_to_dict(self.dsn)
+        sslmode = str(params.get("sslmode") or "prefer")
         try:
-            conn = await psycopg.AsyncConnection.connect(conninfo)
-        except psycopg.OperationalError as exc:
-            message = str(exc)
-            if "FATAL" in message and (
-                any(reason in message for reason in REFUSED) or f'role "{user}" does not exist' in message
-            ):
-                return False
-            raise ProviderError(
-                f"postgres login check for role {user!r} failed (server unreachable or refused)"
-            ) from None
+            conn = await asyncpg.connect(
+                host=str(params.get("host") or "127.0.0.1"),
+                port=int(params.get("port") or 5432),
+                database=str(params.get("dbname") or "postgres"),
+                user=user,
+                password=credential.value,
+                ssl=sslmode if sslmode != "disable" else False,
+                timeout=5,
+            )
+        except asyncpg.PostgresError as exc:
+            state = str(exc.sqlstate)
+            if state in REFUSED_SQLSTATES:
+                return refused(f"postgres login as {user!r}: SQLSTATE {state}")
+            if state.startswith("42") or state == "3D000":
+                # Authentication happens before the database and CONNECT checks: it succeeded.
+                return accepted(f"postgres login as {user!r}: authenticated, then SQLSTATE {state}")
+            return unknown(f"postgres login as {user!r}: SQLSTATE {state} (no answer about the password)")
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            return unknown(f"postgres login as {user!r}: server unreachable ({type(exc).__name__})")
         await conn.close()
-        return True
+        return accepted(f"postgres login as {user!r}: OK")
 
     async def retire(self, credential: Credential) -> None:
         if self.overlapping:
@@ -129,7 +142,7 @@ class PostgresRoleProvider:
             await self._set_password(role, None, login=False, op="retire")
             if self.terminate_sessions:
                 await self._terminate([role])
-        elif await self.validate(credential):
+        elif not (await self.authenticate(credential)).refused:
             # single: create already replaced this password; if it still works, nothing else does either.
             await self._set_password(self.role, None, login=True, op="retire")
 
@@ -147,7 +160,7 @@ class PostgresRoleProvider:
         # Without a username (create crashed before it was recorded) the value tells which role took it.
         candidates = [credential.username] if credential.username else [self.role, self.clone]
         for role in candidates if self.overlapping else [self.role]:
-            if await self._exists(role) and await self.validate(Credential(credential.value, role)):
+            if await self._exists(role) and not (await self.authenticate(Credential(credential.value, role))).refused:
                 await self._set_password(role, None, login=not self.overlapping, op="discard")
 
     async def _terminate(self, roles: list[str]) -> None:

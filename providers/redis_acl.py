@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeout
 
-from providers.base import Credential, ProviderError, Usage
+from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
 
 
 class RedisAclProvider:
@@ -20,6 +21,9 @@ class RedisAclProvider:
         self.url = str(config["url"])
         self.username = str(config["username"])
         self.kill_clients = bool(config.get("kill_clients", False))
+        #: ACL rules to create a missing user with (e.g. "~cache:* +get +set"); without them a missing user
+        #: is an error: registration and rotation only ever touch passwords, never permissions.
+        self.acl_rules = str(config.get("acl_rules") or "").split()
         self._admin: aioredis.Redis | None = None
 
     def _connection(self) -> aioredis.Redis:
@@ -34,29 +38,52 @@ class RedisAclProvider:
             # Rules carry passwords: report the operation and the error class only.
             raise ProviderError(f"redis ACL {op} for user {self.username!r} failed ({type(exc).__name__})") from None
 
+    async def _user_exists(self) -> bool:
+        try:
+            found = await self._connection().execute_command("ACL", "GETUSER", self.username)  # type: ignore[no-untyped-call]
+        except RedisError as exc:
+            raise ProviderError(f"redis ACL GETUSER {self.username!r} failed ({type(exc).__name__})") from None
+        return found is not None
+
     async def create(self, new: Credential, previous: Credential | None) -> Credential:
-        await self._acl("on", f">{new.value}", op="add password")
+        if previous is None and not await self._user_exists():
+            if not self.acl_rules:
+                raise ProviderError(
+                    f"redis user {self.username!r} does not exist; create it with the permissions it needs, or name"
+                    " them in config 'acl_rules' (e.g. \"~app:* +@read +@write\") for Lockzero to create it",
+                    retryable=False,
+                )
+            await self._acl("reset", "on", *self.acl_rules, f">{new.value}", op="create user")
+        else:
+            await self._acl(f">{new.value}", op="add password")
         return Credential(new.value, self.username, None)
 
-    async def validate(self, credential: Credential) -> bool:
-        host_conn = self._connection().connection_pool.connection_kwargs
-        client = aioredis.Redis(
-            host=host_conn.get("host", "127.0.0.1"),
-            port=host_conn.get("port", 6379),
-            username=self.username,
-            password=credential.value,
-            socket_timeout=5,
-            socket_connect_timeout=5,
-        )
+    async def authenticate(self, credential: Credential) -> Auth:
+        """``AUTH user pass`` on a connection of its own: AUTH needs no command permission, so a user
+        allowed only ``+get`` is judged on its password alone. The answer is read by its protocol code
+        (WRONGPASS), never by its text."""
+        kwargs = dict(self._connection().connection_pool.connection_kwargs)
+        for handshake in ("username", "password", "credential_provider", "client_name", "db"):
+            kwargs.pop(handshake, None)
+        kwargs.update(lib_name=None, lib_version=None, socket_timeout=5, socket_connect_timeout=5)
+        conn = self._connection().connection_pool.connection_class(**kwargs)
         try:
-            await client.ping()
-            return True
-        except (AuthenticationError, ResponseError):
-            return False
+            await conn.connect()  # type: ignore[no-untyped-call]
+            await conn.send_command("AUTH", self.username, credential.value)
+            await conn.read_response()
+            return accepted(f"redis AUTH as {self.username!r}: OK")
+        except AuthenticationError:
+            # redis-py maps the WRONGPASS reply code to this class (and a failed handshake AUTH, which
+            # this connection never sends: it carries no credentials of its own).
+            return refused(f"redis AUTH as {self.username!r}: WRONGPASS")
+        except NoPermissionError:
+            return unknown(f"redis AUTH as {self.username!r}: NOPERM (no answer about the password)")
+        except RedisTimeout:
+            return unknown(f"redis AUTH as {self.username!r}: timed out")
         except RedisError as exc:
-            raise ProviderError(f"redis unreachable while validating user {self.username!r}") from exc
+            return unknown(f"redis AUTH as {self.username!r}: {type(exc).__name__} (no answer about the password)")
         finally:
-            await client.aclose()
+            await conn.disconnect()
 
     async def retire(self, credential: Credential) -> None:
         await self._remove(credential, op="remove password")
@@ -68,11 +95,11 @@ class RedisAclProvider:
             await self._acl(f"<{credential.value}", op=op)
         except ProviderError:
             # `<pw` of a password the user no longer has is an error in Redis; the outcome we want holds.
-            if await self.validate(credential):
+            if not (await self.authenticate(credential)).refused:
                 raise
 
     async def restore(self, credential: Credential) -> None:
-        await self._acl("on", f">{credential.value}", op="restore password")
+        await self._acl(f">{credential.value}", op="restore password")
 
     async def revoke(self, credentials: list[Credential]) -> None:
         # resetpass drops every password and nopass: nothing authenticates as this user any more.

@@ -13,13 +13,27 @@ from typing import Any
 import msgspec
 
 from api.cli.output import emit_json, table
-from engine import approvals, audit, dependents, keys, notify, policies, secrets, tenants, timeline
+from engine import (
+    approvals,
+    audit,
+    dependents,
+    keys,
+    notify,
+    policies,
+    rotations,
+    secrets,
+    tenants,
+    timeline,
+    tombstone,
+    verification,
+)
 from engine import events as ev
 from engine.app import Engine
 from engine.audit import audited
 from engine.config import ConfigError, Settings, load_settings
 from engine.durations import parse_duration
 from engine.errors import InvalidInput, Unavailable
+from engine.saga import RotationSaga
 
 Handler = Callable[[argparse.Namespace], Awaitable[int | None]]
 
@@ -48,7 +62,7 @@ def settings_with_key() -> Settings:
 @asynccontextmanager
 async def open_engine(*, migrate: bool | None = None, check_schema: bool = True) -> AsyncIterator[Engine]:
     settings = settings_with_key()
-    engine = await Engine.open(settings.database_url, settings.require_master_key())
+    engine = await Engine.open(settings.database_url, settings.require_master_key(), outbound=settings.outbound)
     try:
         # The embedded default sets itself up; a shared PostgreSQL is migrated deliberately.
         if migrate if migrate is not None else settings.embedded:
@@ -196,6 +210,8 @@ async def cmd_secret_add(args: argparse.Namespace) -> None:
                 value=value,
                 labels=labels,
                 policy=policy,
+                validate_value=not args.no_validate,
+                allow_shared=args.allow_shared,
             )
     if args.json:
         emit_json(summary)
@@ -203,6 +219,56 @@ async def cmd_secret_add(args: argparse.Namespace) -> None:
         print(
             f"registered {summary.secret_id} ({summary.provider}, {summary.environment}) at {summary.current_version}"
         )
+
+
+async def cmd_secret_delete(args: argparse.Namespace) -> None:
+    async with open_engine() as engine:
+        await tenants.get_tenant(engine, args.tenant)
+        async with audited(engine, args.tenant, operator(), "secret.delete", secret_id=args.secret_id):
+            shredded = await tombstone.delete_secret(engine, args.tenant, args.secret_id, operator(), args.reason)
+    if args.json:
+        emit_json({"secret_id": args.secret_id, "status": "deleted", "shredded_versions": [f"v{n}" for n in shredded]})
+        return
+    print(
+        f"deleted {args.secret_id}: {len(shredded)} version value(s) destroyed, history kept; the credential still"
+        " works at the provider unless it was revoked. `lockzero secret add` may register the id again"
+    )
+
+
+class _RunNow:
+    """The CLI's saga queue without a worker: run the saga to its end before answering."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
+        await RotationSaga(self.engine).run(tenant, secret_id, rotation_id)
+
+
+async def cmd_secret_rollback(args: argparse.Namespace) -> None:
+    to = args.to_version
+    if to is not None and not (to.startswith("v") and to[1:].isdigit()):
+        raise InvalidInput("--to takes a version like v3")
+    async with open_engine() as engine:
+        await tenants.get_tenant(engine, args.tenant)
+        async with audited(engine, args.tenant, operator(), "secret.rollback", secret_id=args.secret_id):
+            started = await rotations.rollback(
+                engine,
+                _RunNow(engine),
+                args.tenant,
+                args.secret_id,
+                operator(),
+                args.reason,
+                int(to[1:]) if to else None,
+                force=args.force,
+            )
+            result = await verification.verify(engine, args.tenant, args.secret_id, started.rotation_id)
+    if args.json:
+        emit_json(result)
+        return
+    print(f"{started.rotation_id}: rollback to {started.restored_version} {result.status}; {result.next_action}")
+    if started.note:
+        print(started.note)
 
 
 async def cmd_secret_list(args: argparse.Namespace) -> None:
@@ -261,14 +327,18 @@ async def cmd_secret_policy(args: argparse.Namespace) -> None:
         await tenants.get_tenant(engine, args.tenant)
         async with audited(engine, args.tenant, operator(), "secret.policy", secret_id=args.secret_id):
             policy = await policies.update_policy(engine, args.tenant, args.secret_id, operator(), **changes)
-            created = await notify.ensure_signing_secrets(engine, args.tenant, args.secret_id, policy.notify)
+            urls = policies.notify_urls(await engine.tenant_keys(args.tenant), args.secret_id, policy)
+            created = await notify.ensure_signing_secrets(engine, args.tenant, args.secret_id, urls)
+    # Notify URLs are shown redacted (they often carry tokens); their sealed form is nobody's business.
+    policy = msgspec.structs.replace(policy, notify_sealed=())
     if args.json:
         emit_json({"secret_id": args.secret_id, "policy": policy, "notify_signing_secrets": created})
     else:
         for url, value in created.items():
             print(f"notify {url}: signing secret {value} (shown once; verify X-Lockzero-Signature with it)")
         print(
-            f"policy of {args.secret_id}: " + ", ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(policy).items())
+            f"policy of {args.secret_id}: "
+            + ", ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(policy).items() if k != "notify_sealed")
         )
 
 
@@ -372,5 +442,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("secret", "add"): cmd_secret_add,
     ("secret", "list"): cmd_secret_list,
     ("secret", "policy"): cmd_secret_policy,
+    ("secret", "delete"): cmd_secret_delete,
+    ("secret", "rollback"): cmd_secret_rollback,
     ("dependent", "add"): cmd_dependent_add,
 }

@@ -58,6 +58,32 @@ def build_parser() -> UsageParser:
     s_add.add_argument("secret_id")
     s_add.add_argument("--provider", required=True, help="redis_acl, postgres_role, mysql_user, …")
     s_add.add_argument("--environment", required=True, help="e.g. prod, staging")
+    s_add.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="register a --value-stdin value without checking that it authenticates (recorded)",
+    )
+    s_add.add_argument(
+        "--allow-shared",
+        action="store_true",
+        help="allow a second secret on a provider account another secret already manages",
+    )
+    s_delete = secret.add_parser(
+        "delete",
+        parents=[common, tenant_opt],
+        help="delete a secret: values crypto-shredded, history kept, the id can be registered again",
+    )
+    s_delete.add_argument("secret_id")
+    s_delete.add_argument("--reason", default="deleted by an operator", help="recorded with the tombstone")
+    s_rollback = secret.add_parser(
+        "rollback", parents=[common, tenant_opt], help="make a previous version current again (waits for the end)"
+    )
+    s_rollback.add_argument("secret_id")
+    s_rollback.add_argument("--reason", required=True, help="why (history, audit)")
+    s_rollback.add_argument("--to", dest="to_version", metavar="vN", help="the version to restore (default: previous)")
+    s_rollback.add_argument(
+        "--force", action="store_true", help="restore it even though it is compromised (seen in a leak)"
+    )
     s_add.add_argument("--config", default=None, metavar="JSON|@FILE", help="provider config (encrypted at rest)")
     s_add.add_argument("--value-stdin", action="store_true", help="import the credential in use today as v1")
     s_add.add_argument("--label", action="append", default=[], metavar="K=V", help="label (repeatable)")

@@ -8,7 +8,7 @@ import msgspec
 
 from api.tools.read_tools import SecretId, in_scope
 from api.tools.registry import Annotations, CallContext, Tool
-from engine import rotations
+from engine import rotations, verification
 from engine.errors import Unavailable
 
 Reason = Annotated[
@@ -24,12 +24,19 @@ class RotateArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ) = None
 
 
+IdempotencyKey = Annotated[str, msgspec.Meta(max_length=128, description="Same key, same rotation (safe retries)")]
+
+
 class RollbackArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     secret_id: SecretId
     reason: Reason
     to_version: (
         Annotated[str, msgspec.Meta(pattern=r"^v[0-9]+$", description="e.g. v3; default: the previous")] | None
     ) = None
+    force: Annotated[
+        bool, msgspec.Meta(description="Restore a version even though it is compromised (seen in a leak)")
+    ] = False
+    idempotency_key: IdempotencyKey | None = None
 
 
 class RevokeArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -58,7 +65,9 @@ async def rotate_secret(ctx: CallContext, a: RotateArgs) -> rotations.RotationSt
 async def rollback_secret(ctx: CallContext, a: RollbackArgs) -> rotations.RollbackStarted:
     in_scope(ctx, a.secret_id)
     to = int(a.to_version[1:]) if a.to_version else None
-    return await rotations.rollback(ctx.engine, _queue(ctx), ctx.key.tenant, a.secret_id, ctx.actor, a.reason, to)
+    return await rotations.rollback(
+        ctx.engine, _queue(ctx), ctx.key.tenant, a.secret_id, ctx.actor, a.reason, to, a.force, a.idempotency_key
+    )
 
 
 async def revoke_secret(ctx: CallContext, a: RevokeArgs) -> rotations.RevokeResult:
@@ -66,9 +75,9 @@ async def revoke_secret(ctx: CallContext, a: RevokeArgs) -> rotations.RevokeResu
     return await rotations.revoke(ctx.engine, ctx.key.tenant, a.secret_id, ctx.actor, a.reason)
 
 
-async def verify_remediation(ctx: CallContext, a: VerifyArgs) -> rotations.Verification:
+async def verify_remediation(ctx: CallContext, a: VerifyArgs) -> verification.Verification:
     in_scope(ctx, a.secret_id)
-    return await rotations.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id)
+    return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id)
 
 
 SAGA_TOOLS = [
@@ -91,7 +100,10 @@ SAGA_TOOLS = [
         "Roll a secret back",
         "Make the previous working credential current again (within its grace period), deliver it to every "
         "dependent and retire the newer one. Use when a rotation broke something. Fails with conflict when "
-        "there is no restorable previous version. Returns at once; poll verify_remediation.",
+        "there is no restorable previous version, and when that version is compromised (its value was seen in a "
+        "leak): restoring it would bring the leaked credential back, so fix forward with rotate_secret instead; "
+        "force: true overrides this and is audited. Honours the secret's approval policy (status "
+        "pending_approval until people approve). Returns at once; poll verify_remediation.",
         RollbackArgs,
         rotations.RollbackStarted,
         Annotations(read_only=False, destructive=True, idempotent=False, open_world=True),
@@ -113,11 +125,15 @@ SAGA_TOOLS = [
     Tool(
         "verify_remediation",
         "Verify a remediation",
-        "Check, live against the provider, that a rotation worked: the new credential authenticates, the old one "
-        "is refused, and how many dependents adopted the new version. verified is true only when all hold and the "
-        "saga completed. Without rotation_id it checks the latest rotation. next_action says what to do.",
+        "Check, live against the provider, that a rotation worked. Each check is 'passed', 'failed' or 'unknown' "
+        "(unknown = the provider gave no answer, e.g. unreachable or a permission error: never success), with "
+        "checks.reasons saying why for each one that did not pass: new_credential_valid (the new credential "
+        "authenticates), old_credential_rejected (the provider refuses the old one at authentication), "
+        "dependents_adopted (pending lists each service not yet on the new version, what it waits for and since "
+        "when; adoption_deadline_at says when the old one is retired anyway). verified is true only when the saga "
+        "completed and every check passed. Without rotation_id it checks the latest rotation. Follow next_action.",
         VerifyArgs,
-        rotations.Verification,
+        verification.Verification,
         Annotations(read_only=True, destructive=False, idempotent=True, open_world=True),
         verify_remediation,
     ),

@@ -11,12 +11,13 @@ from engine.events import (
     IncidentAcknowledged,
     IncidentKind,
     IncidentLinked,
+    IncidentMitigated,
     IncidentOpened,
     IncidentResolved,
     Severity,
 )
 
-IncidentStatus = Literal["open", "acknowledged", "resolved"]
+IncidentStatus = Literal["open", "acknowledged", "mitigated", "resolved"]
 
 
 class Incident(msgspec.Struct, frozen=True):
@@ -31,6 +32,7 @@ class Incident(msgspec.Struct, frozen=True):
     links: tuple[tuple[str, str], ...] = ()
     resolved_at: datetime | None = None
     resolution: str | None = None
+    progress: str | None = None
 
 
 def apply_incident(state: Incident | None, event: AnyEvent) -> Incident | None:
@@ -46,6 +48,8 @@ def apply_incident(state: Incident | None, event: AnyEvent) -> Incident | None:
             return replace(state, links=(*state.links, (event.ref_kind, event.ref_id)))
         case IncidentAcknowledged() if state.status == "open":
             return replace(state, status="acknowledged")
+        case IncidentMitigated() if state.status != "resolved":
+            return replace(state, status="mitigated", progress=event.progress)
         case IncidentResolved():
             return replace(state, status="resolved", resolved_at=event.at, resolution=event.resolution)
     return state

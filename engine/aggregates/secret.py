@@ -24,6 +24,20 @@ class Version(msgspec.Struct, frozen=True):
     status: VersionStatus = "live"
     activated_at: datetime | None = None
     restorable_until: datetime | None = None
+    #: Seen in a leak (detect_exposure, an incident): never restored without ``force``.
+    compromised: bool = False
+    compromised_by: str | None = None
+
+    @property
+    def state(self) -> str:
+        """The state people and agents see: pending | current | retired | compromised | revoked | discarded."""
+        if self.status in ("revoked", "discarded"):
+            return self.status
+        if self.compromised:
+            return "compromised"
+        if self.status == "live":
+            return "pending"
+        return "retired" if self.status == "expired" else self.status
 
 
 class Dependent(msgspec.Struct, frozen=True):
@@ -33,6 +47,8 @@ class Dependent(msgspec.Struct, frozen=True):
     delivery: ev.DeliveryKind
     target: str | None
     added_at: datetime
+    #: The sealed webhook URL (then ``target`` is its redacted form); None for older events and other kinds.
+    target_sealed: str | None = None
 
 
 class StepRecord(msgspec.Struct, frozen=True):
@@ -158,6 +174,11 @@ def apply_secret(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | 
             return replace(state, versions=_set_version(state, event.version, status="expired", restorable_until=None))
         case ev.SecretVersionDiscarded():
             return replace(state, versions=_set_version(state, event.version, status="discarded"))
+        case ev.SecretVersionCompromised():
+            versions = _set_version(state, event.version, compromised=True, compromised_by=event.incident_id)
+            return replace(state, versions=versions)
+        case ev.SecretDeleted():
+            return None
         case ev.SecretRevoked():
             versions = tuple(replace(v, status="revoked") if v.number in event.versions else v for v in state.versions)
             return replace(state, versions=versions, status="revoked")
@@ -167,7 +188,13 @@ def apply_secret(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | 
             return replace(state, policy=event.policy)
         case ev.DependentAdded():
             dep = Dependent(
-                event.dependent_id, event.service, event.environment, event.delivery, event.target, event.at
+                event.dependent_id,
+                event.service,
+                event.environment,
+                event.delivery,
+                event.target,
+                event.at,
+                event.target_sealed,
             )
             return replace(state, dependents=(*state.dependents, dep))
         case ev.DependentRemoved():
@@ -236,3 +263,12 @@ def fold_secret(events: Iterable[ev.AnyEvent], metas: Iterable[ev.EventMeta | No
     for i, event in enumerate(events):
         state = apply_secret(state, event, meta_list[i] if meta_list is not None else None)
     return state
+
+
+def is_deleted(events: Iterable[ev.AnyEvent]) -> bool:
+    """The stream's last life ended in a tombstone (its id may be registered again)."""
+    last = None
+    for event in events:
+        if isinstance(event, ev.SecretRegistered | ev.SecretDeleted):
+            last = event
+    return isinstance(last, ev.SecretDeleted)

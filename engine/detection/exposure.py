@@ -20,6 +20,7 @@ from engine import events as ev
 from engine import naming
 from engine.aggregates.secret import VersionStatus, fold_secret
 from engine.app import Engine
+from engine.compromise import mark_compromised
 from engine.crypto import TenantKeys, new_id
 from engine.detection.managed import ManagedHit, ManagedMatcher, SealedVersion, load_sealed
 from engine.detection.scanner import MANAGED_DETECTOR, MANAGED_SPECIFICITY, Candidate, locate, resolve, scan_formats
@@ -139,6 +140,7 @@ async def detect_exposure(
     scanned = len(data)
     findings: list[Finding] = []
     by_secret: dict[str, list[tuple[Finding, VersionStatus]]] = {}
+    leaked_versions: dict[str, set[int]] = {}
     for c in kept:
         status = statuses.get(c.secret_id, {}).get(c.version or 0) if c.secret_id else None
         line, column = places[c.start]
@@ -156,13 +158,24 @@ async def detect_exposure(
         findings.append(finding)
         if c.secret_id is not None and status is not None:
             by_secret.setdefault(c.secret_id, []).append((finding, status))
+            if c.version is not None:
+                leaked_versions.setdefault(c.secret_id, set()).add(c.version)
     del data
 
     label = _source_label(source, scan.source_has_credential)
-    incident_ids = [
-        await _record_leak(engine, tenant, actor, secret_id, hits, label)
-        for secret_id, hits in sorted(by_secret.items())
-    ]
+    incident_ids = []
+    for secret_id, hits in sorted(by_secret.items()):
+        incident_id = await _record_leak(engine, tenant, actor, secret_id, hits, label)
+        incident_ids.append(incident_id)
+        await mark_compromised(
+            engine,
+            tenant,
+            secret_id,
+            leaked_versions.get(secret_id, ()),
+            incident_id=incident_id,
+            source=f"detect_exposure{f' in {label}' if label else ''}",
+            actor=actor,
+        )
     return ExposureReport(findings[:MAX_FINDINGS], list(dict.fromkeys(incident_ids)), scanned)
 
 
