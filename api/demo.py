@@ -67,7 +67,7 @@ async def run_demo(as_json: bool = False) -> None:
     admin = aioredis.Redis.from_url(ADMIN_REDIS)
     user = f"lockzero-demo-{secrets.token_hex(3)}"
     leaked = secrets.token_urlsafe(24)
-    await admin.execute_command("ACL", "SETUSER", user, "on", f">{leaked}", "~demo:*", "+@all")  # type: ignore[no-untyped-call]
+    await admin.execute_command("ACL", "SETUSER", user, "on", f">{leaked}", "~demo:*", "+@all")
     received: list[dict[str, Any]] = []
     signing: dict[str, str] = {}
 
@@ -84,9 +84,13 @@ async def run_demo(as_json: bool = False) -> None:
                 "LOCKZERO_DATABASE_URL": f"sqlite:///{state}/lockzero.db",
                 "LOCKZERO_RATE_LIMIT": "0",
                 "LOCKZERO_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+                # The demo's webhook receiver runs on loopback, which outbound targets may not reach by default.
+                "LOCKZERO_OUTBOUND_ALLOW": "127.0.0.1",
             }
         )
-        engine = await Engine.open(settings.database_url, settings.master_key or MasterKey.generate())
+        engine = await Engine.open(
+            settings.database_url, settings.master_key or MasterKey.generate(), outbound=settings.outbound
+        )
         queue = InProcessQueue(engine)
         try:
             await engine.migrate()
@@ -214,5 +218,5 @@ async def run_demo(as_json: bool = False) -> None:
         finally:
             await queue.close()
             await engine.close()
-            await admin.execute_command("ACL", "DELUSER", user)  # type: ignore[no-untyped-call]
+            await admin.execute_command("ACL", "DELUSER", user)
             await admin.aclose()

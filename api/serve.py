@@ -14,7 +14,7 @@ from workers.inprocess import InProcessQueue
 
 
 async def serve(settings: Settings) -> None:
-    engine = await Engine.open(settings.database_url, settings.require_master_key())
+    engine = await Engine.open(settings.database_url, settings.require_master_key(), outbound=settings.outbound)
     try:
         if settings.embedded:
             await engine.migrate()

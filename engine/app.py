@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from engine import events as ev
 from engine import projections
 from engine.clock import Clock, SystemClock, iso
-from engine.crypto import MasterKey, TenantKeys, TokenHasher
+from engine.config import ConfigError
+from engine.crypto import CryptoError, MasterKey, TenantKeys, TokenHasher
 from engine.errors import NotFound
+from engine.outbound import OutboundPolicy
 from engine.schema import ENGINE_MIGRATIONS
 from eventstore import (
     ANY_VERSION,
@@ -28,16 +30,62 @@ SYSTEM = ev.EventMeta(actor_id="lockzero", actor_type="system")
 
 
 class Engine:
-    def __init__(self, store: EventStore, master_key: MasterKey, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        master_key: MasterKey,
+        clock: Clock | None = None,
+        outbound: OutboundPolicy | None = None,
+    ) -> None:
         self.store = store
         self.clock: Clock = clock or SystemClock()
+        #: Which non-public hosts webhooks, notify URLs and http hooks may reach (public ones only by default).
+        self.outbound = outbound or OutboundPolicy()
         self._master_key = master_key
         self.tokens: TokenHasher = master_key.token_hasher()
         self._tenant_keys: dict[str, TenantKeys] = {}
 
     @classmethod
-    async def open(cls, database_url: str, master_key: MasterKey, clock: Clock | None = None) -> Engine:
-        return cls(await open_store(database_url), master_key, clock)
+    async def open(
+        cls,
+        database_url: str,
+        master_key: MasterKey,
+        clock: Clock | None = None,
+        outbound: OutboundPolicy | None = None,
+    ) -> Engine:
+        """Open the store and check that ``master_key`` is the one its tenant keys were wrapped with."""
+        engine = cls(await open_store(database_url), master_key, clock, outbound)
+        try:
+            await engine.verify_master_key()
+        except BaseException:
+            await engine.close()
+            raise
+        return engine
+
+    async def verify_master_key(self) -> None:
+        """ConfigError unless the master key opens every wrapped tenant key in the store.
+
+        A wrong key would otherwise start "healthy" and then reject every key and token, fail on every
+        ciphertext, and wrap new tenants' keys under a second master key."""
+        try:
+            async with self.store.reader() as tx:
+                rows = await tx.fetchall("SELECT tenant, wrapped_key FROM lz_tenant_keys ORDER BY tenant")
+        except StoreUnavailable:
+            raise
+        except Exception:  # an undefined-table error differs per driver: not migrated yet, nothing to check
+            return
+        failed = []
+        for tenant, wrapped in rows:
+            try:
+                self._tenant_keys[tenant] = self._master_key.unwrap_tenant_key(tenant, bytes(wrapped))
+            except CryptoError:
+                failed.append(tenant)
+        if failed:
+            raise ConfigError(
+                "the master key (LOCKZERO_MASTER_KEY / LOCKZERO_MASTER_KEY_FILE) does not open the tenant keys in"
+                f" this database ({len(failed)} of {len(rows)} tenants, e.g. {failed[0]!r}); start with the key"
+                " this database was created with"
+            )
 
     async def migrate(self) -> list[str]:
         return await self.store.migrate(ENGINE_MIGRATIONS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import sys
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.crypto import CryptoError, MasterKey
+from engine.outbound import OutboundPolicy
 
 DEFAULT_DATABASE_URL = "sqlite:///./.lockzero/lockzero.db"
 
@@ -30,6 +32,8 @@ class Settings:
     rate_limit_per_s: float = 20.0
     #: Set when embedded mode created a master key file this start (caller prints the warning).
     created_master_key_file: Path | None = None
+    #: Non-public hosts/networks that webhooks, notify URLs and http hooks may reach (LOCKZERO_OUTBOUND_ALLOW).
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
 
     @property
     def embedded(self) -> bool:
@@ -40,9 +44,16 @@ class Settings:
         """Directory of the embedded SQLite file (where master.key lives), None in PostgreSQL mode."""
         if not self.embedded:
             return None
+        path = self.sqlite_path
+        return path.parent if path is not None else None
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The embedded SQLite file, None in PostgreSQL mode."""
+        if not self.embedded:
+            return None
         path = self.database_url.removeprefix("sqlite://")
-        path = path[1:] if path.startswith("/") else path
-        return Path(path).parent
+        return Path(path[1:] if path.startswith("/") else path)
 
     def require_master_key(self) -> MasterKey:
         if self.master_key is None:
@@ -75,12 +86,18 @@ def load_settings(env: Mapping[str, str] | None = None, *, create_embedded_key: 
         rate = -1.0
     if not 0 <= rate <= 1_000_000:
         raise ConfigError("LOCKZERO_RATE_LIMIT must be calls per second per key (a number; 0 = unlimited)")
+    try:
+        outbound = OutboundPolicy.parse(env.get("LOCKZERO_OUTBOUND_ALLOW") or "")
+    except ValueError as exc:
+        raise ConfigError(f"LOCKZERO_OUTBOUND_ALLOW: {exc} (a comma list of hosts, IPs and CIDRs)") from None
     settings = Settings(database_url, redis_url, host, int(port_text), origins, None, rate)
-    key, created = _load_master_key(env, settings.state_dir if create_embedded_key else None)
-    return Settings(database_url, redis_url, host, int(port_text), origins, key, rate, created)
+    key, created = _load_master_key(env, settings.state_dir if create_embedded_key else None, settings.sqlite_path)
+    return Settings(database_url, redis_url, host, int(port_text), origins, key, rate, created, outbound)
 
 
-def _load_master_key(env: Mapping[str, str], embedded_dir: Path | None) -> tuple[MasterKey | None, Path | None]:
+def _load_master_key(
+    env: Mapping[str, str], embedded_dir: Path | None, database: Path | None
+) -> tuple[MasterKey | None, Path | None]:
     if value := env.get("LOCKZERO_MASTER_KEY"):
         try:
             return MasterKey.from_base64(value), None
@@ -93,11 +110,11 @@ def _load_master_key(env: Mapping[str, str], embedded_dir: Path | None) -> tuple
     path = embedded_dir / "master.key"
     if path.exists():
         return _read_key_file(path, f"embedded master key file {path}"), None
-    if (embedded_dir / "lockzero.db").exists():
-        # A new key now would orphan every stored secret: they could never be decrypted again.
+    if database is not None and _holds_tenant_keys(database):
+        # A new key now would orphan every stored secret and token, and mix two keys in one store.
         raise ConfigError(
-            f"{embedded_dir}/lockzero.db exists but its master.key is missing; restore the key file"
-            " (or set LOCKZERO_MASTER_KEY) instead of letting Lockzero create a new one"
+            f"{database} holds tenant keys but {path} is missing: restore the key file, or set LOCKZERO_MASTER_KEY"
+            " or LOCKZERO_MASTER_KEY_FILE to the key this database was created with"
         )
     embedded_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = MasterKey.generate()
@@ -121,3 +138,22 @@ def _read_key_file(path: Path, what: str) -> MasterKey:
         return MasterKey.from_base64(text)
     except CryptoError as exc:
         raise ConfigError(f"{what}: {exc}") from None
+
+
+def _holds_tenant_keys(database: Path) -> bool:
+    """Whether the SQLite file already holds wrapped tenant keys; an unreadable file counts as yes (never risk it)."""
+    if not database.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return True
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1")
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lz_tenant_keys'").fetchone():
+            return conn.execute("SELECT 1 FROM lz_tenant_keys LIMIT 1").fetchone() is not None
+        return False
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()

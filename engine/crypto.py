@@ -106,6 +106,17 @@ class TenantKeys:
     def open(self, blob: bytes, *, ref: str, version: int, purpose: str) -> bytes:
         return _open(self._data_key(), blob, _aad(self.tenant, ref, version, purpose))
 
+    def seal_text(self, text: str, *, ref: str, purpose: str) -> str:
+        """Sealed text as base64, for a field of an event (e.g. a webhook URL that carries a token)."""
+        return base64.b64encode(self.seal(text.encode(), ref=ref, version=0, purpose=purpose)).decode()
+
+    def open_text(self, sealed: str, *, ref: str, purpose: str) -> str:
+        try:
+            blob = base64.b64decode(sealed, validate=True)
+        except (binascii.Error, ValueError):
+            raise CryptoError("sealed text is not base64") from None
+        return self.open(blob, ref=ref, version=0, purpose=purpose).decode()
+
     def fingerprint(self, value: bytes) -> bytes:
         """Keyed fingerprint of a managed value: detection can match it without storing the value."""
         return hmac.new(_hkdf(self._root, "lockzero/fingerprint/v1"), value, hashlib.sha256).digest()

@@ -11,7 +11,8 @@ from engine import events as ev
 from engine import naming
 from engine.aggregates.secret import Dependent, Secret
 from engine.app import SYSTEM, Engine
-from engine.dependents import signing_ref
+from engine.crypto import CryptoError
+from engine.dependents import signing_ref, webhook_url
 from engine.secrets import read_version_value
 from providers.deliveries import DeliveryError, post_webhook, write_file
 
@@ -70,8 +71,14 @@ async def _signing_secret(engine: Engine, tenant: str, dependent_id: str) -> str
 async def _deliver_one(engine: Engine, secret: Secret, dep: Dependent, version: int, body: bytes, adopt: bool) -> bool:
     try:
         if dep.delivery == "webhook":
-            assert dep.target is not None
-            await post_webhook(dep.target, await _signing_secret(engine, secret.tenant, dep.dependent_id), body)
+            keys = await engine.tenant_keys(secret.tenant)
+            try:
+                url = webhook_url(keys, dep.dependent_id, dep.target, dep.target_sealed)
+            except CryptoError:
+                raise DeliveryError(f"the webhook URL of {dep.dependent_id} cannot be decrypted") from None
+            assert url is not None
+            signing = await _signing_secret(engine, secret.tenant, dep.dependent_id)
+            await post_webhook(url, signing, body, outbound=engine.outbound)
         elif dep.delivery == "file" and adopt:
             assert dep.target is not None
             value = msgspec.json.decode(body).get("value")

@@ -13,8 +13,9 @@ from engine import naming
 from engine.aggregates.secret import fold_secret
 from engine.app import Engine
 from engine.clock import iso
-from engine.crypto import SERVICE_TOKEN_PREFIX, new_id, new_token, random_secret
+from engine.crypto import SERVICE_TOKEN_PREFIX, TenantKeys, new_id, new_token, random_secret
 from engine.errors import Conflict, InvalidInput, NotFound
+from engine.outbound import OutboundRefused, redact_url
 from eventstore import ConcurrencyError, Transaction
 
 WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
@@ -31,6 +32,7 @@ class CreatedDependent(msgspec.Struct, frozen=True, omit_defaults=True):
     service: str
     environment: str
     delivery: str
+    #: File path, or the webhook URL redacted (it is stored sealed and never shown again).
     target: str | None = None
     #: lz_svc_ token for pull dependents; shown once.
     token: str | None = None
@@ -59,6 +61,20 @@ def signing_ref(dependent_id: str) -> str:
     return f"dependent/{dependent_id}/signing"
 
 
+def _url_ref(dependent_id: str) -> str:
+    return f"dependent/{dependent_id}/url"
+
+
+_URL_PURPOSE = "webhook-url"
+
+
+def webhook_url(keys: TenantKeys, dependent_id: str, target: str | None, target_sealed: str | None) -> str | None:
+    """The URL to deliver to: sealed since URLs are, or ``target`` itself in events from before."""
+    if target_sealed is not None:
+        return keys.open_text(target_sealed, ref=_url_ref(dependent_id), purpose=_URL_PURPOSE)
+    return target
+
+
 async def add_dependent(
     engine: Engine,
     tenant: str,
@@ -73,6 +89,11 @@ async def add_dependent(
     naming.service_name(service)
     naming.environment(environment)
     how = parse_delivery(delivery)
+    if how.kind == "webhook" and how.target is not None:
+        try:
+            await engine.outbound.check_url(how.target, "webhook URL")
+        except OutboundRefused as exc:
+            raise InvalidInput(str(exc)) from None
     stream = naming.secret_stream(tenant, secret_id)
     events, version = await engine.load(stream)
     secret = fold_secret(events)
@@ -88,8 +109,12 @@ async def add_dependent(
     signing = WEBHOOK_SECRET_PREFIX + random_secret(40) if how.kind == "webhook" else None
     now = engine.clock.now()
     side = None
+    target, target_sealed = how.target, None
     if signing is not None:
         keys = await engine.tenant_keys(tenant)
+        assert how.target is not None
+        target = redact_url(how.target)
+        target_sealed = keys.seal_text(how.target, ref=_url_ref(dependent_id), purpose=_URL_PURPOSE)
         sealed = keys.seal(signing.encode(), ref=signing_ref(dependent_id), version=0, purpose="signing")
 
         async def store_signing_secret(tx: Transaction) -> None:
@@ -107,13 +132,14 @@ async def add_dependent(
         service=service,
         environment=environment,
         delivery=how.kind,
-        target=how.target,
+        target=target,
         token_hash=engine.tokens.hash(token) if token else None,
+        target_sealed=target_sealed,
     )
     try:
         await engine.append(stream, [event], actor, version, side)
     except ConcurrencyError:
         raise Conflict(f"secret {secret_id!r} changed while adding the dependent; try again") from None
     return CreatedDependent(
-        dependent_id, secret_id, service, environment, how.kind, how.target, token=token, signing_secret=signing
+        dependent_id, secret_id, service, environment, how.kind, target, token=token, signing_secret=signing
     )

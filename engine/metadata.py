@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -14,6 +13,7 @@ from engine.app import Engine
 from engine.clock import iso, parse_iso
 from engine.durations import format_duration
 from engine.errors import NotFound
+from engine.outbound import redact_url
 
 
 class PolicyView(msgspec.Struct, frozen=True):
@@ -61,12 +61,6 @@ _decode_policy = msgspec.json.Decoder(ev.Policy).decode
 
 def _days(seconds: int | None) -> float | None:
     return None if seconds is None else round(seconds / 86400, 4)
-
-
-def redact_url(url: str) -> str:
-    """Show where notifications go, not the URL itself: Slack-style webhook paths are credentials."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/…" if parts.path not in ("", "/") else f"{parts.scheme}://{parts.netloc}/"
 
 
 def policy_view(policy: ev.Policy) -> PolicyView:

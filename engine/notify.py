@@ -18,6 +18,8 @@ from engine.app import SYSTEM, Engine
 from engine.clock import iso
 from engine.crypto import random_secret
 from engine.errors import NotFound
+from engine.outbound import redact_url
+from engine.policies import notify_urls
 from eventstore import Transaction
 from providers.deliveries import DeliveryError, post_webhook
 
@@ -30,7 +32,8 @@ def notify_ref(secret_id: str, url: str) -> str:
 
 
 async def ensure_signing_secrets(engine: Engine, tenant: str, secret_id: str, urls: tuple[str, ...]) -> dict[str, str]:
-    """A signing secret per notify URL; returns the ones created now (to print once)."""
+    """A signing secret per notify URL (in clear); returns the ones created now (to print once), keyed by the
+    redacted URL."""
     keys = await engine.tenant_keys(tenant)
     created: dict[str, str] = {}
     async with engine.store.transaction() as tx:
@@ -40,7 +43,7 @@ async def ensure_signing_secrets(engine: Engine, tenant: str, secret_id: str, ur
                 continue
             value = "whsec_" + random_secret(40)
             await _store(tx, tenant, ref, keys.seal(value.encode(), ref=ref, version=0, purpose="signing"), engine)
-            created[url] = value
+            created[redact_url(url)] = value
     return created
 
 
@@ -74,7 +77,8 @@ async def notify(engine: Engine, tenant: str, secret_id: str, topic: str, summar
     if row is None:
         return
     policy = msgspec.json.decode(row[0], type=ev.Policy)
-    for url in policy.notify:
+    urls = notify_urls(await engine.tenant_keys(tenant), secret_id, policy) if policy.notify else ()
+    for url in urls:
         task = asyncio.create_task(_send(engine, tenant, secret_id, url, topic, _body(url, topic, summary, data)))
         _inflight.add(task)
         task.add_done_callback(_inflight.discard)
@@ -83,13 +87,19 @@ async def notify(engine: Engine, tenant: str, secret_id: str, topic: str, summar
 async def _send(engine: Engine, tenant: str, secret_id: str, url: str, topic: str, body: bytes) -> None:
     record: ev.Event
     try:
-        status = await post_webhook(url, await _signing_secret(engine, tenant, secret_id, url), body, attempts=4)
+        signing = await _signing_secret(engine, tenant, secret_id, url)
+        status = await post_webhook(url, signing, body, outbound=engine.outbound, attempts=4)
         record = ev.NotificationSent(
-            at=engine.clock.now(), tenant=tenant, secret_id=secret_id, url=url, topic=topic, status=status
+            at=engine.clock.now(), tenant=tenant, secret_id=secret_id, url=redact_url(url), topic=topic, status=status
         )
     except (DeliveryError, NotFound) as exc:
         record = ev.NotificationFailed(
-            at=engine.clock.now(), tenant=tenant, secret_id=secret_id, url=url, topic=topic, error=str(exc)[:300]
+            at=engine.clock.now(),
+            tenant=tenant,
+            secret_id=secret_id,
+            url=redact_url(url),
+            topic=topic,
+            error=str(exc)[:300],
         )
     try:
         await engine.append(naming.adoption_stream(tenant, secret_id), [record], SYSTEM)

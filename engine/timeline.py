@@ -15,6 +15,7 @@ from engine import naming
 from engine.aggregates.incident import fold_incident
 from engine.app import Engine
 from engine.errors import NotFound
+from engine.outbound import redact_url, redact_urls_in
 
 #: Calls made just before the incident opened (the detection that opened it) belong to it too.
 _LEAD = timedelta(seconds=5)
@@ -79,11 +80,11 @@ def _describe(e: ev.AnyEvent) -> str:
         case ev.DependentAdopted():
             return f"dependent {e.dependent_id} adopted v{e.version} via {e.via}"
         case ev.DeliveryFailed():
-            return f"delivery of v{e.version} to {e.dependent_id} failed: {e.error}"
+            return f"delivery of v{e.version} to {e.dependent_id} failed: {redact_urls_in(e.error)}"
         case ev.NotificationSent():
-            return f"notified {e.url} ({e.topic}) → {e.status}"
+            return f"notified {redact_url(e.url)} ({e.topic}) → {e.status}"
         case ev.NotificationFailed():
-            return f"notification to {e.url} ({e.topic}) failed: {e.error}"
+            return f"notification to {redact_url(e.url)} ({e.topic}) failed: {redact_urls_in(e.error)}"
         case ev.AuditRecorded():
             detail = f" ({e.detail})" if e.detail else ""
             return f"call {e.method} → {e.outcome}{detail} [{e.duration_ms:.0f} ms]"

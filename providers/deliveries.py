@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from engine.outbound import OutboundPolicy, OutboundRefused, redact_url
+
 SIGNATURE_HEADER = "X-Lockzero-Signature"
 
 # Building an SSL context costs tens of milliseconds of CPU; every delivery shares this one.
@@ -26,15 +28,30 @@ def signature(signing_secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(signing_secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-async def post_webhook(url: str, signing_secret: str, body: bytes, *, attempts: int = 3, timeout: float = 5.0) -> int:
-    """POST the body signed with HMAC-SHA256; a 2xx answer means adopted. Retries transient failures."""
+async def post_webhook(
+    url: str,
+    signing_secret: str,
+    body: bytes,
+    *,
+    outbound: OutboundPolicy,
+    attempts: int = 3,
+    timeout: float = 5.0,
+) -> int:
+    """POST the body signed with HMAC-SHA256; a 2xx answer means adopted. Retries transient failures.
+
+    Errors name the redacted URL (host, no path or query: they may carry tokens)."""
+    where = f"webhook {redact_url(url)}"
+    try:
+        outbound.check_syntax(url, where)
+    except OutboundRefused as exc:
+        raise DeliveryError(str(exc)) from None
     headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature(signing_secret, body)}
 
     class _Retryable(Exception):
         pass
 
     try:
-        async with httpx.AsyncClient(timeout=timeout, verify=_TLS) as client:
+        async with outbound.client(timeout=timeout, verify=_TLS) as client:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(attempts),
                 wait=wait_exponential(multiplier=0.1, max=2),
@@ -44,16 +61,18 @@ async def post_webhook(url: str, signing_secret: str, body: bytes, *, attempts: 
                 with attempt:
                     try:
                         response = await client.post(url, content=body, headers=headers)
+                    except OutboundRefused as exc:
+                        raise DeliveryError(f"{where} refused: {exc}") from None
                     except httpx.HTTPError as exc:
-                        raise _Retryable(f"webhook {url} unreachable ({type(exc).__name__})") from None
+                        raise _Retryable(f"{where} unreachable ({type(exc).__name__})") from None
                     if response.status_code >= 500 or response.status_code == 429:
-                        raise _Retryable(f"webhook {url} answered {response.status_code}")
+                        raise _Retryable(f"{where} answered {response.status_code}")
                     if not 200 <= response.status_code < 300:
-                        raise DeliveryError(f"webhook {url} answered {response.status_code}")
+                        raise DeliveryError(f"{where} answered {response.status_code}")
                     return response.status_code
     except _Retryable as exc:
         raise DeliveryError(str(exc)) from None
-    raise DeliveryError(f"webhook {url} was not attempted")  # unreachable: the loop returns or raises
+    raise DeliveryError(f"{where} was not attempted")  # unreachable: the loop returns or raises
 
 
 def write_file(path: str, content: bytes) -> None:

@@ -40,7 +40,8 @@ from typing import Any
 import httpx
 import msgspec
 
-from providers.base import Credential, ProviderError, Usage
+from engine.outbound import OutboundPolicy, OutboundRefused
+from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
 from providers.deliveries import _TLS, SIGNATURE_HEADER, signature
 
 MAX_VALUE_CHARS = 4096
@@ -63,13 +64,14 @@ class HttpHooksProvider:
     name = "http"
     overlapping = True
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], *, outbound: OutboundPolicy | None = None) -> None:
         self.create_url = str(config["create_url"])
         self.validate_url = str(config["validate_url"])
         self.retire_url = str(config["retire_url"]) if config.get("retire_url") else None
         self.revoke_url = str(config["revoke_url"]) if config.get("revoke_url") else self.retire_url
         self._signing_secret = str(config["signing_secret"]) if config.get("signing_secret") else None
         self._client: httpx.AsyncClient | None = None
+        self._outbound = outbound or OutboundPolicy()
 
     def __repr__(self) -> str:
         return f"HttpHooksProvider(host={_host(self.create_url)!r})"
@@ -78,15 +80,21 @@ class HttpHooksProvider:
         """POST one signed hook call; returns its JSON object answer (an empty body counts as ``{}``)."""
         if url is None:
             raise ProviderError(f"http {action}: no hook URL is configured for it", retryable=False)
+        where = f"http {action} hook at {_host(url)}"
+        try:
+            self._outbound.check_syntax(url, where)
+        except OutboundRefused as exc:
+            raise ProviderError(str(exc), retryable=False) from None
         body = msgspec.json.encode({"action": action, **fields})
         headers = {"Content-Type": "application/json"}
         if self._signing_secret is not None:
             headers[SIGNATURE_HEADER] = signature(self._signing_secret, body)
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=10.0, verify=_TLS, follow_redirects=False)
-        where = f"http {action} hook at {_host(url)}"
+            self._client = self._outbound.client(timeout=10.0, verify=_TLS)
         try:
             response = await self._client.post(url, content=body, headers=headers)
+        except OutboundRefused as exc:
+            raise ProviderError(f"{where} refused: {exc}", retryable=False) from None
         except httpx.HTTPError as exc:
             raise ProviderError(f"{where} unreachable ({type(exc).__name__})") from None
         status = response.status_code
@@ -121,12 +129,19 @@ class HttpHooksProvider:
             raise self._invalid("create", self.create_url, "an invalid username")
         return Credential(value, username, None)
 
-    async def validate(self, credential: Credential) -> bool:
-        answer = await self._post(self.validate_url, "validate", {**_ref(credential), "value": credential.value})
+    async def authenticate(self, credential: Credential) -> Auth:
+        # The hook contract answers {"valid": bool}: the service itself decides what "refused" means.
+        try:
+            answer = await self._post(self.validate_url, "validate", {**_ref(credential), "value": credential.value})
+        except ProviderError as exc:
+            return unknown(str(exc))
         valid = answer.get("valid")
         if not isinstance(valid, bool):
-            raise self._invalid("validate", self.validate_url, "no boolean 'valid'")
-        return valid
+            return unknown(str(self._invalid("validate", self.validate_url, "no boolean 'valid'")))
+        where = _host(self.validate_url)
+        return (
+            accepted(f"validate hook at {where}: valid") if valid else refused(f"validate hook at {where}: not valid")
+        )
 
     async def retire(self, credential: Credential) -> None:
         await self._post(self.retire_url, "retire", _ref(credential))

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from engine.crypto import random_secret
+from engine.outbound import OutboundPolicy
 from providers.base import Provider
 from providers.generated import GeneratedProvider
 from providers.mysql_user import MysqlUserProvider
@@ -17,7 +18,10 @@ class ProviderNotAvailable(Exception):
     pass
 
 
-def build_provider(name: str, config: Mapping[str, Any], live_values: set[str] | None = None) -> Provider:
+def build_provider(
+    name: str, config: Mapping[str, Any], live_values: set[str] | None = None, *, outbound: OutboundPolicy | None = None
+) -> Provider:
+    """``outbound`` limits where the http provider's hooks may connect (public hosts only when None)."""
     if name == "generated":
         return GeneratedProvider(config, live_values)
     if name == "redis_acl":
@@ -33,7 +37,7 @@ def build_provider(name: str, config: Mapping[str, Any], live_values: set[str] |
     if name == "http":
         from providers.http_hooks import HttpHooksProvider
 
-        return HttpHooksProvider(config)
+        return HttpHooksProvider(config, outbound=outbound)
     raise ProviderNotAvailable(f"provider {name} cannot rotate in this build yet")
 
 

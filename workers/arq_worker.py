@@ -170,7 +170,7 @@ async def schedule(ctx: dict[str, Any]) -> int:
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings = load_settings(create_embedded_key=False)
-    ctx["engine"] = await Engine.open(settings.database_url, settings.require_master_key())
+    ctx["engine"] = await Engine.open(settings.database_url, settings.require_master_key(), outbound=settings.outbound)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from engine.app import Engine
 from engine.crypto import MasterKey
+from engine.outbound import OutboundPolicy
 from eventstore import open_store
 from tests.engine.support import ManualClock
 
@@ -19,8 +20,9 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 async def engine(store_url: str, clock: ManualClock) -> AsyncIterator[Engine]:
-    """A migrated engine on a fresh store of each backend, with a clock the test controls."""
-    e = Engine(await open_store(store_url), MasterKey.generate(), clock)
+    """A migrated engine on a fresh store of each backend, with a clock the test controls. Its outbound
+    targets may be on loopback (the tests' local receivers), as LOCKZERO_OUTBOUND_ALLOW=127.0.0.1 would allow."""
+    e = Engine(await open_store(store_url), MasterKey.generate(), clock, OutboundPolicy.allowing("127.0.0.1"))
     await e.migrate()
     try:
         yield e

@@ -3,6 +3,7 @@ tenants.py, audit.py) on both backends."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from engine import audit, dependents, naming, policies, secrets, tenants
@@ -10,6 +11,7 @@ from engine import events as ev
 from engine.aggregates.secret import fold_secret
 from engine.app import Engine
 from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
+from engine.outbound import redact_url
 from tests.engine.support import OPERATOR, T0, all_events, table_rows
 
 
@@ -50,7 +52,9 @@ async def test_pull_dependent_gets_a_token_shown_once(engine: Engine, acme: str)
 async def test_webhook_dependent_gets_a_sealed_signing_secret(engine: Engine, acme: str) -> None:
     created = await add_dep(engine, "hooks", "webhook:https://hooks.example/lockzero")
     assert created.signing_secret is not None and created.signing_secret.startswith("whsec_")
-    assert created.token is None and created.target == "https://hooks.example/lockzero"
+    # The URL is shown redacted from the first answer on: it may carry a token.
+    assert created.token is None and created.target == redact_url("https://hooks.example/lockzero")
+    assert created.target.startswith("https://hooks.example/…#")
     ref = dependents.signing_ref(created.dependent_id)
     async with engine.store.transaction() as tx:
         (blob,) = await tx.fetchone("SELECT ciphertext FROM lz_sealed WHERE tenant = ? AND ref = ?", (acme, ref))
@@ -129,7 +133,11 @@ async def test_update_policy_changes_only_the_given_fields(engine: Engine, acme:
     policy = await policies.update_policy(
         engine, acme, "prod/db", OPERATOR, max_age_s=7 * 86400, required_approvals=2, notify=("https://n.example",)
     )
-    assert policy == ev.Policy(max_age_s=7 * 86400, required_approvals=2, notify=("https://n.example",))
+    assert msgspec.structs.replace(policy, notify_sealed=()) == ev.Policy(
+        max_age_s=7 * 86400, required_approvals=2, notify=("https://n.example/",)
+    )
+    keys = await engine.tenant_keys(acme)
+    assert policies.notify_urls(keys, "prod/db", policy) == ("https://n.example",)
     policy = await policies.update_policy(engine, acme, "prod/db", OPERATOR, allow_agent_rotation=False)
     assert policy.max_age_s == 7 * 86400 and policy.required_approvals == 2 and not policy.allow_agent_rotation
     events, _ = await engine.load(naming.secret_stream(acme, "prod/db"))
