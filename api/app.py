@@ -21,9 +21,12 @@ from api.tools.saga_tools import SAGA_TOOLS
 from engine import notify
 from engine.app import Engine
 from engine.audit_batcher import AuditBatcher
+from engine.audit_flood import AuditFloodGuard
 from engine.config import Settings
 from engine.rotations import SagaQueue
 from eventstore import StoreUnavailable
+
+OTHER_MAX_BODY_BYTES = 64 * 1024
 
 
 def build_registry() -> Registry:
@@ -33,10 +36,12 @@ def build_registry() -> Registry:
 def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar:
     setup_tracing()
     audit = AuditBatcher(engine)
-    runner = ToolRunner(engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s), queue)
+    guard = AuditFloodGuard(engine, audit)
+    runner = ToolRunner(engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s), queue, guard)
     endpoint = McpEndpoint(engine, Dispatcher(runner, SessionStore()), settings.allowed_origins, settings.host)
 
-    @post("/api/mcp", status_code=200)
+    # The endpoint reads its body itself, against its own (larger) limit and pace: see endpoint.py.
+    @post("/api/mcp", status_code=200, request_max_body_size=None)
     async def mcp_post(request: Request[Any, Any, Any]) -> Response[Any]:
         return await endpoint.post(request)
 
@@ -50,7 +55,7 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
 
     @get("/api/v1/secrets/{rest:path}")
     async def pull_current(request: Request[Any, Any, Any], rest: str) -> Response[Any]:
-        return await pull_endpoint(engine, request, rest)
+        return await pull_endpoint(engine, request, rest, audit, guard)
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -71,7 +76,9 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
         route_handlers=[mcp_post, mcp_get, mcp_delete, pull_current, healthz, readyz],
         debug=False,
         logging_config=None,
-        request_max_body_size=None,
-        # Audit records and notifications in flight finish before the process exits.
-        on_shutdown=[audit.close, notify.drain],
+        # No other endpoint takes a body of any size (the MCP endpoint sets its own limit).
+        request_max_body_size=OTHER_MAX_BODY_BYTES,
+        # Audit records (and summaries of refused calls) and notifications in flight finish before
+        # the process exits.
+        on_shutdown=[guard.close, audit.close, notify.drain],
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from litestar import Request
@@ -10,11 +11,12 @@ from litestar.response import Response
 from engine.aggregates.api_key import ApiKey
 from engine.app import Engine
 from engine.keys import authenticate
+from eventstore import StoreUnavailable
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: Request[Any, Any, Any]) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -27,7 +29,7 @@ def unauthorized(description: str) -> Response[dict[str, str]]:
     return Response({"error": "invalid_token", "error_description": description}, status_code=401, headers=_CHALLENGE)
 
 
-async def authenticate_key(engine: Engine, request: Request) -> ApiKey | Response[dict[str, str]]:
+async def authenticate_key(engine: Engine, request: Request[Any, Any, Any]) -> ApiKey | Response[dict[str, str]]:
     token = bearer_token(request)
     if token is None:
         return unauthorized("send Authorization: Bearer lz_mcp_… (create one with `lockzero key create`)")
@@ -37,10 +39,21 @@ async def authenticate_key(engine: Engine, request: Request) -> ApiKey | Respons
     return key
 
 
+async def try_authenticate(engine: Engine, request: Request[Any, Any, Any]) -> ApiKey | None:
+    """The key a refused request carried, if any, to put the refusal in its tenant's audit."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    try:
+        return await authenticate(engine, token)
+    except StoreUnavailable:
+        return None
+
+
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
-def origin_allowed(request: Request, allowed: tuple[str, ...], bind_host: str = "127.0.0.1") -> bool:
+def origin_allowed(request: Request[Any, Any, Any], allowed: tuple[str, ...], bind_host: str = "127.0.0.1") -> bool:
     """No Origin (non-browser clients) is fine; a browser Origin must be listed, or be this server on a
     loopback/bind address. Matching Host alone is not enough: DNS rebinding makes Host whatever it likes."""
     origin = request.headers.get("origin")

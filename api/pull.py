@@ -1,36 +1,99 @@
-"""GET /api/v1/secrets/{secret_id}/current for pull dependents (Bearer lz_svc_…)."""
+"""GET /api/v1/secrets/{secret_id}/current for pull dependents (Bearer lz_svc_…).
+
+Every plaintext read is audited in the tenant's log (actor: the dependent), durably before the value
+leaves; refused reads too, bounded under a flood by the audit flood guard."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request
 from litestar.response import Response
 
 from api.auth import bearer_token, unauthorized
+from engine import events as ev
 from engine.app import Engine
+from engine.audit import make_record
+from engine.audit_batcher import AuditBatcher
+from engine.audit_flood import AuditFloodGuard
+from engine.crypto import SERVICE_TOKEN_PREFIX
 from engine.errors import NotFound
 from engine.pull import BadServiceToken, current_for_dependent
 from eventstore import StoreUnavailable
 
+log = logging.getLogger("lockzero.api")
+
 _SUFFIX = "/current"
+METHOD = "pull_current"
 
 
-async def pull_endpoint(engine: Engine, request: Request[Any, Any, Any], rest: str) -> Response[Any]:
+async def _dependent_of(engine: Engine, token: str) -> tuple[str, str] | None:
+    """(tenant, dependent_id) behind a token, for the audit record; the read itself checks it again."""
+    if not token.startswith(SERVICE_TOKEN_PREFIX) or len(token) > 200:
+        return None
+    async with engine.store.reader() as tx:
+        row = await tx.fetchone(
+            "SELECT tenant, dependent_id, token_hash FROM rm_dependents WHERE token_hash = ?",
+            (engine.tokens.hash(token),),
+        )
+    if row is None or not engine.tokens.matches(token, str(row[2])):
+        return None
+    return str(row[0]), str(row[1])
+
+
+async def pull_endpoint(
+    engine: Engine,
+    request: Request[Any, Any, Any],
+    rest: str,
+    audit: AuditBatcher,
+    guard: AuditFloodGuard,
+) -> Response[Any]:
     path = rest.lstrip("/")
     if not path.endswith(_SUFFIX):
         return Response({"error": "not_found"}, status_code=404)
     secret_id = path[: -len(_SUFFIX)]
+    source = request.client.host if request.client and request.client.host else "unknown"
     token = bearer_token(request)
-    if token is None:
-        return unauthorized("send Authorization: Bearer lz_svc_… (printed by `lockzero dependent add`)")
+    try:
+        who = await _dependent_of(engine, token) if token is not None else None
+    except StoreUnavailable:
+        return Response({"error": "unavailable", "error_description": "retry later"}, status_code=503)
+    if token is None or who is None:
+        await _refused(guard, None, None, "denied", "invalid_token", source)
+        if token is None:
+            return unauthorized("send Authorization: Bearer lz_svc_… (printed by `lockzero dependent add`)")
+        return unauthorized("the dependent token is unknown or was removed")
+    tenant, dependent_id = who
+    actor = ev.EventMeta(actor_id=dependent_id, actor_type="service")
     try:
         body = await current_for_dependent(engine, token, secret_id)
-    except BadServiceToken:
+    except BadServiceToken:  # removed between the two lookups
+        await _refused(guard, tenant, actor, "denied", "invalid_token", source)
         return unauthorized("the dependent token is unknown or was removed")
     except NotFound as exc:
+        # The requested path is the caller's; the audit keeps the reason only.
+        await _refused(guard, tenant, actor, "invalid", "not_found", source)
         return Response({"error": "not_found", "error_description": exc.message}, status_code=404)
     except StoreUnavailable:
         return Response({"error": "unavailable", "error_description": "retry later"}, status_code=503)
+    record = make_record(
+        engine, tenant, actor, METHOD, "ok", secret_id=secret_id, detail=f"value of {body['version']} read"
+    )
+    try:
+        await audit.record(record, actor)
+    except Exception as exc:
+        # Fail closed: a value read that cannot be audited is not handed out.
+        log.error("audit write failed (%s); refusing the read", type(exc).__name__)
+        return Response({"error": "unavailable", "error_description": "retry later"}, status_code=503)
     # The value must not linger in caches between the service and us.
     return Response(body, headers={"Cache-Control": "no-store"})
+
+
+async def _refused(
+    guard: AuditFloodGuard, tenant: str | None, actor: ev.EventMeta | None, outcome: str, reason: str, source: str
+) -> None:
+    try:
+        await guard.refused(tenant, actor, METHOD, outcome, reason=reason, source=source)
+    except Exception as exc:  # refused either way; the log says the audit missed it
+        log.error("audit of a refused read failed (%s)", type(exc).__name__)

@@ -6,6 +6,7 @@ import uvicorn
 
 from api.app import create_app
 from api.bootstrap import first_start
+from api.http_protocol import GuardedH11Protocol
 from engine.app import Engine
 from engine.config import Settings
 from engine.errors import Unavailable
@@ -28,6 +29,9 @@ async def serve(settings: Settings) -> None:
             port=settings.port,
             log_level="warning",
             access_log=False,
+            # Timeouts uvicorn lacks (header read, bodies left unread): see api/http_protocol.py.
+            http=GuardedH11Protocol,
+            timeout_keep_alive=5,
         )
         print(f"lockzero: listening on http://{settings.host}:{settings.port}", flush=True)
         try:

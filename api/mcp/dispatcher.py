@@ -9,11 +9,11 @@ from typing import Any, Literal
 import msgspec
 
 from api.mcp import versions
-from api.mcp.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, Message, RpcError
+from api.mcp.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RATE_LIMITED, Message, RpcError
 from api.mcp.sessions import Session, SessionStore
 from api.tools.runner import ToolRunner, UnknownTool
 from engine.aggregates.api_key import ApiKey
-from engine.errors import LockzeroError
+from engine.errors import LockzeroError, RateLimited
 
 Era = Literal["modern", "handshake", "direct"]
 
@@ -25,6 +25,24 @@ INSTRUCTIONS = (
     "other than detect_exposure; Lockzero never returns them."
 )
 TOOLS_TTL_MS = 60_000
+PROTOCOL_METHODS = ("initialize", "ping", "server/discover", "tools/list", "tools/call")
+#: Notifications a client may send; any other name is audited as "notifications/other", never as sent.
+NOTIFICATIONS = (
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+)
+
+
+def audit_label(method: str | None, tools: object) -> str:
+    """What the audit calls a message: its method when it is one we know, else a fixed word, so that a
+    caller's made-up method name never lands in the audit."""
+    if method is None:
+        return "client_response"
+    if method in PROTOCOL_METHODS or method in NOTIFICATIONS or (tools is not None and method in tools):  # type: ignore[operator]
+        return method
+    return "notifications/other" if method.startswith("notifications/") else "unknown_method"
 
 
 @dataclass
@@ -33,6 +51,10 @@ class CallState:
     era: Era
     protocol_version: str
     session: Session | None = None
+    #: The client's address, for the audit summaries of refused calls.
+    source: str = ""
+    #: Set once the runner has taken a call over: it writes that call's audit record itself.
+    audited: bool = False
     #: Headers the transport must add to the HTTP response (e.g. a new Mcp-Session-Id).
     response_headers: dict[str, str] = field(default_factory=dict)
 
@@ -43,7 +65,31 @@ class Dispatcher:
         self.sessions = sessions
 
     async def handle(self, state: CallState, msg: Message) -> dict[str, Any] | None:
-        """The result object for a request; None for notifications and client responses."""
+        """The result object for a request; None for notifications and client responses. Every
+        message is rate-limited and audited here (tool calls by the runner, which knows their secret)."""
+        label = audit_label(msg.method, self.runner.registry)
+        tool = msg.params.get("name") if msg.method == "tools/call" else msg.method
+        # A call the runner takes over is limited and audited there, with its secret id.
+        is_tool = not msg.is_notification and isinstance(tool, str) and tool in self.runner.registry
+        if not is_tool:
+            try:
+                self.runner.acquire(state.key)
+            except RateLimited as exc:
+                await self.runner.refused(state.key, label, exc, state.source)
+                if msg.is_notification or msg.is_response:
+                    return None  # nothing to answer a notification with
+                raise RpcError(RATE_LIMITED, exc.message, exc.data) from None
+        try:
+            result = await self._handle(state, msg)
+        except RpcError as err:
+            if not state.audited:
+                await self.runner.refused(state.key, label, ProtocolError(err), state.source)
+            raise
+        if not state.audited:
+            await self.runner.record_protocol(state.key, label)
+        return result
+
+    async def _handle(self, state: CallState, msg: Message) -> dict[str, Any] | None:
         if msg.is_notification or msg.is_response:
             if state.session is not None and msg.method == "notifications/initialized":
                 state.session.initialized = True
@@ -65,7 +111,8 @@ class Dispatcher:
         else:
             raise RpcError(
                 METHOD_NOT_FOUND,
-                f"method not found: {method!r}",
+                "method not found; the methods are initialize, ping, server/discover, tools/list, tools/call"
+                " and the tool names that tools/list shows",
                 http_status=404 if state.era == "modern" else 200,
             )
         if state.era == "modern":
@@ -85,7 +132,6 @@ class Dispatcher:
         version = versions.negotiate(params.get("protocolVersion"))
         session = self.sessions.open(state.key.key_id, version)
         state.response_headers["Mcp-Session-Id"] = session.session_id
-        await self.runner.record_protocol(state.key, "initialize")
         return {
             "protocolVersion": version,
             "capabilities": {"tools": {"listChanged": False}},
@@ -104,8 +150,7 @@ class Dispatcher:
         }
 
     async def _tools_list(self, state: CallState) -> dict[str, Any]:
-        tools = [t.describe() for t in self.runner.registry.visible_to(state.key)]
-        result: dict[str, Any] = {"tools": tools}
+        result: dict[str, Any] = {"tools": self.runner.registry.described_for(state.key)}
         if state.era == "modern":
             # The list depends on the key (read-only keys see fewer tools).
             result.update(ttlMs=TOOLS_TTL_MS, cacheScope="private")
@@ -115,12 +160,11 @@ class Dispatcher:
         name = params.get("name")
         if not isinstance(name, str):
             raise RpcError(INVALID_PARAMS, 'tools/call needs "name" (a string)')
+        state.audited = name in self.runner.registry
         try:
-            structured = await self.runner.call(state.key, name, params.get("arguments"))
+            structured = await self.runner.call(state.key, name, params.get("arguments"), state.source)
         except UnknownTool:
-            raise RpcError(
-                INVALID_PARAMS, f"unknown tool {name!r}; tools/list shows the tools this key may use"
-            ) from None
+            raise RpcError(INVALID_PARAMS, "unknown tool; tools/list shows the tools this key may use") from None
         except LockzeroError as exc:
             error = {"code": exc.code, "name": exc.name, "message": exc.message}
             if exc.data:
@@ -136,7 +180,24 @@ class Dispatcher:
 
     async def _direct(self, state: CallState, method: str, params: dict[str, Any]) -> dict[str, Any]:
         arguments = {k: v for k, v in params.items() if k != "_meta"}
+        state.audited = True
         try:
-            return await self.runner.call(state.key, method, arguments)
+            return await self.runner.call(state.key, method, arguments, state.source)
         except LockzeroError as exc:
             raise RpcError(exc.code, exc.message, exc.data or None) from None
+
+
+class ProtocolError(LockzeroError):
+    """An RpcError seen as the runner's error type, so the flood guard can count it by name."""
+
+    def __init__(self, err: RpcError) -> None:
+        super().__init__(err.message)
+        self.code = err.code
+        self.name = _RPC_NAMES.get(err.code, "invalid_request")
+
+
+_RPC_NAMES = {
+    METHOD_NOT_FOUND: "method_not_found",
+    INVALID_PARAMS: "invalid_params",
+    RATE_LIMITED: "rate_limited",
+}

@@ -8,17 +8,20 @@ Era selection, per request:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 from typing import Any
 
 import msgspec
 from litestar import Request
+from litestar.exceptions import HTTPException
 from litestar.response import Response
 
-from api.auth import authenticate_key, origin_allowed
+from api.auth import authenticate_key, origin_allowed, try_authenticate
 from api.mcp import versions
-from api.mcp.dispatcher import CallState, Dispatcher
+from api.mcp.dispatcher import CallState, Dispatcher, ProtocolError, audit_label
 from api.mcp.jsonrpc import (
     HEADER_MISMATCH,
     INTERNAL_ERROR,
@@ -33,15 +36,26 @@ from api.mcp.jsonrpc import (
     parse_message,
     result_body,
 )
+from api.tools.runner import actor_of
 from engine.aggregates.api_key import ApiKey
 from engine.app import Engine
 from eventstore import StoreUnavailable
 
 log = logging.getLogger("lockzero.api")
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
+#: detect_exposure takes up to 5 MiB of text (SPEC §3); the margin is the JSON-RPC envelope around it.
+MAX_BODY_BYTES = 5 * 1024 * 1024 + 64 * 1024
+#: A batch answers at most this many messages: one request must not hold the server for long.
+MAX_BATCH = 100
+#: A body must keep arriving: this much time to start, then at least this rate (a trickled body is
+#: closed rather than holding a connection and a buffer for minutes).
+BODY_GRACE_S = 10.0
+BODY_MIN_BYTES_PER_S = 16 * 1024
 _JSON = "application/json"
 _encoder = msgspec.json.Encoder()
+#: After these the connection is closed: the rest of the body is not read, so it cannot be reused.
+_CLOSING = (408, 413)
+_VERSION_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response[bytes]:
@@ -49,7 +63,12 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _error(err: RpcError, request_id: Any = None) -> Response[bytes]:
-    return _json(err.body(request_id), err.http_status or 200)
+    status = err.http_status or 200
+    return _json(err.body(request_id), status, {"Connection": "close"} if status in _CLOSING else None)
+
+
+def client_address(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client and request.client.host else "unknown"
 
 
 class McpEndpoint:
@@ -61,65 +80,102 @@ class McpEndpoint:
         self.allowed_origins = allowed_origins
         self.bind_host = bind_host
 
-    async def _gate(self, request: Request) -> ApiKey | Response[Any]:
+    async def _gate(self, request: Request[Any, Any, Any]) -> ApiKey | Response[Any]:
+        source = client_address(request)
+        what = f"{request.method} /api/mcp"
         if not origin_allowed(request, self.allowed_origins, self.bind_host):
+            # The tenant's own audit when the request carries one of its keys: it learns that its key
+            # is used from a browser page it did not allow.
+            key = await try_authenticate(self.engine, request)
+            await self._audit_refusal(key, what, "denied", "forbidden_origin", source)
             return _json({"error": "forbidden_origin", "error_description": "this Origin is not allowed"}, 403)
         try:
-            return await authenticate_key(self.engine, request)
+            gate = await authenticate_key(self.engine, request)
         except StoreUnavailable:
             return _error(RpcError(UNAVAILABLE, "the event store is unavailable; retry later", http_status=503))
+        if isinstance(gate, Response):
+            await self._audit_refusal(None, what, "denied", "invalid_token", source)
+        return gate
 
-    async def post(self, request: Request) -> Response[Any]:
+    async def _audit_refusal(self, key: ApiKey | None, method: str, outcome: str, reason: str, source: str) -> None:
+        try:
+            await self.dispatcher.runner.guard.refused(
+                key.tenant if key else None,
+                actor_of(key) if key else None,
+                method,
+                outcome,
+                reason=reason,
+                source=source,
+            )
+        except Exception as exc:  # the call is refused either way; the log says the audit missed it
+            log.error("audit of a refused call failed (%s)", type(exc).__name__)
+
+    async def _refused(self, key: ApiKey, label: str, err: RpcError, source: str) -> None:
+        try:
+            await self.dispatcher.runner.refused(key, label, ProtocolError(err), source)
+        except Exception as exc:
+            log.error("audit of a refused call failed (%s)", type(exc).__name__)
+
+    async def post(self, request: Request[Any, Any, Any]) -> Response[Any]:
         gate = await self._gate(request)
         if isinstance(gate, Response):
             return gate
         key = gate
+        source = client_address(request)
         payload: Any = None
+        label = "request"
         try:
             body = await _read_body(request)
+            label = "parse_error"
             try:
                 payload = msgspec.json.decode(body)
             except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for bad UTF-8 in strings
                 raise RpcError(PARSE_ERROR, "parse error: the body is not valid JSON", http_status=400) from None
             except RecursionError:
                 raise RpcError(INVALID_REQUEST, "JSON nested too deeply", http_status=400) from None
+            label = "invalid_request"
             header_version = request.headers.get("mcp-protocol-version")
             if header_version is not None and header_version not in versions.SUPPORTED:
-                raise RpcError(
-                    UNSUPPORTED_VERSION,
-                    "Unsupported protocol version",
-                    {"supported": list(versions.SUPPORTED), "requested": header_version},
-                    http_status=400,
-                )
+                data: dict[str, Any] = {"supported": list(versions.SUPPORTED)}
+                if _VERSION_SHAPE.fullmatch(header_version):
+                    data["requested"] = header_version  # a date, nothing else is echoed
+                raise RpcError(UNSUPPORTED_VERSION, "Unsupported protocol version", data, http_status=400)
             if isinstance(payload, list):
-                return await self._batch(request, key, payload, header_version)
+                label = "batch"
+                return await self._batch(request, key, payload, header_version, source)
             msg = parse_message(payload)
-            state = self._state(request, key, msg, header_version)
-            return await self._one(state, msg)
+            label = audit_label(msg.method, self.dispatcher.runner.registry)
+            state = self._state(request, key, msg, header_version, source)
+            body_out, status, headers = await self._answer(state, msg)
         except RpcError as err:
+            await self._refused(key, label, err, source)
             return _error(err, _request_id(payload))
+        if body_out is None:
+            return Response(b"", status_code=202, headers=headers)
+        return _json(body_out, status, headers)
 
-    async def _one(self, state: CallState, msg: Message) -> Response[Any]:
+    async def _answer(self, state: CallState, msg: Message) -> tuple[dict[str, Any] | None, int, dict[str, str]]:
+        """The JSON-RPC answer (None for a notification), its HTTP status and extra headers."""
         try:
             result = await self.dispatcher.handle(state, msg)
         except RpcError as err:
-            return _error(err, msg.id)
+            return err.body(msg.id), err.http_status or 200, {}
         except StoreUnavailable:
-            return _error(RpcError(UNAVAILABLE, "the event store is unavailable; nothing was changed"), msg.id)
+            return RpcError(UNAVAILABLE, "the event store is unavailable; nothing was changed").body(msg.id), 200, {}
         except Exception as exc:  # never a traceback to the client
             log.error(
                 "unexpected error in %s (%s)",
-                msg.method,
+                audit_label(msg.method, self.dispatcher.runner.registry),
                 type(exc).__name__,
                 exc_info=bool(os.environ.get("LOCKZERO_DEBUG")),
             )
-            return _error(RpcError(INTERNAL_ERROR, "internal error; the call was not completed"), msg.id)
+            return RpcError(INTERNAL_ERROR, "internal error; the call was not completed").body(msg.id), 200, {}
         if result is None:
-            return Response(b"", status_code=202, headers=state.response_headers)
-        return _json(result_body(msg.id, result), 200, state.response_headers)
+            return None, 202, state.response_headers
+        return result_body(msg.id, result), 200, state.response_headers
 
     async def _batch(
-        self, request: Request, key: ApiKey, payload: list[Any], header_version: str | None
+        self, request: Request[Any, Any, Any], key: ApiKey, payload: list[Any], header_version: str | None, source: str
     ) -> Response[Any]:
         version = header_version or versions.DEFAULT_HANDSHAKE
         session_id = request.headers.get("mcp-session-id")
@@ -132,58 +188,72 @@ class McpEndpoint:
             raise RpcError(INVALID_REQUEST, f"JSON-RPC batches are not allowed in protocol {version}", http_status=400)
         if not payload:
             raise RpcError(INVALID_REQUEST, "empty batch", http_status=400)
+        if len(payload) > MAX_BATCH:
+            raise RpcError(
+                INVALID_REQUEST,
+                f"batch too long: at most {MAX_BATCH} messages per batch; split it",
+                {"max_batch": MAX_BATCH},
+                http_status=400,
+            )
         out: list[dict[str, Any]] = []
         for raw in payload:
+            # Other requests run between the messages of a batch, not after all of them.
+            await asyncio.sleep(0)
+            label = "invalid_request"
             try:
                 msg = parse_message(raw)
+                label = audit_label(msg.method, self.dispatcher.runner.registry)
                 if msg.method == "initialize":
                     raise RpcError(INVALID_REQUEST, "initialize must not be part of a batch")
-                state = self._state(request, key, msg, header_version)
+                state = self._state(request, key, msg, header_version, source)
             except RpcError as err:
+                await self._refused(key, label, err, source)
                 out.append(err.body(_request_id(raw)))
                 continue
-            response = await self._one(state, msg)
-            if response.status_code != 202:
-                out.append(msgspec.json.decode(response.content))
+            answer, _, _ = await self._answer(state, msg)
+            if answer is not None:
+                out.append(answer)
         return _json(out) if out else Response(b"", status_code=202)
 
-    def _state(self, request: Request, key: ApiKey, msg: Message, header_version: str | None) -> CallState:
+    def _state(
+        self, request: Request[Any, Any, Any], key: ApiKey, msg: Message, header_version: str | None, source: str
+    ) -> CallState:
         meta = msg.params.get("_meta") if isinstance(msg.params.get("_meta"), dict) else None
         meta_version = meta.get(versions.META_PROTOCOL_VERSION) if meta else None
         if header_version == versions.MODERN:
             self._check_modern_headers(request, msg, meta_version)
-            return CallState(key, "modern", versions.MODERN)
+            return CallState(key, "modern", versions.MODERN, source=source)
         if meta_version == versions.MODERN:
             raise RpcError(HEADER_MISMATCH, "Header mismatch: MCP-Protocol-Version header is required", http_status=400)
         session_id = request.headers.get("mcp-session-id")
         if msg.method == "initialize":
-            return CallState(key, "handshake", header_version or versions.DEFAULT_HANDSHAKE)
+            return CallState(key, "handshake", header_version or versions.DEFAULT_HANDSHAKE, source=source)
         if session_id is None:
             if header_version is not None and not msg.is_notification:
                 raise RpcError(
                     INVALID_REQUEST, "Mcp-Session-Id header is required; call initialize first", http_status=400
                 )
-            return CallState(key, "direct", header_version or versions.DEFAULT_HANDSHAKE)
+            return CallState(key, "direct", header_version or versions.DEFAULT_HANDSHAKE, source=source)
         session = self.dispatcher.sessions.get(session_id, key.key_id)
         if session is None:
             raise RpcError(INVALID_REQUEST, "session not found or ended; initialize again", http_status=404)
         if header_version is not None and header_version != session.protocol_version:
             raise RpcError(
                 INVALID_REQUEST,
-                f"MCP-Protocol-Version {header_version} does not match the session's {session.protocol_version}",
+                f"the MCP-Protocol-Version header does not match the session's {session.protocol_version}",
                 http_status=400,
             )
-        return CallState(key, "handshake", session.protocol_version, session)
+        return CallState(key, "handshake", session.protocol_version, session, source=source)
 
     @staticmethod
-    def _check_modern_headers(request: Request, msg: Message, meta_version: object) -> None:
+    def _check_modern_headers(request: Request[Any, Any, Any], msg: Message, meta_version: object) -> None:
         if msg.is_response:
             return
         header_method = request.headers.get("mcp-method")
         if header_method != msg.method:
             raise RpcError(
                 HEADER_MISMATCH,
-                f"Header mismatch: Mcp-Method header value {header_method!r} does not match body value {msg.method!r}",
+                "Header mismatch: the Mcp-Method header does not match the body's method",
                 http_status=400,
             )
         if msg.method == "tools/call":
@@ -191,7 +261,7 @@ class McpEndpoint:
             if header_name != body_name:
                 raise RpcError(
                     HEADER_MISMATCH,
-                    f"Header mismatch: Mcp-Name header value {header_name!r} does not match body value {body_name!r}",
+                    "Header mismatch: the Mcp-Name header does not match the body's params.name",
                     http_status=400,
                 )
         if msg.is_notification:
@@ -207,14 +277,14 @@ class McpEndpoint:
                 http_status=400,
             )
 
-    async def get(self, request: Request) -> Response[Any]:
+    async def get(self, request: Request[Any, Any, Any]) -> Response[Any]:
         gate = await self._gate(request)
         if isinstance(gate, Response):
             return gate
         # No server-initiated messages: every answer comes back on its POST.
         return Response(b"", status_code=405, headers={"Allow": "POST, DELETE"})
 
-    async def delete(self, request: Request) -> Response[Any]:
+    async def delete(self, request: Request[Any, Any, Any]) -> Response[Any]:
         gate = await self._gate(request)
         if isinstance(gate, Response):
             return gate
@@ -226,17 +296,44 @@ class McpEndpoint:
         return Response(b"", status_code=204)
 
 
-async def _read_body(request: Request) -> bytes:
+def _too_large() -> RpcError:
+    return RpcError(
+        PAYLOAD_TOO_LARGE,
+        "request body above 5 MiB; split the text and scan it in parts",
+        {"max_bytes": MAX_BODY_BYTES},
+        http_status=413,
+    )
+
+
+async def _read_body(request: Request[Any, Any, Any]) -> bytes:
+    """The body, read as it arrives: refused once it passes the limit (never buffered beyond it) or
+    when it arrives slower than BODY_MIN_BYTES_PER_S after BODY_GRACE_S."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        budget = started + BODY_GRACE_S + size / BODY_MIN_BYTES_PER_S - loop.time()
+        try:
+            if budget <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(budget):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise RpcError(
+                INVALID_REQUEST, "the request body arrived too slowly; the connection is closed", http_status=408
+            ) from None
+        except HTTPException:  # the client went away mid-body
+            raise RpcError(INVALID_REQUEST, "the request body was cut short", http_status=400) from None
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise RpcError(
-                PAYLOAD_TOO_LARGE,
-                f"request body above {MAX_BODY_BYTES // (1024 * 1024)} MiB; split the text and scan it in parts",
-                http_status=413,
-            )
+            raise _too_large()
         chunks.append(chunk)
     return b"".join(chunks)
 

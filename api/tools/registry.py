@@ -3,6 +3,7 @@ inputSchema/outputSchema that tools/list shows, so the schema can never drift fr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,10 +61,17 @@ class Tool:
     _schemas: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def input_schema(self) -> dict[str, Any]:
-        return self._schemas.setdefault("input", json_schema(self.arguments))
+        # Built once: generating a schema costs milliseconds, and error messages consult it too.
+        schema: dict[str, Any] | None = self._schemas.get("input")
+        if schema is None:
+            schema = self._schemas["input"] = json_schema(self.arguments)
+        return schema
 
     def output_schema(self) -> dict[str, Any]:
-        return self._schemas.setdefault("output", json_schema(self.result))
+        schema: dict[str, Any] | None = self._schemas.get("output")
+        if schema is None:
+            schema = self._schemas["output"] = json_schema(self.result)
+        return schema
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -86,7 +94,30 @@ class Tool:
             parsed: msgspec.Struct = msgspec.convert(raw, self.arguments)
             return parsed
         except msgspec.ValidationError as exc:
-            raise InvalidInput(f"invalid arguments for {self.name}: {exc}") from None
+            raise InvalidInput(f"invalid arguments for {self.name}: {self._explain(str(exc))}") from None
+
+    def _explain(self, error: str) -> str:
+        """msgspec's message without the caller's value: some of its messages quote it (an enum value,
+        an unknown field's name), and an argument may well be a pasted credential."""
+        message, _, path = error.partition(" - at `")
+        fields = self.input_schema().get("properties", {})
+        if message.startswith("Object contains unknown field"):
+            return f"unknown argument; {self.name} takes only: {', '.join(fields)}"
+        match = re.match(r"\$\.([A-Za-z_][A-Za-z0-9_]*)", path)
+        field = match.group(1) if match and match.group(1) in fields else None
+        if message.startswith(("Expected `", "Object missing required field `")):
+            # These name only types, bounds and schema patterns, never what was sent.
+            return f"{message} (at {field})" if field else message
+        return f"{field or 'an argument'} must be {_expectation(fields.get(field, {}))}"
+
+
+def _expectation(prop: dict[str, Any]) -> str:
+    options = prop.get("anyOf", [prop])
+    enums = [v for o in options for v in o.get("enum", ())]
+    if enums:
+        return "one of: " + ", ".join(str(v) for v in enums)
+    types = [str(o.get("type")) for o in options if "type" in o]
+    return "of type " + " or ".join(types) if types else "as the inputSchema describes"
 
 
 def _has_nul(value: Any, depth: int = 0) -> bool:
@@ -114,12 +145,22 @@ def json_schema(struct: type[msgspec.Struct]) -> dict[str, Any]:
 class Registry:
     def __init__(self, tools: list[Tool]) -> None:
         self._tools = {t.name: t for t in tools}
+        self._described: dict[bool, msgspec.Raw] = {}
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 
     def visible_to(self, key: ApiKey) -> list[Tool]:
         return [t for t in self._tools.values() if not (t.writes and key.read_only)]
+
+    def described_for(self, key: ApiKey) -> msgspec.Raw:
+        """The tools/list array for this key's permission, encoded once per permission: the tools
+        never change while the process runs, and rebuilding schemas per call cost milliseconds."""
+        described = self._described.get(key.read_only)
+        if described is None:
+            tools = [t.describe() for t in self.visible_to(key)]
+            described = self._described[key.read_only] = msgspec.Raw(msgspec.json.encode(tools))
+        return described
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools

@@ -18,6 +18,7 @@ from engine.aggregates.api_key import ApiKey
 from engine.app import Engine
 from engine.audit import make_record, outcome_of
 from engine.audit_batcher import AuditBatcher
+from engine.audit_flood import AuditFloodGuard
 from engine.errors import Forbidden, LockzeroError, RateLimited, Unavailable
 from engine.rotations import SagaQueue
 from eventstore import EventStoreError, StoreUnavailable
@@ -45,15 +46,22 @@ def actor_of(key: ApiKey) -> ev.EventMeta:
 
 class ToolRunner:
     def __init__(
-        self, engine: Engine, registry: Registry, audit: AuditBatcher, limiter: RateLimiter, queue: SagaQueue
+        self,
+        engine: Engine,
+        registry: Registry,
+        audit: AuditBatcher,
+        limiter: RateLimiter,
+        queue: SagaQueue,
+        guard: AuditFloodGuard | None = None,
     ) -> None:
         self.queue = queue
         self.engine = engine
         self.registry = registry
         self.audit = audit
         self.limiter = limiter
+        self.guard = guard or AuditFloodGuard(engine, audit)
 
-    async def call(self, key: ApiKey, name: str, raw_arguments: Any) -> dict[str, Any]:
+    async def call(self, key: ApiKey, name: str, raw_arguments: Any, source: str = "") -> dict[str, Any]:
         """The tool's structured result; raises LockzeroError (business) or UnknownTool (protocol)."""
         tool = self.registry.get(name)
         if tool is None:
@@ -68,22 +76,21 @@ class ToolRunner:
             try:
                 result = await self._execute(tool, ctx, raw_arguments)
             except LockzeroError as exc:
-                error = exc
+                error = _without_caller_values(exc, raw_arguments)
             span.set_attribute("lockzero.outcome", outcome_of(error))
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, error.name))
-            await self.record(ctx, name, error, (time.perf_counter() - started) * 1000)
+            if isinstance(error, RateLimited):
+                await self.refused(key, name, error, source)
+            else:
+                await self.record(ctx, name, error, (time.perf_counter() - started) * 1000)
             if error is not None:
                 raise error
             assert result is not None
             return result
 
     async def _execute(self, tool: Tool, ctx: CallContext, raw_arguments: Any) -> dict[str, Any]:
-        retry_ms = self.limiter.acquire(ctx.key.key_id)
-        if retry_ms is not None:
-            raise RateLimited(
-                f"rate limit for this key reached; retry in {retry_ms} ms", data={"retry_after_ms": retry_ms}
-            )
+        self.acquire(ctx.key)
         if tool.writes and ctx.key.read_only:
             raise Forbidden(f"{tool.name} changes state and this key is read-only; ask for a read-write key")
         arguments = tool.parse_arguments(raw_arguments)
@@ -124,3 +131,57 @@ class ToolRunner:
 
     async def record_protocol(self, key: ApiKey, method: str, error: BaseException | None = None) -> None:
         await self.record(CallContext(self.engine, key, actor_of(key)), method, error, 0.0)
+
+    async def refused(self, key: ApiKey, method: str, error: LockzeroError, source: str) -> None:
+        """A refusal that a flood could repeat (rate limit, malformed request): bounded by the guard."""
+        try:
+            await self.guard.refused(
+                key.tenant, actor_of(key), method, outcome_of(error), reason=error.name, source=source
+            )
+        except Exception as exc:
+            log.error("audit write failed (%s); failing the call", type(exc).__name__)
+            raise Unavailable("the audit log cannot be written, so the call was refused; retry later") from None
+
+    def acquire(self, key: ApiKey) -> None:
+        """Every message of a key counts against its limit, protocol methods too (ping, tools/list…)."""
+        retry_ms = self.limiter.acquire(key.key_id)
+        if retry_ms is not None:
+            raise RateLimited(
+                f"rate limit for this key reached; retry in {retry_ms} ms", data={"retry_after_ms": retry_ms}
+            )
+
+
+#: Values shorter than this are left in messages when unquoted: "ok" or "v2" are not secrets, and
+#: replacing them would mangle the surrounding words.
+_MIN_BARE = 6
+_SCRUBBED = "(the value sent)"
+
+
+def _without_caller_values(error: LockzeroError, raw_arguments: Any) -> LockzeroError:
+    """The error with any argument value the caller sent cut out of its message: an argument may be a
+    pasted credential, and messages end up in answers, logs and the audit detail."""
+    message = error.message
+    for value in sorted(_strings(raw_arguments), key=len, reverse=True):
+        message = message.replace(repr(value), _SCRUBBED).replace(f'"{value}"', _SCRUBBED)
+        if len(value) >= _MIN_BARE:
+            message = message.replace(value, _SCRUBBED)
+    if message != error.message:
+        error.message = message
+        error.args = (message,)
+    return error
+
+
+def _strings(value: Any, depth: int = 0) -> set[str]:
+    # Longer values cannot be quoted whole in a message worth keeping; detect_exposure's text is one.
+    if isinstance(value, str):
+        return {value} if 0 < len(value) <= 1000 else set()
+    if depth > 8:
+        return set()
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found |= _strings(k, depth + 1) | _strings(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value[:100]:
+            found |= _strings(v, depth + 1)
+    return found

@@ -55,7 +55,9 @@ def test_not_found_is_32010(shared: Tenant) -> None:
     for tool in ("get_secret_metadata", "check_rotation_policy", "get_rotation_history"):
         r = shared.server.call(shared.key, tool, {"secret_id": "prod/does/not/exist"})
         err = jsonrpc_error(r, -32010)
-        assert "prod/does/not/exist" in err["message"], tool
+        # The caller's value is never echoed (it may be a pasted credential); the message says what to do.
+        assert "prod/does/not/exist" not in err["message"], tool
+        assert "list_secrets" in err["message"], (tool, err)
         assert r.json()["id"] == 1
 
 
@@ -132,7 +134,8 @@ def test_invalid_request_is_32600(shared: Tenant, payload: Any) -> None:
 def test_unknown_method_is_32601(shared: Tenant) -> None:
     r = shared.server.call(shared.key, "rotate_everything", {})
     err = jsonrpc_error(r, -32601)
-    assert "rotate_everything" in err["message"]
+    assert "rotate_everything" not in err["message"]  # never echoed, but the message lists what exists
+    assert "tools/list" in err["message"]
     assert r.json()["id"] == 1
 
 

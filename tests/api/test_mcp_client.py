@@ -91,5 +91,5 @@ async def test_sdk_secret_metadata_and_unknown_secret(shared: Tenant, mode: str,
     assert missing.is_error is True
     assert missing.structured_content is not None
     assert missing.structured_content["error"]["code"] == -32010
-    assert "prod/never/existed" in missing.structured_content["error"]["message"]
+    assert "prod/never/existed" not in missing.structured_content["error"]["message"]  # never echoed
     assert json.loads(missing.content[0].text) == missing.structured_content
