@@ -9,11 +9,21 @@ from typing import Any, Literal
 import msgspec
 
 from api.mcp import versions
-from api.mcp.jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, RATE_LIMITED, Message, RpcError
+from api.mcp.jsonrpc import (
+    HEADER_MISMATCH,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    PAYLOAD_TOO_LARGE,
+    RATE_LIMITED,
+    UNSUPPORTED_VERSION,
+    Message,
+    RpcError,
+)
 from api.mcp.sessions import Session, SessionStore
 from api.tools.runner import ToolRunner, UnknownTool
 from engine.aggregates.api_key import ApiKey
-from engine.errors import LockzeroError, RateLimited
+from engine.errors import InvalidInput, LockzeroError, RateLimited
 
 Era = Literal["modern", "handshake", "direct"]
 
@@ -187,8 +197,9 @@ class Dispatcher:
             raise RpcError(exc.code, exc.message, exc.data or None) from None
 
 
-class ProtocolError(LockzeroError):
-    """An RpcError seen as the runner's error type, so the flood guard can count it by name."""
+class ProtocolError(InvalidInput):
+    """A malformed or unknown request as the runner's error type: audited as "invalid", counted by
+    the flood guard under its name."""
 
     def __init__(self, err: RpcError) -> None:
         super().__init__(err.message)
@@ -197,6 +208,10 @@ class ProtocolError(LockzeroError):
 
 
 _RPC_NAMES = {
+    PARSE_ERROR: "parse_error",
+    PAYLOAD_TOO_LARGE: "payload_too_large",
+    HEADER_MISMATCH: "header_mismatch",
+    UNSUPPORTED_VERSION: "unsupported_version",
     METHOD_NOT_FOUND: "method_not_found",
     INVALID_PARAMS: "invalid_params",
     RATE_LIMITED: "rate_limited",
