@@ -71,3 +71,15 @@ def test_tools_call_rate_limit_is_an_error_result(limited: Server) -> None:
     outcomes = [e["outcome"] for e in page["events"]]
     assert len(outcomes) == 20
     assert outcomes.count("ok") == 20 - len(refused)
+
+
+@pytest.mark.parametrize("method", ["ping", "tools/list", "initialize", "server/discover"])
+def test_protocol_methods_count_against_the_limit(limited: Server, method: str) -> None:
+    """ping, tools/list and initialize cost a token like any call: a key cannot flood with them."""
+    key = limited.key(limited.tenant())
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}} if method == "initialize" else {}
+    answers = _hammer(limited, {"jsonrpc": "2.0", "method": method, "params": params}, key)
+    refused = [a for a in answers if "error" in a]
+    assert refused, f"20 rapid {method} calls were never limited"
+    assert all(a["error"]["code"] == -32014 and a["error"]["data"]["retry_after_ms"] > 0 for a in refused), refused
+    assert "result" in answers[0], answers[0]
