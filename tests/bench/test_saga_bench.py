@@ -323,7 +323,7 @@ async def one_rotation(
         assert time.perf_counter() - t0 < ROTATION_TIMEOUT_S, f"not verified after {ROTATION_TIMEOUT_S}s: {verdict}"
         await asyncio.sleep(VERIFY_POLL_S)
     checks = verdict["checks"]
-    assert checks["new_credential_valid"] is True and checks["old_credential_rejected"] is True, verdict
+    assert checks["new_credential_valid"] == "passed" and checks["old_credential_rejected"] == "passed", verdict
     assert checks["dependents_adopted"] == {"adopted": 2, "total": 2, "pending": []}, verdict
     return rotation_id, t0_wall, t1_wall, (t1 - t0) * 1000, polls
 

@@ -65,6 +65,7 @@ async def build_history(engine: Engine, clock: ManualClock) -> dict[str, str]:
         environment="staging",
         config={"url": "redis://default:pw@127.0.0.1:6379/0", "username": "app"},
         value=b"imported-redis-password",
+        validate_value=False,  # replay is about read models, not about the Redis user
     )
     await secrets.register_secret(
         engine, "beta", OPERATOR, secret_id="prod/db", provider="generated", environment="prod", labels={"x": "y"}

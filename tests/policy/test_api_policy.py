@@ -133,8 +133,8 @@ def test_rotation_waits_for_two_distinct_human_approvals(server: Server) -> None
     assert (bob["approvers"], bob["required"], bob["status"]) == (["alice", "bob"], 2, "in_progress")
 
     done = wait_verified(server, key, sid, rot)
-    assert done["status"] == "completed" and done["checks"]["new_credential_valid"] is True
-    assert done["checks"]["old_credential_rejected"] is True
+    assert done["status"] == "completed" and done["checks"]["new_credential_valid"] == "passed"
+    assert done["checks"]["old_credential_rejected"] == "passed"
     (record,) = server.result(key, "get_rotation_history", {"secret_id": sid})["rotations"]
     assert record["outcome"] == "completed" and record["actor_id"] == key.key_id
     steps = record["steps"]

@@ -59,11 +59,12 @@ async def test_create_is_idempotent_and_names_the_account(provider: Any, account
     assert account.works(second)
 
 
-async def test_validate_is_a_real_login(provider: Any, account: Account) -> None:
+async def test_authenticate_is_a_real_login(provider: Any, account: Account) -> None:
     old, new = await rotate_create(provider, account)
-    assert await provider.validate(new) is True
-    assert await provider.validate(Credential(secret_value(), new.username)) is False
-    assert await provider.validate(old) is account.alternating
+    assert (await provider.authenticate(new)).verdict == "accepted"
+    wrong = await provider.authenticate(Credential(secret_value(), new.username))
+    assert wrong.verdict == "refused", wrong
+    assert (await provider.authenticate(old)).verdict == ("accepted" if account.alternating else "refused")
 
 
 async def test_retire_refuses_old_and_restore_brings_it_back(provider: Any, account: Account) -> None:
@@ -71,7 +72,7 @@ async def test_retire_refuses_old_and_restore_brings_it_back(provider: Any, acco
     await provider.retire(old)
     assert account.refused(old)
     assert account.works(new)
-    assert await provider.validate(old) is False
+    assert (await provider.authenticate(old)).verdict == "refused"
     await provider.retire(old)  # idempotent
     assert account.refused(old)
     assert account.works(new)
@@ -112,7 +113,7 @@ async def test_revoke_refuses_everything_and_cuts_sessions(provider: Any, accoun
     assert account.refused(new)
     assert not account.alive(leaked_session)
     assert not account.alive(new_session)
-    assert await provider.validate(new) is False
+    assert (await provider.authenticate(new)).verdict == "refused"
     await provider.revoke([old, new])  # idempotent
 
 

@@ -86,7 +86,7 @@ async def rotate_under_load(account: Account, **config: Any) -> App:
         await asyncio.sleep(0.3)
         old = account.current
         new = await provider.create(Credential(secret_value(), old.username), old)
-        assert await provider.validate(new)
+        assert (await provider.authenticate(new)).accepted
         await asyncio.sleep(ADOPTION_DELAY_S)  # the dependent has not pulled the new value yet
         app.creds = {"user": new.username or account.name, "password": new.value}
         await pool.drain()

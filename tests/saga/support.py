@@ -72,14 +72,19 @@ class AclUser:
             self.admin.execute_command("ACL", "DELUSER", self.name)
         self.admin.close()
 
-    def passwords(self) -> list[str]:
+    def rules(self, field: str) -> Any:
+        """One field of `ACL GETUSER` (e.g. "passwords", "commands", "flags"); None when the user is gone."""
         info = self.admin.execute_command("ACL", "GETUSER", self.name)
         if info is None:
-            return []
+            return None
         if isinstance(info, list):
             info = dict(zip(info[::2], info[1::2], strict=True))
         items = {(k.decode() if isinstance(k, bytes) else k): v for k, v in info.items()}
-        return [p.decode() if isinstance(p, bytes) else p for p in items["passwords"]]
+        return items[field]
+
+    def passwords(self) -> list[str]:
+        found = self.rules("passwords")
+        return [p.decode() if isinstance(p, bytes) else p for p in found or []]
 
     def setuser(self, *rules: str) -> None:
         self.admin.execute_command("ACL", "SETUSER", self.name, *rules)

@@ -193,13 +193,13 @@ def test_job_lost_before_any_worker_ran_it(tmp_path: Path, acl_user: AclUser) ->
 
 @pytest.mark.postgres
 def test_failing_validate_compensates_to_the_old_credential(arq_stack: Stack, acl_user: AclUser) -> None:
-    """A user that may not run PING: `ACL SETUSER u >new` succeeds, but no password passes validation
-    (NOPERM), so the saga must discard the new password and stay on v1."""
+    """A disabled user (`off`): `ACL SETUSER u >new` succeeds, but Redis refuses every AUTH (WRONGPASS), so
+    the saga must discard the new password and stay on v1."""
     stack = arq_stack
     tenant, key = stack.tenant_and_key()
     sid = f"prod/redis/{acl_user.name}"
     stack.add_redis_secret(tenant, sid, acl_user)
-    acl_user.setuser("-@all")
+    acl_user.setuser("off")
     with PasswordSampler(acl_user) as sampler:
         rid = stack.server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leak"})["rotation_id"]
         result = stack.wait_finished(key, sid, rid)
@@ -212,7 +212,7 @@ def test_failing_validate_compensates_to_the_old_credential(arq_stack: Stack, ac
         ("validate", "failed"),
         ("create (compensation)", "completed"),
     ]
-    assert rotation["steps"][1]["error"], rotation
+    assert "WRONGPASS" in rotation["steps"][1]["error"], rotation
     assert stack.metadata(key, sid)["current_version"] == "v1"
     assert stack.metadata(key, sid)["status"] == "active"
     incidents = stack.server.result(key, "get_active_incidents", {"secret_id": sid})["incidents"]
@@ -221,7 +221,7 @@ def test_failing_validate_compensates_to_the_old_credential(arq_stack: Stack, ac
     assert sampler.max_seen <= 2
 
     assert len(acl_user.passwords()) == 1, "the new password was discarded"
-    acl_user.setuser("+@all")
+    acl_user.setuser("on")
     assert acl_user.works(acl_user.password), "v1 still works"
 
     # The discarded number is not reused: the next rotation goes v1 -> v3 and completes.
@@ -229,6 +229,27 @@ def test_failing_validate_compensates_to_the_old_credential(arq_stack: Stack, ac
     assert (again["from_version"], again["to_version"]) == ("v1", "v3"), again
     assert stack.wait_finished(key, sid, again["rotation_id"])["verified"] is True
     assert acl_user.refused(acl_user.password)
+
+
+@pytest.mark.postgres
+def test_a_user_allowed_only_get_rotates_to_verified(arq_stack: Stack, acl_user: AclUser) -> None:
+    """No PING permission is needed: AUTH proves the new password works and the old one is refused (WRONGPASS),
+    and the user's permissions are exactly what they were."""
+    stack = arq_stack
+    tenant, key = stack.tenant_and_key()
+    sid = f"prod/redis/{acl_user.name}"
+    acl_user.setuser("-@all", "+get")
+    rules_before = acl_user.rules("commands")
+    stack.add_redis_secret(tenant, sid, acl_user)
+    rid = stack.server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leak"})["rotation_id"]
+    result = stack.wait_finished(key, sid, rid)
+    assert result["verified"] is True, result
+    assert result["checks"]["new_credential_valid"] == "passed"
+    assert result["checks"]["old_credential_rejected"] == "passed"
+    assert result["checks"]["reasons"] == {}
+    assert acl_user.refused(acl_user.password)
+    assert acl_user.rules("commands") == rules_before, "permissions untouched"
+    acl_user.setuser("+@all")
 
 
 def test_embedded_server_killed_mid_rotation_resumes_on_restart(tmp_path: Path, acl_user: AclUser) -> None:

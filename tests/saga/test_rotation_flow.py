@@ -71,12 +71,18 @@ def test_rotation_is_zero_downtime_and_reaches_every_dependent(
         assert before.ping() is True
         # The webhook and the file are served during shift; then only the pull dependent is pending.
         mid = wait_for(
-            lambda: (v := stack.verify(key, sid, rid))["checks"]["dependents_adopted"]["pending"] == ["api"] and v,
+            lambda: pending_services(v := stack.verify(key, sid, rid)) == ["api"] and v,
             10,
             "webhook and file dependents to adopt",
         )
         assert mid["status"] == "in_progress" and mid["verified"] is False, mid
-        assert mid["checks"]["new_credential_valid"] is True and mid["checks"]["old_credential_rejected"] is False
+        assert mid["checks"]["new_credential_valid"] == "passed"
+        assert mid["checks"]["old_credential_rejected"] == "failed", "v1 still works mid-rotation, and says so"
+        (waiting,) = mid["checks"]["dependents_adopted"]["pending"]
+        assert waiting["delivery"] == "pull" and "a pull of v2" in waiting["waiting_for"], waiting
+        assert waiting["since"] and mid["adoption_deadline_at"] > waiting["since"], mid
+        assert "api" in mid["next_action"] and mid["adoption_deadline_at"] in mid["next_action"], mid
+        assert "rollback" not in mid["next_action"], mid
 
         pushed = webhook.received()
         assert len(pushed) == 1, pushed
@@ -105,9 +111,10 @@ def test_rotation_is_zero_downtime_and_reaches_every_dependent(
     assert result["status"] == "completed" and result["verified"] is True, result
     assert result["rotation_id"] == rid and result["completed_at"]
     assert result["checks"] == {
-        "new_credential_valid": True,
-        "old_credential_rejected": True,
+        "new_credential_valid": "passed",
+        "old_credential_rejected": "passed",
         "dependents_adopted": {"adopted": 3, "total": 3, "pending": []},
+        "reasons": {},
     }
     assert acl_user.refused(old), acl_user.auth_error(old)
     assert acl_user.works(new)
@@ -124,6 +131,10 @@ def test_rotation_is_zero_downtime_and_reaches_every_dependent(
     assert steps(rotation) == [(s, "completed") for s in STEPS]
     assert stack.metadata(key, sid)["current_version"] == "v2"
     before.close()
+
+
+def pending_services(verdict: dict[str, Any]) -> list[str]:
+    return [p["service"] for p in verdict["checks"]["dependents_adopted"]["pending"]]
 
 
 def test_rollback_makes_the_previous_credential_current_again(
@@ -151,7 +162,8 @@ def test_rollback_makes_the_previous_credential_current_again(
         assert rb["rotation_id"] != first["rotation_id"]
         result = stack.wait_finished(key, sid, rb["rotation_id"])
     assert result["status"] == "completed" and result["verified"] is True, result
-    assert result["checks"]["new_credential_valid"] is True and result["checks"]["old_credential_rejected"] is True
+    assert result["checks"]["new_credential_valid"] == "passed"
+    assert result["checks"]["old_credential_rejected"] == "passed"
     assert acl_user.works(old), "v1 works again"
     assert acl_user.refused(new), "v2 is retired once the rollback completed"
     assert sampler.max_seen <= 2
@@ -216,7 +228,7 @@ def test_revoke_stops_every_credential_and_is_final(stack: Stack, acl_user: AclU
     incidents = stack.server.result(key, "get_active_incidents", {"secret_id": sid})["incidents"]
     assert result["incident_id"] in {i["incident_id"] for i in incidents}, incidents
     check = stack.verify(key, sid)
-    assert check["verified"] is True and check["checks"]["old_credential_rejected"] is True, check
+    assert check["verified"] is True and check["checks"]["old_credential_rejected"] == "passed", check
     assert stack.pull(token, sid).status_code == 404
 
     for method, params in (
@@ -240,13 +252,78 @@ def test_adoption_deadline_lets_the_rotation_finish_without_the_laggard(stack: S
     started = rotate(stack, key, sid)
     result = stack.wait_finished(key, sid, started["rotation_id"])
     assert result["status"] == "completed", result
-    assert result["checks"]["new_credential_valid"] is True
-    assert result["checks"]["old_credential_rejected"] is True
-    assert result["checks"]["dependents_adopted"] == {"adopted": 0, "total": 1, "pending": ["legacy-cron"]}
+    assert result["checks"]["new_credential_valid"] == "passed"
+    assert result["checks"]["old_credential_rejected"] == "passed"
+    adoption = result["checks"]["dependents_adopted"]
+    assert (adoption["adopted"], adoption["total"]) == (0, 1)
+    assert [p["service"] for p in adoption["pending"]] == ["legacy-cron"]
     assert result["verified"] is False, "a dependent still on the old version is not a verified remediation"
     (rotation,) = stack.history(key, sid)
     assert steps(rotation) == [(s, "completed") for s in STEPS]
     assert acl_user.refused(acl_user.password)
+
+
+def test_a_leak_stays_open_while_a_dependent_lags_and_the_leaked_version_needs_force(
+    stack: Stack, acl_user: AclUser
+) -> None:
+    """The whole honest story: the leaked v1 is marked compromised; while a pull dependent never pulls, every
+    poll names it, what it waits for and the deadline, and the leak stays open (mitigated, not resolved); a
+    rollback to the leaked v1 is refused without force and allowed with it, both in the audit."""
+    tenant, key = stack.tenant_and_key()
+    sid = f"prod/redis/{acl_user.name}"
+    stack.add_redis_secret(tenant, sid, acl_user)
+    stack.policy(tenant, sid, "--adoption-deadline", "3s")
+    laggard = stack.server.dependent(tenant, sid, "legacy-cron", "pull")
+    leak = stack.server.result(key, "detect_exposure", {"text": f"REDIS_PASSWORD={acl_user.password}\n"})
+    (incident_id,) = leak["incident_ids"]
+    assert stack.server.result(key, "get_secret_metadata", {"secret_id": sid})["open_incident_ids"] == [incident_id]
+
+    started = rotate(stack, key, sid)
+    polls: list[dict[str, Any]] = []
+
+    def finished() -> dict[str, Any] | None:
+        v = stack.verify(key, sid, started["rotation_id"])
+        polls.append(v)
+        return v if v["status"] == "completed" else None
+
+    done = wait_for(finished, 30, "rotation to finish", interval=0.2)
+    waiting = [p for p in polls if p["status"] == "in_progress" and p["adoption_deadline_at"]]
+    assert waiting, polls
+    for poll in waiting:
+        (pending,) = poll["checks"]["dependents_adopted"]["pending"]
+        assert pending["service"] == "legacy-cron" and "a pull of v2" in pending["waiting_for"], poll
+        assert "legacy-cron" in poll["next_action"] and poll["adoption_deadline_at"] in poll["next_action"], poll
+        assert "rollback" not in poll["next_action"], poll
+    assert done["verified"] is False and done["compromised_versions"] == ["v1"], done
+    assert "legacy-cron" in done["next_action"] and "do not roll back" in done["next_action"], done
+    assert done["checks"]["reasons"]["dependents_adopted"], done
+
+    (open_leak,) = [
+        i
+        for i in stack.server.result(key, "get_active_incidents", {"secret_id": sid})["incidents"]
+        if i["kind"] == "leaked_credential"
+    ]
+    assert open_leak["incident_id"] == incident_id
+    assert open_leak["status"] == "mitigated" and "dependents_adopted" in open_leak["progress"], open_leak
+    assert "not yet verified" in open_leak["progress"], open_leak
+
+    refused = stack.server.error(key, "rollback_secret", {"secret_id": sid, "reason": "v2 broke cron"})
+    assert refused["code"] == -32012 and "compromised" in refused["message"], refused
+    assert acl_user.refused(acl_user.password), "nothing was restored"
+
+    # The laggard finally pulls v2: now the rotation is fully proven and the leak resolves.
+    assert stack.pull(laggard["token"], sid).json()["version"] == "v2"
+    final = stack.verify(key, sid, started["rotation_id"])
+    assert final["verified"] is True, final
+    incidents = stack.server.result(key, "get_active_incidents", {"secret_id": sid})["incidents"]
+    assert incident_id not in [i["incident_id"] for i in incidents], incidents
+
+    forced = stack.server.result(key, "rollback_secret", {"secret_id": sid, "reason": "really", "force": True})
+    assert forced["restored_version"] == "v1", forced
+    assert stack.wait_finished(key, sid, forced["rotation_id"])["status"] == "completed"
+    assert acl_user.works(acl_user.password), "forced: the leaked v1 is back, as asked"
+    audit = stack.server.result(key, "get_audit_log", {"secret_id": sid, "method": "rollback_secret"})["events"]
+    assert sorted(e["outcome"] for e in audit) == ["error", "ok"], audit
 
 
 def settle(stack: Stack, key: Key, sid: str, started: dict[str, Any]) -> dict[str, Any]:

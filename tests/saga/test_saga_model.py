@@ -117,7 +117,7 @@ class SagaModel(RuleBasedStateMachine):
             return self.user.works(cred.value)
         provider = await open_provider(self.engine, secret)
         try:
-            return await provider.validate(cred)
+            return (await provider.authenticate(cred)).accepted
         finally:
             await provider.close()
 
