@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.api.conftest import Tenant
-from tests.api.support import ALL_VERSIONS, META_VERSION, READ_TOOLS, Key
+from tests.api.support import ALL_TOOLS, ALL_VERSIONS, META_VERSION, READ_TOOLS, Key
 
 FUZZ = settings(
     max_examples=150,
@@ -42,8 +42,7 @@ METHODS = [
     "notifications/initialized",
     "notifications/cancelled",
     "resources/list",
-    "rotate_secret",
-    *READ_TOOLS,
+    *ALL_TOOLS,
 ]
 ARG_NAMES = [
     "secret_id",
@@ -61,6 +60,12 @@ ARG_NAMES = [
     "outcome",
     "since",
     "until",
+    "reason",
+    "to_version",
+    "idempotency_key",
+    "rotation_id",
+    "text",
+    "source",
 ]
 arg_values = (
     json_values
@@ -189,3 +194,42 @@ def test_deeply_nested_json_is_a_client_error(shared: Tenant, raw: bytes) -> Non
     r = shared.server.post(content=raw, key=shared.key)
     assert r.status_code == 400, (r.status_code, r.text)
     assert r.json()["error"]["code"] in (-32700, -32600)
+
+
+#: Codes a JSON-RPC answer may carry: the protocol's, the MCP transport's and the product's (SPEC §3).
+ANY_CODES = (-32700, -32600, -32601, -32602, -32603, -32020, -32021, -32022, *SPEC_CODES)
+
+
+@FUZZ
+@given(batch=st.lists(rpc_messages | json_values, min_size=1, max_size=12))
+def test_fuzz_batches(shared: Tenant, fuzz_key: Key, batch: list[Any]) -> None:
+    """A batch answers each request (with its id) and nothing else; never a 5xx, never a traceback."""
+    r = shared.server.post(content=json.dumps(batch).encode(), key=fuzz_key)
+    _check(r)
+    if r.status_code != 200:
+        return
+    answers = r.json()
+    assert isinstance(answers, list) and 1 <= len(answers) <= len(batch), answers
+    for answer in answers:
+        assert answer["jsonrpc"] == "2.0" and ("result" in answer) != ("error" in answer), answer
+        if "error" in answer:
+            assert answer["error"]["code"] in ANY_CODES, answer
+    ids = [m.get("id") for m in batch if isinstance(m, dict)]
+    for answer in answers:
+        if answer["id"] is not None:
+            assert answer["id"] in ids, (answer, ids)
+
+
+@FUZZ
+@given(method=st.sampled_from(METHODS), params=params, rid=st.integers(min_value=1, max_value=10**6))
+def test_fuzz_every_method(shared: Tenant, fuzz_key: Key, method: str, params: Any, rid: int) -> None:
+    """Each method (protocol, notification, every tool) with random params: a known code or a result."""
+    r = shared.server.post({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}, key=fuzz_key)
+    _check(r)
+    if r.status_code == 202:
+        return
+    answer = r.json()
+    if "error" in answer:
+        assert answer["error"]["code"] in ANY_CODES, answer
+    else:
+        assert answer["id"] == rid, answer
