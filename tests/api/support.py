@@ -308,6 +308,8 @@ def start_server(backend: str, workdir: Path, database_url: str, **extra_env: st
         LOCKZERO_DATABASE_URL=database_url,
         LOCKZERO_MASTER_KEY=new_master_key(),
         LOCKZERO_RATE_LIMIT="0",
+        # The tests' webhook and hook receivers listen on loopback, a private target refused by default.
+        LOCKZERO_OUTBOUND_ALLOW="127.0.0.1",
         PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
         PYTHONUNBUFFERED="1",
         PYTHONWARNINGS="ignore::RuntimeWarning",

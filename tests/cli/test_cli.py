@@ -27,6 +27,7 @@ import pytest
 from engine import secrets as engine_secrets
 from engine.app import Engine
 from engine.crypto import MasterKey
+from engine.outbound import redact_url
 from eventstore import open_store
 
 _SCRIPT = Path(sys.executable).with_name("lockzero")
@@ -395,7 +396,7 @@ async def test_secret_add_generated_creates_v1(cli: Cli) -> None:
 def test_secret_add_provider_that_cannot_issue(cli: Cli) -> None:
     # `http` imports the credential its service already uses: without --value-stdin there is nothing to register.
     cli.ok("tenant", "create", "acme")
-    hooks = {"create_url": "http://127.0.0.1:9/create", "validate_url": "http://127.0.0.1:9/validate",
+    hooks = {"create_url": "https://hooks.example/create", "validate_url": "https://hooks.example/validate",
              "signing_secret": "admin-pw-canary"}  # fmt: skip
     r = cli(
         "secret",
@@ -593,7 +594,8 @@ def test_secret_policy(cli: Cli) -> None:
         "allow_agent_rotation": False,
         "grace_s": 86400,
         "adoption_deadline_s": 90,
-        "notify": ["https://n.example/a", "https://n.example/b"],
+        # Shown redacted: notify URLs often carry a token (stored sealed).
+        "notify": [redact_url("https://n.example/a"), redact_url("https://n.example/b")],
     }
     # Only the given fields change.
     again = cli.json("secret", "policy", "prod/db", "--tenant", "acme", "--agent-rotation", "--adoption-deadline", "5m")
@@ -601,7 +603,8 @@ def test_secret_policy(cli: Cli) -> None:
     assert again["policy"]["adoption_deadline_s"] == 300
     assert again["policy"]["required_approvals"] == 2 and again["policy"]["max_age_s"] == 7 * 86400
     stored = msgspec.json.decode(query(cli.url, "SELECT policy FROM rm_secrets")[0][0])
-    assert stored["adoption_deadline_s"] == 300 and stored["notify"] == ["https://n.example/a", "https://n.example/b"]
+    assert stored["adoption_deadline_s"] == 300 and len(stored["notify_sealed"]) == 2
+    assert stored["notify"] == [redact_url("https://n.example/a"), redact_url("https://n.example/b")]
     ((max_age,),) = query(cli.url, "SELECT max_age_s FROM rm_secrets")
     assert max_age == 7 * 86400
 
@@ -631,7 +634,7 @@ def test_dependent_add(cli: Cli) -> None:
 
     hook = cli.json(*dep, "--service", "hooks", "--delivery", "webhook:https://hooks.example/lockzero")
     assert hook["signing_secret"].startswith("whsec_") and "token" not in hook
-    assert (hook["delivery"], hook["target"]) == ("webhook", "https://hooks.example/lockzero")
+    assert (hook["delivery"], hook["target"]) == ("webhook", redact_url("https://hooks.example/lockzero"))
 
     filedep = cli.json(*dep, "--service", "batch", "--delivery", "file:/etc/app/db-password")
     assert (filedep["delivery"], filedep["target"]) == ("file", "/etc/app/db-password")
@@ -647,7 +650,7 @@ def test_dependent_add(cli: Cli) -> None:
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ("api", "pull", None),
         ("batch", "file", "/etc/app/db-password"),
-        ("hooks", "webhook", "https://hooks.example/lockzero"),
+        ("hooks", "webhook", redact_url("https://hooks.example/lockzero")),
         ("worker", "pull", None),
     ]
     assert all(pull["token"] not in str(r) and token not in str(r) for r in rows)

@@ -9,9 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from engine.outbound import OutboundPolicy
 from providers.base import Credential, ProviderError
 from providers.http_hooks import HttpHooksProvider
 from tests.providers_ext.support import HookService, free_port
+
+#: The test's hook service listens on loopback, which outbound targets may not reach by default.
+LOOPBACK = OutboundPolicy.allowing("127.0.0.1")
 
 SIGNING = "hook-signing-secret-0123456789abcdef"
 
@@ -24,7 +28,7 @@ def service() -> Iterator[HookService]:
 
 @pytest.fixture
 async def provider(service: HookService) -> AsyncIterator[HttpHooksProvider]:
-    p = HttpHooksProvider(service.config())
+    p = HttpHooksProvider(service.config(), outbound=LOOPBACK)
     yield p
     await p.close()
 
@@ -67,7 +71,7 @@ async def test_conformance(service: HookService, provider: HttpHooksProvider) ->
 
 async def test_service_issued_values() -> None:
     with HookService(SIGNING, issue_values=True) as service:
-        provider = HttpHooksProvider(service.config())
+        provider = HttpHooksProvider(service.config(), outbound=LOOPBACK)
         minted = Credential("value-lockzero-minted", None)
         issued = await provider.create(minted, None)
         assert issued.value != minted.value and issued.username and issued.username.startswith("svc-")
@@ -97,13 +101,13 @@ async def test_status_mapping(service: HookService, provider: HttpHooksProvider)
         await provider.validate(cred)
     assert not info.value.retryable and "valid" in str(info.value)
 
-    gone = HttpHooksProvider(service.config(validate_url=f"http://127.0.0.1:{free_port()}/validate"))
+    gone = HttpHooksProvider(service.config(validate_url=f"http://127.0.0.1:{free_port()}/validate"), outbound=LOOPBACK)
     with pytest.raises(ProviderError) as info:
         await gone.validate(cred)
     assert info.value.retryable and "unreachable" in str(info.value)
     await gone.close()
 
-    no_retire = HttpHooksProvider(service.config(retire_url=None, revoke_url=None))
+    no_retire = HttpHooksProvider(service.config(retire_url=None, revoke_url=None), outbound=LOOPBACK)
     with pytest.raises(ProviderError) as info:
         await no_retire.retire(cred)
     assert not info.value.retryable
@@ -117,7 +121,9 @@ async def test_signing_secret_and_values_never_in_errors_or_logs(
     canary = "CANARY-signing-secret-zzzzzzzzzzzzzzzz"
     url_token = "CANARY-url-token"
     value = "CANARY-credential-value"
-    wrong = HttpHooksProvider(service.config(signing_secret=canary, create_url=f"{service.url}/create?t={url_token}"))
+    wrong = HttpHooksProvider(
+        service.config(signing_secret=canary, create_url=f"{service.url}/create?t={url_token}"), outbound=LOOPBACK
+    )
     errors: list[ProviderError] = []
     for call in (
         lambda: wrong.create(Credential(value, None), None),
@@ -132,7 +138,7 @@ async def test_signing_secret_and_values_never_in_errors_or_logs(
     await wrong.close()
     assert service.bad_signatures == 4 and service.creds == {}
 
-    right = HttpHooksProvider(service.config(create_url=f"{service.url}/create?t={url_token}"))
+    right = HttpHooksProvider(service.config(create_url=f"{service.url}/create?t={url_token}"), outbound=LOOPBACK)
     service.fail_next = [500]
     with pytest.raises(ProviderError) as info:
         await right.create(Credential(value, None), None)

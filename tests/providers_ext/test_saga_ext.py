@@ -11,6 +11,7 @@ from engine import provider_access as access
 from engine.aggregates.secret import Secret, fold_secret
 from engine.app import Engine
 from engine.crypto import MasterKey
+from engine.outbound import OutboundPolicy
 from engine.rotations import revoke, rollback, rotate
 from engine.saga import RotationSaga
 from engine.scheduler import run_pass
@@ -39,7 +40,8 @@ def moto() -> Iterator[MotoServer]:
 
 @pytest.fixture
 async def engine(sqlite_url: str) -> AsyncIterator[Engine]:
-    e = Engine(await open_store(sqlite_url), MasterKey.generate(), ManualClock())
+    # The hook service listens on loopback: allowed here as LOCKZERO_OUTBOUND_ALLOW=127.0.0.1 would.
+    e = Engine(await open_store(sqlite_url), MasterKey.generate(), ManualClock(), OutboundPolicy.allowing("127.0.0.1"))
     await e.migrate()
     await tenants.create_tenant(e, "acme", OPERATOR)
     try:
