@@ -386,28 +386,37 @@ async def test_completed_rotation_resolves_leak_and_overdue_but_not_other_kinds(
 async def test_failed_rotation_opens_rotation_failed_and_keeps_the_leak_open(
     engine: Engine, queue: InProcessQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from providers.generated import GeneratedProvider
+    """A real failure: the Redis user is disabled (`off`), so Redis refuses every AUTH and validate fails."""
+    from tests.saga.support import AclUser
 
-    await setup(engine)
-    leak = await open_incident(
-        engine, "acme", OPERATOR, kind="leaked_credential", severity="critical", secret_id="prod/app/token", summary="x"
-    )
-
-    async def never_valid(self: GeneratedProvider, credential: object) -> bool:
-        return False
-
-    monkeypatch.setattr("engine.saga.VALIDATE_ATTEMPTS", 1)
-    monkeypatch.setattr(GeneratedProvider, "validate", never_valid)
-    started = await rotate(engine, queue, "acme", "prod/app/token", OPERATOR, "rotate")
-    await queue.wait_idle()
-    secret = await load(engine, "prod/app/token")
-    assert secret.rotation(started.rotation_id).outcome == "compensated"  # type: ignore[union-attr]
-    assert secret.current_version == 1
-    kinds = sorted(k for _, k in await incidents(engine, "prod/app/token"))
-    assert kinds == ["leaked_credential", "rotation_failed"]
-    assert await incident_status(engine, leak) == "open"
-    history = await rotation_history(engine, "acme", "prod/app/token")
-    assert history.rotations[0].outcome == "compensated"
+    monkeypatch.setattr("engine.saga.VALIDATE_ATTEMPTS", 1)  # one refusal is enough; no need to wait out retries
+    await tenants.create_tenant(engine, "acme", OPERATOR)
+    user = AclUser.create()
+    try:
+        sid = f"prod/redis/{user.name}"
+        await secrets.register_secret(
+            engine, "acme", OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",
+            config={"url": "redis://127.0.0.1:6379/0", "username": user.name}, value=user.password.encode(),
+        )  # fmt: skip
+        leak = await open_incident(
+            engine, "acme", OPERATOR, kind="leaked_credential", severity="critical", secret_id=sid, summary="x"
+        )
+        user.setuser("off")
+        started = await rotate(engine, queue, "acme", sid, OPERATOR, "rotate")
+        await queue.wait_idle()
+        secret = await load(engine, sid)
+        rotation = secret.rotation(started.rotation_id)
+        assert rotation is not None and rotation.outcome == "compensated"
+        failed = rotation.last("validate")
+        assert failed is not None and "WRONGPASS" in failed.detail, failed
+        assert secret.current_version == 1
+        kinds = sorted(k for _, k in await incidents(engine, sid))
+        assert kinds == ["leaked_credential", "rotation_failed"]
+        assert await incident_status(engine, leak) == "open"
+        history = await rotation_history(engine, "acme", sid)
+        assert history.rotations[0].outcome == "compensated"
+    finally:
+        user.delete()
 
 
 async def test_pending_approval_does_not_block_an_emergency_revoke(engine: Engine) -> None:
