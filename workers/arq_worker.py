@@ -138,6 +138,8 @@ async def run_worker(settings: Settings) -> None:
     from arq.worker import Worker
 
     assert settings.redis_url is not None
+    # Refuse a wrong master key in one line here: arq's own startup would bury it under its shutdown errors.
+    await (await Engine.open(settings.database_url, settings.require_master_key())).close()
     worker = Worker(
         functions=WorkerSettings.functions,
         cron_jobs=WorkerSettings.cron_jobs,

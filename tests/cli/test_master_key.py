@@ -26,7 +26,7 @@ def _names_the_key_variables(line: str) -> None:
     assert "LOCKZERO_MASTER_KEY" in line and "LOCKZERO_MASTER_KEY_FILE" in line, line
 
 
-def test_a_swapped_master_key_is_refused_by_every_command_and_serve(store_url: str, tmp_path: Path) -> None:
+def test_a_swapped_master_key_is_refused_by_commands_the_worker_and_serve(store_url: str, tmp_path: Path) -> None:
     owner = Cli(tmp_path, store_url, new_key_b64())
     if is_pg(store_url):
         owner.ok("migrate")
@@ -38,6 +38,8 @@ def test_a_swapped_master_key_is_refused_by_every_command_and_serve(store_url: s
         ("key", "create", "--tenant", "acme"),
     ):
         _names_the_key_variables(assert_one_error_line(intruder(*args), 1, "does not open"))
+    worker = run(["worker"], {**intruder.env, "LOCKZERO_REDIS_URL": "redis://127.0.0.1:6379/15"}, tmp_path)
+    _names_the_key_variables(assert_one_error_line(worker, 1, "does not open"))
     served = _serve(intruder.env, tmp_path)
     _names_the_key_variables(assert_one_error_line(served, 1, "does not open"))
     assert "listening" not in served.out
