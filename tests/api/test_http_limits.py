@@ -86,8 +86,8 @@ def _until_closed(socks: list[socket.socket], deadline: float) -> dict[int, tupl
             sel.register(sock, selectors.EVENT_READ)
         while len(closed) < len(socks) and time.monotonic() < deadline:
             for selected, _ in sel.select(max(0.0, deadline - time.monotonic())):
+                assert isinstance(selected.fileobj, socket.socket)
                 sock = selected.fileobj
-                assert isinstance(sock, socket.socket)
                 try:
                     chunk = sock.recv(65536)
                 except OSError:
