@@ -132,7 +132,7 @@ class MysqlUserProvider:
 
     async def authenticate(self, credential: Credential) -> Auth:
         user = self._user_of(credential)
-        params = {**self._params, "user": user, "password": credential.value}
+        params = {**self._params, "user": user, "password": credential.value, "read_timeout": 5, "write_timeout": 5}
 
         def attempt() -> Auth:
             try:
