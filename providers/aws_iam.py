@@ -44,6 +44,8 @@ from providers.base import Auth, Credential, ProviderError, Usage, accepted, ref
 logging.getLogger("botocore.parsers").setLevel(logging.INFO)
 
 PROPAGATION_POLLS, PROPAGATION_POLL_S = 20, 0.5
+#: STS error codes that mean "this key or secret does not authenticate" (and nothing else does).
+STS_REFUSALS = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "InvalidAccessKeyId"})
 REVOKE_SESSIONS_POLICY = "lockzero-revoke-older-sessions"
 _CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=15)
 
@@ -118,10 +120,10 @@ class AwsIamKeyProvider:
         try:
             return await asyncio.to_thread(call)
         except ClientError as exc:
-            error = _failure("GetCallerIdentity", self.user_name, exc)
-            if error.retryable:
-                raise error from None
-            return None  # InvalidClientTokenId, SignatureDoesNotMatch, AccessDenied …
+            if _code(exc) in STS_REFUSALS:
+                return None
+            # Anything else (throttling, AccessDenied, a disabled region, ...) says nothing about the key.
+            raise _failure("GetCallerIdentity", self.user_name, exc) from None
         except BotoCoreError as exc:
             raise _failure("GetCallerIdentity", self.user_name, exc) from None
 

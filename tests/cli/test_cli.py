@@ -296,6 +296,7 @@ async def test_secret_add_with_value_stdin(cli: Cli) -> None:
         "--config",
         json.dumps(REDIS_CONFIG),
         "--value-stdin",
+        "--no-validate",
         "--label",
         "team=core",
         "--label",
@@ -352,6 +353,7 @@ async def test_secret_add_with_config_file(cli: Cli) -> None:
         "--config",
         "@redis.json",
         "--value-stdin",
+        "--no-validate",
         stdin=b"pw-from-file-test",
     )
     engine = await cli.engine()
@@ -490,7 +492,8 @@ def seed_secrets(cli: Cli) -> None:
             args += ["--label", f"{k}={v}"]
         stdin = None
         if provider == "redis_acl":
-            args += ["--config", json.dumps(REDIS_CONFIG), "--value-stdin"]
+            # Made-up values on one shared Redis user: storage and listing, not the registration checks.
+            args += ["--config", json.dumps(REDIS_CONFIG), "--value-stdin", "--no-validate", "--allow-shared"]
             stdin = b"redis-password-" + secret_id.encode()
         cli.ok(*args, stdin=stdin)
 
@@ -938,9 +941,21 @@ async def test_no_secret_leaks_into_events_read_models_or_stderr(cli: Cli) -> No
     mcp_text = cli.ok("key", "create", "--tenant", "acme", "--read-only")
     mcp2 = next(ln.split(":", 1)[1].strip() for ln in mcp_text.out.splitlines() if ln.startswith("key:"))
     printed_once[mcp2] = last()
-    cli.json(*add, "--config", config, "--value-stdin", "--label", "team=core", stdin=canary.encode() + b"\n")
-    # Failing paths see the canary too: a duplicate and a config error.
-    assert cli(*add, "--config", config, "--value-stdin", stdin=canary.encode()).rc == 1
+    cli.json(*add, "--config", config, "--value-stdin", "--no-validate", "--label", "team=core", stdin=canary.encode())
+    # Failing paths see the canary too: a duplicate, a config error and a value the provider cannot check.
+    assert cli(*add, "--config", config, "--value-stdin", "--no-validate", stdin=canary.encode()).rc == 1
+    checked = cli(
+        "secret",
+        "add",
+        "prod/checked",
+        *add[3:],
+        "--config",
+        config,
+        "--value-stdin",
+        "--allow-shared",
+        stdin=canary.encode(),
+    )
+    assert checked.rc == 2 and "nothing was registered" in checked.err, checked
     bad_config = json.dumps({"url": f"redis://default:{admin_pw}@h", "username": "app", "bogus": admin_pw})
     r = cli("secret", "add", "prod/bad", *add[3:], "--config", bad_config, "--value-stdin", stdin=canary.encode())
     assert r.rc == 2

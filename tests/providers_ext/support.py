@@ -246,3 +246,8 @@ class HookService:
                 self.creds.pop(ref["value_sha256"], None)
             return 200, {"revoked": len(req["credentials"])}
         return 404, {"error": f"no {action} at {path}"}
+
+
+async def accepts(provider: Any, credential: Any) -> bool:
+    """The provider accepted the credential at authentication (refused and unknown are both "no")."""
+    return bool((await provider.authenticate(credential)).accepted)

@@ -19,7 +19,7 @@ import pytest
 from providers import aws_iam
 from providers.aws_iam import AwsIamKeyProvider
 from providers.base import Credential, ProviderError
-from tests.providers_ext.support import MotoServer
+from tests.providers_ext.support import MotoServer, accepts
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,9 @@ def only_key(moto: MotoServer, name: str) -> str:
 async def test_conformance(moto: MotoServer, user: tuple[str, Credential], provider: AwsIamKeyProvider) -> None:
     name, v1 = user
     v1_id = only_key(moto, name)
-    assert await provider.validate(v1)
-    assert not await provider.validate(Credential("not-the-secret", None))
-    assert not await provider.validate(Credential(v1.value, "AKIAXXXXXXXXXXXXXXXX"))
+    assert await accepts(provider, v1)
+    assert not await accepts(provider, Credential("not-the-secret", None))
+    assert not await accepts(provider, Credential(v1.value, "AKIAXXXXXXXXXXXXXXXX"))
 
     # create: AWS chooses the secret; the key id becomes the version's username.
     minted = Credential("value-lockzero-minted", v1.username)
@@ -64,16 +64,16 @@ async def test_conformance(moto: MotoServer, user: tuple[str, Credential], provi
     # The saga resumes after a crash and calls create again: the first key (its secret lost) is an orphan.
     v2 = await provider.create(minted, v1)
     assert moto.keys(name) == {v1_id: "Active", v2.username: "Active"}
-    assert not await provider.validate(attempt)  # deleted keys are refused
-    assert await provider.validate(v2) and await provider.validate(v1)
+    assert not await accepts(provider, attempt)  # deleted keys are refused
+    assert await accepts(provider, v2) and await accepts(provider, v1)
 
     # retire / restore the imported key (found by signing with its secret); both idempotent.
     for _ in range(2):
         await provider.retire(v1)
-        assert moto.keys(name)[v1_id] == "Inactive" and not await provider.validate(v1)
+        assert moto.keys(name)[v1_id] == "Inactive" and not await accepts(provider, v1)
     for _ in range(2):
         await provider.restore(v1)
-        assert moto.keys(name)[v1_id] == "Active" and await provider.validate(v1)
+        assert moto.keys(name)[v1_id] == "Active" and await accepts(provider, v1)
 
     usage = {u.detail.split()[0]: u for u in await provider.observed_usage()}
     assert set(usage) == {v1_id, v2.username}
@@ -84,7 +84,7 @@ async def test_conformance(moto: MotoServer, user: tuple[str, Credential], provi
     await provider.discard(v1)
     await provider.discard(v1)
     assert moto.keys(name) == {v2.username: "Active"}
-    assert not await provider.validate(v1)
+    assert not await accepts(provider, v1)
 
     # the next rotation starts from a recorded key id
     v3 = await provider.create(Credential("another-minted", v2.username), v2)
@@ -96,7 +96,7 @@ async def test_conformance(moto: MotoServer, user: tuple[str, Credential], provi
     policy = moto.client("iam").get_user_policy(UserName=name, PolicyName=aws_iam.REVOKE_SESSIONS_POLICY)
     (deny,) = policy["PolicyDocument"]["Statement"]
     assert deny["Effect"] == "Deny" and "aws:TokenIssueTime" in deny["Condition"]["DateLessThan"]
-    assert not await provider.validate(v3) and not await provider.validate(v2)
+    assert not await accepts(provider, v3) and not await accepts(provider, v2)
 
 
 async def test_discard_compensates_create(
@@ -106,7 +106,7 @@ async def test_discard_compensates_create(
     v2 = await provider.create(Credential("minted", None), v1)
     await provider.discard(v2)
     await provider.discard(v2)
-    assert moto.keys(name) == {only_key(moto, name): "Active"} and await provider.validate(v1)
+    assert moto.keys(name) == {only_key(moto, name): "Active"} and await accepts(provider, v1)
     # create failed before reporting a key: the minted value matches no key, and nothing is guessed away.
     await provider.discard(Credential("minted", None))
     assert len(moto.keys(name)) == 1
@@ -131,7 +131,7 @@ async def test_create_without_a_previous_key_deletes_nothing(
     v1_id = only_key(moto, name)
     first = await provider.create(Credential("minted", None), None)
     assert set(moto.keys(name)) == {v1_id, first.username}
-    assert await provider.validate(v1) and await provider.validate(first)
+    assert await accepts(provider, v1) and await accepts(provider, first)
     with pytest.raises(ProviderError):
         await provider.create(Credential("minted", None), None)  # two keys, neither known to be current
     assert set(moto.keys(name)) == {v1_id, first.username}

@@ -12,7 +12,7 @@ import pytest
 from engine.outbound import OutboundPolicy
 from providers.base import Credential, ProviderError
 from providers.http_hooks import HttpHooksProvider
-from tests.providers_ext.support import HookService, free_port
+from tests.providers_ext.support import HookService, accepts, free_port
 
 #: The test's hook service listens on loopback, which outbound targets may not reach by default.
 LOOPBACK = OutboundPolicy.allowing("127.0.0.1")
@@ -36,36 +36,36 @@ async def provider(service: HookService) -> AsyncIterator[HttpHooksProvider]:
 async def test_conformance(service: HookService, provider: HttpHooksProvider) -> None:
     v1 = Credential("value-in-use-today", "svc")
     service.seed(v1.value, "svc")
-    assert await provider.validate(v1)
-    assert not await provider.validate(Credential("never-issued", "svc"))
+    assert await accepts(provider, v1)
+    assert not await accepts(provider, Credential("never-issued", "svc"))
 
     new = Credential("value-lockzero-minted", "svc")
     v2 = await provider.create(new, v1)
     assert v2 == new
     assert await provider.create(new, v1) == v2  # a resumed saga repeats create: the service replays
     assert [a for _, a in service.calls].count("create") == 2 and len(service.creds) == 2
-    assert await provider.validate(v2) and await provider.validate(v1)
+    assert await accepts(provider, v2) and await accepts(provider, v1)
 
     for _ in range(2):
         await provider.retire(v1)
-        assert service.status(v1.value) == "retired" and not await provider.validate(v1)
+        assert service.status(v1.value) == "retired" and not await accepts(provider, v1)
     for _ in range(2):
         await provider.restore(v1)
-        assert await provider.validate(v1)
+        assert await accepts(provider, v1)
 
     assert await provider.observed_usage() == []  # the contract has no usage hook
 
     await provider.retire(v1)
     await provider.discard(v1)  # grace over
     await provider.discard(v1)
-    assert service.status(v1.value) is None and not await provider.validate(v1)
+    assert service.status(v1.value) is None and not await accepts(provider, v1)
     with pytest.raises(ProviderError) as info:
         await provider.restore(v1)  # gone: the service answers 409
     assert not info.value.retryable
 
     await provider.revoke([v2, v1])
     await provider.revoke([v2, v1])
-    assert not await provider.validate(v2) and service.creds == {}
+    assert not await accepts(provider, v2) and service.creds == {}
     assert service.bad_signatures == 0
 
 
@@ -76,7 +76,7 @@ async def test_service_issued_values() -> None:
         issued = await provider.create(minted, None)
         assert issued.value != minted.value and issued.username and issued.username.startswith("svc-")
         assert await provider.create(minted, None) == issued  # same idempotency key, same answer
-        assert len(service.creds) == 1 and await provider.validate(issued)
+        assert len(service.creds) == 1 and await accepts(provider, issued)
         await provider.discard(issued)
         assert service.creds == {}
         await provider.close()
@@ -92,19 +92,16 @@ async def test_status_mapping(service: HookService, provider: HttpHooksProvider)
     with pytest.raises(ProviderError) as info:
         await provider.create(cred, None)
     assert info.value.retryable
+    # A validate hook that gives no clear answer is "unknown", never a refusal and never success.
     service.fail_next = [400]
-    with pytest.raises(ProviderError) as info:
-        await provider.validate(cred)
-    assert not info.value.retryable
+    assert (await provider.authenticate(cred)).verdict == "unknown"
     service.fail_next = [200]  # {"error": ...}: no boolean "valid"
-    with pytest.raises(ProviderError) as info:
-        await provider.validate(cred)
-    assert not info.value.retryable and "valid" in str(info.value)
+    answer = await provider.authenticate(cred)
+    assert answer.verdict == "unknown" and "valid" in answer.reason, answer
 
     gone = HttpHooksProvider(service.config(validate_url=f"http://127.0.0.1:{free_port()}/validate"), outbound=LOOPBACK)
-    with pytest.raises(ProviderError) as info:
-        await gone.validate(cred)
-    assert info.value.retryable and "unreachable" in str(info.value)
+    answer = await gone.authenticate(cred)
+    assert answer.verdict == "unknown" and "unreachable" in answer.reason, answer
     await gone.close()
 
     no_retire = HttpHooksProvider(service.config(retire_url=None, revoke_url=None), outbound=LOOPBACK)
@@ -127,7 +124,6 @@ async def test_signing_secret_and_values_never_in_errors_or_logs(
     errors: list[ProviderError] = []
     for call in (
         lambda: wrong.create(Credential(value, None), None),
-        lambda: wrong.validate(Credential(value, None)),
         lambda: wrong.retire(Credential(value, None)),
         lambda: wrong.revoke([Credential(value, None)]),
     ):
@@ -135,6 +131,8 @@ async def test_signing_secret_and_values_never_in_errors_or_logs(
             await call()
         assert "401" in str(info.value) and not info.value.retryable
         errors.append(info.value)
+    refused_signature = await wrong.authenticate(Credential(value, None))
+    assert refused_signature.verdict == "unknown" and "401" in refused_signature.reason, refused_signature
     await wrong.close()
     assert service.bad_signatures == 4 and service.creds == {}
 
@@ -146,7 +144,7 @@ async def test_signing_secret_and_values_never_in_errors_or_logs(
     await right.create(Credential(value, None), None)
     await right.close()
 
-    messages = [repr(wrong)] + ["".join(traceback.format_exception(e)) for e in errors]
+    messages = [repr(wrong), refused_signature.reason] + ["".join(traceback.format_exception(e)) for e in errors]
     for secret in (canary, SIGNING, url_token, value):
         assert not any(secret in t for t in messages), secret
     # httpx itself logs each request's full URL at INFO (hence no token in a hook URL's query), never a body.
