@@ -32,10 +32,20 @@ class RotationRecord(msgspec.Struct, frozen=True):
     steps: list[StepRecord]
 
 
+class VersionRecord(msgspec.Struct, frozen=True):
+    version: str
+    #: pending | current | retired | compromised | revoked | discarded
+    state: str
+    created_at: str
+    #: The incident that saw its value, when compromised.
+    compromised_by: str | None = None
+
+
 class RotationHistory(msgspec.Struct, frozen=True):
     secret_id: str
     rotations: list[RotationRecord]
     next_cursor: str | None
+    versions: list[VersionRecord] = []
 
 
 def _v(n: int | None) -> str | None:
@@ -85,4 +95,7 @@ async def rotation_history(
         start = position
     page = records[start : start + n]
     more = start + n < len(records)
-    return RotationHistory(secret_id, page, encode_cursor([start + n]) if more else None)
+    versions = [
+        VersionRecord(f"v{v.number}", v.state, v.created_at.isoformat(), v.compromised_by) for v in secret.versions
+    ]
+    return RotationHistory(secret_id, page, encode_cursor([start + n]) if more else None, versions)

@@ -42,6 +42,8 @@ class SecretMetadata(msgspec.Struct, frozen=True):
     dependents_count: int
     open_incident_ids: list[str]
     in_flight_rotation_id: str | None
+    #: Versions whose value was seen in a leak: rollback_secret refuses them without force.
+    compromised_versions: list[str] = []
 
 
 class PolicyCheck(msgspec.Struct, frozen=True):
@@ -113,6 +115,10 @@ async def secret_metadata(engine: Engine, tenant: str, secret_id: str) -> Secret
         if row is None:
             raise _not_found(secret_id)
         links = await tx.fetchall(_LINKS, (tenant, secret_id, tenant, secret_id))
+        compromised = await tx.fetchall(
+            "SELECT version FROM rm_compromised_versions WHERE tenant = ? AND secret_id = ? ORDER BY version",
+            (tenant, secret_id),
+        )
     sid, provider, env, labels, status, current, created, rotated, _due, policy_json, deps = row
     in_flight = [ref for kind, ref, _ in links if kind == "rotation"]
     policy = _decode_policy(policy_json)
@@ -133,6 +139,7 @@ async def secret_metadata(engine: Engine, tenant: str, secret_id: str) -> Secret
         dependents_count=int(deps),
         open_incident_ids=[ref for kind, ref, _ in links if kind == "incident"],
         in_flight_rotation_id=in_flight[-1] if in_flight else None,
+        compromised_versions=[f"v{n}" for (n,) in compromised],
     )
 
 

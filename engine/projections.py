@@ -196,9 +196,17 @@ async def _incident_mitigated(tx: Transaction, e: ev.IncidentMitigated, _: Recor
     )
 
 
+async def _version_compromised(tx: Transaction, e: ev.SecretVersionCompromised, _: RecordedEvent) -> None:
+    await tx.execute(
+        "INSERT INTO rm_compromised_versions (tenant, secret_id, version, incident_id, at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (tenant, secret_id, version) DO NOTHING",
+        (e.tenant, e.secret_id, e.version, e.incident_id, iso(e.at)),
+    )
+
+
 async def _secret_deleted(tx: Transaction, e: ev.SecretDeleted, _: RecordedEvent) -> None:
     # The tombstone frees the id; rotations and incidents stay, they are history.
-    for table in ("rm_secrets", "rm_secret_labels", "rm_dependents", "rm_retired_versions"):
+    for table in ("rm_secrets", "rm_secret_labels", "rm_dependents", "rm_retired_versions", "rm_compromised_versions"):
         await tx.execute(f"DELETE FROM {table} WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id))
 
 
@@ -298,6 +306,7 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.IncidentResolved: _incident_resolved,
     ev.IncidentMitigated: _incident_mitigated,
     ev.SecretDeleted: _secret_deleted,
+    ev.SecretVersionCompromised: _version_compromised,
     ev.RotationRequested: _rotation_requested,
     ev.SagaStepStarted: _step_event,
     ev.SagaStepCompleted: _step_event,

@@ -6,6 +6,7 @@ from eventstore import Migration
 
 #: Read models: derived from events only, so `lockzero replay` can drop and rebuild them.
 PROJECTION_TABLES = (
+    "rm_compromised_versions",
     "rm_retired_versions",
     "rm_rotations",
     "rm_tenants",
@@ -216,5 +217,18 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
         # Literal SQL, not a shared constant: editing a migration must never change what new databases get.
         postgresql=("ALTER TABLE rm_incidents ADD COLUMN progress TEXT",),
         sqlite=("ALTER TABLE rm_incidents ADD COLUMN progress TEXT",),
+    ),
+    Migration(
+        namespace="engine",
+        version=6,
+        name="compromised_versions",
+        postgresql=(
+            "CREATE TABLE rm_compromised_versions (tenant TEXT NOT NULL, secret_id TEXT NOT NULL,"
+            " version INTEGER NOT NULL, incident_id TEXT, at TEXT NOT NULL, PRIMARY KEY (tenant, secret_id, version))",
+        ),
+        sqlite=(
+            "CREATE TABLE rm_compromised_versions (tenant TEXT NOT NULL, secret_id TEXT NOT NULL,"
+            " version INTEGER NOT NULL, incident_id TEXT, at TEXT NOT NULL, PRIMARY KEY (tenant, secret_id, version))",
+        ),
     ),
 )

@@ -77,6 +77,12 @@ def _describe(e: ev.AnyEvent) -> str:
             return f"v{e.version} restored"
         case ev.SecretRevoked():
             return f"revoked {', '.join(f'v{n}' for n in e.versions)}"
+        case ev.SecretVersionCompromised():
+            return f"v{e.version} marked compromised (seen by {e.source})"
+        case ev.SecretDeleted():
+            return f"secret deleted, values destroyed: {e.reason}"
+        case ev.IncidentMitigated():
+            return e.progress
         case ev.DependentAdopted():
             return f"dependent {e.dependent_id} adopted v{e.version} via {e.via}"
         case ev.DeliveryFailed():
