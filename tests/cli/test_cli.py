@@ -1023,3 +1023,20 @@ async def test_no_secret_leaks_into_events_read_models_or_stderr(cli: Cli) -> No
             raw = path.read_bytes()
             for needle in needles:
                 assert needle not in raw, (path.name, needle)
+
+
+async def test_secret_delete_is_a_tombstone_and_the_id_can_be_registered_again(cli: Cli) -> None:
+    cli.ok("tenant", "create", "acme")
+    add = ("secret", "add", "prod/token", "--tenant", "acme", "--provider", "generated", "--environment", "prod")
+    cli.json(*add)
+    gone = cli.json("secret", "delete", "prod/token", "--tenant", "acme", "--reason", "service retired")
+    assert gone == {"secret_id": "prod/token", "status": "deleted", "shredded_versions": ["v1"]}
+    assert query(cli.url, "SELECT count(*) FROM lz_secret_versions WHERE secret_id = 'prod/token'") == [(0,)]
+    assert cli.json("secret", "list", "--tenant", "acme")["secrets"] == []
+    assert_one_error_line(cli("secret", "delete", "prod/token", "--tenant", "acme"), 1, "prod/token")
+    again = cli.json(*add)
+    assert again["current_version"] == "v1" and again["status"] == "active"
+    # A rollback with nothing to roll back to is a clear failure, and the secret is untouched.
+    r = cli("secret", "rollback", "prod/token", "--tenant", "acme", "--reason", "try")
+    assert_one_error_line(r, 1, "not restorable")
+    assert_one_error_line(cli("secret", "rollback", "prod/token", "--tenant", "acme", "--reason", "x", "--to", "3"), 2)
