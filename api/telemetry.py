@@ -28,7 +28,7 @@ def _exporter() -> SpanExporter | None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         except ImportError:
             return None
-        return OTLPSpanExporter()  # type: ignore[no-any-return]
+        return OTLPSpanExporter()
     return None
 
 

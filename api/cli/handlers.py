@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from engine.durations import parse_duration
 from engine.errors import InvalidInput, Unavailable
 from engine.saga import RotationSaga
 
-Handler = Callable[[argparse.Namespace], Awaitable[int | None]]
+Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
 
 
 def operator() -> ev.EventMeta:
