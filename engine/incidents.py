@@ -14,7 +14,7 @@ from engine.crypto import new_id
 from engine.errors import InvalidInput
 from engine.notify import notify
 from engine.paging import decode_cursor, encode_cursor, page_limit
-from eventstore import NO_STREAM
+from eventstore import NO_STREAM, ConcurrencyError
 
 KINDS = ("leaked_credential", "overdue_rotation", "policy_violation", "usage_anomaly", "rotation_failed")
 SEVERITIES = ("low", "medium", "high", "critical")
@@ -46,8 +46,12 @@ async def open_incident(
     severity: ev.Severity,
     secret_id: str | None,
     summary: str,
+    incident_id: str | None = None,
 ) -> str:
-    incident_id = new_id("inc")
+    """Open an incident. With ``incident_id`` given (derived from what caused it) opening is idempotent: a
+    repeat after a crash finds the incident already there and neither opens nor notifies again."""
+    given = incident_id is not None
+    incident_id = incident_id or new_id("inc")
     event = ev.IncidentOpened(
         at=engine.clock.now(),
         tenant=tenant,
@@ -57,7 +61,12 @@ async def open_incident(
         secret_id=secret_id,
         summary=summary,
     )
-    await engine.append(naming.incident_stream(tenant, incident_id), [event], actor, NO_STREAM)
+    try:
+        await engine.append(naming.incident_stream(tenant, incident_id), [event], actor, NO_STREAM)
+    except ConcurrencyError:
+        if not given:
+            raise
+        return incident_id
     if secret_id is not None:
         await notify(
             engine,

@@ -17,6 +17,7 @@ record a step; the loser reloads and carries on from what the winner recorded.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,8 +46,6 @@ FORWARD: dict[str, tuple[ev.SagaStep, ...]] = {
     "rollback": ("restore", "validate", "shift", "retire", "verify"),
     "revoke": ("revoke", "alert"),
 }
-#: Steps with a side effect to undo when a later step fails.
-COMPENSABLE: frozenset[ev.SagaStep] = frozenset({"create", "restore", "shift", "retire"})
 
 ADOPTION_POLL_S = 0.01
 tracer = trace.get_tracer("lockzero.saga")
@@ -92,7 +91,7 @@ def next_action(rotation: Rotation) -> Do | Finish:
                 return Do(step, False, resume=True)
         return Finish("completed")
     for step in reversed(steps):
-        if step not in COMPENSABLE or rotation.last(step) is None:
+        if STEPS[step].undo is None or rotation.last(step) is None:
             continue
         undo = rotation.last(step, compensating=True)
         if undo is None:
@@ -223,10 +222,12 @@ class RotationSaga:
             return await self._execute_step(secret, rotation, action)
 
     async def _execute_step(self, secret: Secret, rotation: Rotation, action: Do) -> StepResult:
+        spec = STEPS[action.step]
+        handler = spec.undo if action.compensating else spec.do
+        assert handler is not None, f"{action.step} has no compensation"  # next_action only undoes steps with one
         provider = await open_provider(self.engine, secret)
         try:
-            handler = getattr(self, f"_{action.step}_{'undo' if action.compensating else 'do'}")
-            result: tuple[list[ev.Event], str] | StepResult = await handler(secret, rotation, provider)
+            result = await handler(self, secret, rotation, provider)
             return result if isinstance(result, StepResult) else StepResult(*result)
         finally:
             await provider.close()
@@ -402,6 +403,11 @@ class RotationSaga:
     # --- the end ---------------------------------------------------------------------------------
 
     async def _finish(self, secret: Secret, rotation: Rotation, version: int, outcome: Outcome) -> None:
+        # The incident of a failed saga is opened *before* the outcome is recorded, under an id derived from the
+        # rotation: a crash in between leaves the rotation unfinished, so a resumed runner comes back here and
+        # finds the incident already open. Recording the outcome first could lose the incident for good.
+        if outcome != "completed":
+            await self.open_failure_incident(secret, rotation, outcome)
         finished = self._event(ev.RotationFinished, secret, rotation_id=rotation.rotation_id, outcome=outcome)
         await self._append(secret, [finished], version)
         await notify(
@@ -433,18 +439,49 @@ class RotationSaga:
                 actor=SYSTEM,
             )
             await settle_leaks(self.engine, secret.tenant, secret.secret_id, SYSTEM)
-        if outcome != "completed":
-            failed = [s for s in rotation.steps if s.status == "failed"]
-            why = failed[0].detail if failed else "unknown"
-            await open_incident(
-                self.engine,
-                secret.tenant,
-                SYSTEM,
-                kind="rotation_failed",
-                severity="critical" if outcome == "failed" else "high",
-                secret_id=secret.secret_id,
-                summary=f"{rotation.kind} {rotation.rotation_id} {outcome}: {why}"[:500],
-            )
+
+    async def open_failure_incident(self, secret: Secret, rotation: Rotation, outcome: Outcome) -> str:
+        failed = [s for s in rotation.steps if s.status == "failed"]
+        why = failed[0].detail if failed else "unknown"
+        return await open_incident(
+            self.engine,
+            secret.tenant,
+            SYSTEM,
+            kind="rotation_failed",
+            severity="critical" if outcome == "failed" else "high",
+            secret_id=secret.secret_id,
+            summary=f"{rotation.kind} {rotation.rotation_id} {outcome}: {why}"[:500],
+            incident_id=failure_incident_id(rotation.rotation_id),
+        )
+
+
+def failure_incident_id(rotation_id: str) -> str:
+    return f"inc_{hashlib.sha256(f'lockzero/rotation_failed/{rotation_id}'.encode()).hexdigest()[:16]}"
+
+
+Handler = Callable[[RotationSaga, Secret, Rotation, Provider], Awaitable[StepResult | tuple[list[ev.Event], str]]]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One saga step: its side effect, and the compensation that undoes it when a later step fails (None: the
+    step changes nothing that needs undoing)."""
+
+    do: Handler
+    undo: Handler | None = None
+
+
+#: Every step of every saga kind, typed: mypy checks each handler's signature against ``Handler``.
+STEPS: dict[ev.SagaStep, StepSpec] = {
+    "create": StepSpec(RotationSaga._create_do, RotationSaga._create_undo),
+    "restore": StepSpec(RotationSaga._restore_do, RotationSaga._restore_undo),
+    "validate": StepSpec(RotationSaga._validate_do),
+    "shift": StepSpec(RotationSaga._shift_do, RotationSaga._shift_undo),
+    "retire": StepSpec(RotationSaga._retire_do, RotationSaga._retire_undo),
+    "verify": StepSpec(RotationSaga._verify_do),
+    "revoke": StepSpec(RotationSaga._revoke_do),
+    "alert": StepSpec(RotationSaga._alert_do),
+}
 
 
 def _transient(exc: BaseException) -> bool:
