@@ -5,12 +5,11 @@ from __future__ import annotations
 import msgspec
 
 from engine import events as ev
-from engine import naming
-from engine.aggregates.secret import fold_secret
+from engine.aggregates.secret import Secret
 from engine.app import Engine
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.rotations import SagaQueue
-from eventstore import ConcurrencyError
+from engine.unit_of_work import Decision, change_secret
 
 
 class ApprovalResult(msgspec.Struct, frozen=True):
@@ -34,11 +33,9 @@ async def approve(
     if row is None:
         raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
     secret_id = str(row[0])
-    stream = naming.secret_stream(tenant, secret_id)
     actor = ev.EventMeta(actor_id=person, actor_type="person")
-    for _ in range(10):
-        events, metas, version = await engine.load_with_meta(stream)
-        secret = fold_secret(events, metas)
+
+    def decide(secret: Secret | None) -> Decision[ApprovalResult]:
         rotation = secret.rotation(rotation_id) if secret else None
         if rotation is None:
             raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
@@ -58,17 +55,18 @@ async def approve(
                     at=now, tenant=tenant, secret_id=secret_id, rotation_id=rotation_id, approvers=approvers
                 )
             )
-        try:
-            await engine.append(stream, new, actor, version)
-        except ConcurrencyError:
-            continue
-        if met and queue is not None:
-            await queue.enqueue(tenant, secret_id, rotation_id)
-        return ApprovalResult(
+
+        async def start_saga() -> None:
+            if queue is not None:
+                await queue.enqueue(tenant, secret_id, rotation_id)
+
+        result = ApprovalResult(
             rotation_id,
             secret_id,
             list(approvers),
             rotation.required_approvals,
             "in_progress" if met else "pending_approval",
         )
-    raise Conflict(f"rotation {rotation_id} is changing too fast; try again")
+        return Decision(result, new, then=start_saga if met else None)
+
+    return await change_secret(engine, tenant, secret_id, actor, decide)

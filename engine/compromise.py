@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from engine import events as ev
-from engine import naming
-from engine.aggregates.secret import fold_secret
+from engine.aggregates.secret import Secret
 from engine.app import Engine
-from engine.errors import Conflict
-from eventstore import ConcurrencyError
+from engine.unit_of_work import Decision, change_secret
 
 
 async def mark_compromised(
@@ -22,19 +20,14 @@ async def mark_compromised(
     source: str,
     actor: ev.EventMeta,
 ) -> list[int]:
-    """Record each version not already marked; returns the ones newly marked. A saga may append to the same
-    stream meanwhile: the mark is simply folded again and retried (it commutes with every saga event)."""
+    """Record each version not already marked; returns the ones newly marked."""
     wanted = sorted(set(versions))
-    stream = naming.secret_stream(tenant, secret_id)
-    for _ in range(20):
-        events, metas, version = await engine.load_with_meta(stream)
-        secret = fold_secret(events, metas)
+
+    def decide(secret: Secret | None) -> Decision[list[int]]:
         if secret is None:
-            return []
+            return Decision([])
         fresh = [n for n in wanted if (v := secret.version(n)) is not None and not v.compromised]
-        if not fresh:
-            return []
-        marks: list[ev.Event] = [
+        marks = [
             ev.SecretVersionCompromised(
                 at=engine.clock.now(),
                 tenant=tenant,
@@ -45,9 +38,6 @@ async def mark_compromised(
             )
             for n in fresh
         ]
-        try:
-            await engine.append(stream, marks, actor, version)
-        except ConcurrencyError:
-            continue
-        return fresh
-    raise Conflict(f"secret {secret_id!r} is changing too fast to mark versions compromised; retry")
+        return Decision(fresh, marks)
+
+    return await change_secret(engine, tenant, secret_id, actor, decide)

@@ -10,12 +10,13 @@ import msgspec
 
 from engine import events as ev
 from engine import naming
-from engine.aggregates.secret import Rotation, Secret, fold_secret
+from engine.aggregates.secret import Rotation, Secret, apply_secret, fold_secret
 from engine.app import Engine
 from engine.crypto import new_id
 from engine.errors import Conflict, Forbidden, NotFound
 from engine.incidents import open_incident
 from engine.saga import RotationSaga
+from engine.unit_of_work import Decision, change_secret
 from eventstore import ConcurrencyError
 
 
@@ -102,21 +103,22 @@ async def _request(
     The stream version makes this exact under concurrency: of N racing callers one appends, the others
     fold again and find its rotation.
     """
-    for _ in range(20):
-        secret, version = await _load(engine, tenant, secret_id)
+
+    def decide(secret: Secret | None) -> Decision[tuple[Secret, Rotation, bool]]:
+        if secret is None:
+            raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
         if idempotency_key is not None:
             same = next((r for r in secret.rotations if r.idempotency_key == idempotency_key), None)
             if same is not None:
-                return secret, same, False
+                return Decision((secret, same, False))
         if secret.in_flight is not None:
-            return secret, secret.in_flight, False
+            return Decision((secret, secret.in_flight, False))
         kind, from_v, to_v = plan(secret)
-        rotation_id = new_id("rot")
         event = ev.RotationRequested(
             at=engine.clock.now(),
             tenant=tenant,
             secret_id=secret_id,
-            rotation_id=rotation_id,
+            rotation_id=new_id("rot"),
             kind=kind,
             reason=reason[:500],
             from_version=from_v,
@@ -126,15 +128,14 @@ async def _request(
             required_approvals=secret.policy.required_approvals if kind in ("rotate", "rollback") else 0,
             forced=forced,
         )
-        try:
-            await engine.append(naming.secret_stream(tenant, secret_id), [event], actor, version)
-        except ConcurrencyError:
-            continue
-        secret, _ = await _load(engine, tenant, secret_id)
-        rotation = secret.rotation(rotation_id)
+        # Fold our own event instead of reading the stream back.
+        after = apply_secret(secret, event, actor)
+        assert after is not None
+        rotation = after.rotation(event.rotation_id)
         assert rotation is not None
-        return secret, rotation, True
-    raise Conflict(f"secret {secret_id!r} is changing too fast to start a rotation; retry")
+        return Decision((after, rotation, True), [event])
+
+    return await change_secret(engine, tenant, naming.secret_id(secret_id), actor, decide)
 
 
 def _plan_rotate(secret: Secret) -> tuple[ev.RotationKind, int | None, int | None]:
