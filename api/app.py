@@ -38,7 +38,7 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
     audit = AuditBatcher(engine)
     guard = AuditFloodGuard(engine, audit)
     runner = ToolRunner(engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s), queue, guard)
-    endpoint = McpEndpoint(engine, Dispatcher(runner, SessionStore()), settings.allowed_origins, settings.host)
+    endpoint = McpEndpoint(engine, Dispatcher(runner, SessionStore(engine.store, clock=engine.clock)), settings.allowed_origins, settings.host)
 
     # The endpoint reads its body itself, against its own (larger) limit and pace: see endpoint.py.
     @post("/api/mcp", status_code=200, request_max_body_size=None)

@@ -96,11 +96,14 @@ class Engine:
         try:
             async with self.store.reader() as tx:
                 await tx.fetchone("SELECT 1 FROM rm_tenants LIMIT 1")
+                # Every engine step, not just the first: a server of a newer release on a database that
+                # `lockzero migrate` has not upgraded yet would fail on its first use of a new table.
+                rows = await tx.fetchall("SELECT version FROM lz_schema_migrations WHERE namespace = 'engine'")
         except StoreUnavailable:
             raise
         except Exception:  # an undefined-table error differs per driver; any of them means "not migrated"
             return False
-        return True
+        return {m.version for m in ENGINE_MIGRATIONS} <= {int(r[0]) for r in rows}
 
     async def close(self) -> None:
         await self.store.close()

@@ -231,4 +231,23 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
             " version INTEGER NOT NULL, incident_id TEXT, at TEXT NOT NULL, PRIMARY KEY (tenant, secret_id, version))",
         ),
     ),
+    Migration(
+        namespace="engine",
+        version=7,
+        name="mcp_sessions",
+        # Handshake-era MCP sessions (api/mcp/sessions.py): shared by every API process, kept across
+        # restarts. Telemetry-like state, not a read model: replay leaves it alone. Literal SQL (see v5).
+        postgresql=(
+            "CREATE TABLE lz_mcp_sessions (session_hash TEXT PRIMARY KEY, key_id TEXT NOT NULL,"
+            " protocol_version TEXT NOT NULL, opened_at TEXT NOT NULL, last_seen_at TEXT NOT NULL)",
+            "CREATE INDEX lz_mcp_sessions_key ON lz_mcp_sessions (key_id, last_seen_at)",
+            "CREATE INDEX lz_mcp_sessions_idle ON lz_mcp_sessions (last_seen_at)",
+        ),
+        sqlite=(
+            "CREATE TABLE lz_mcp_sessions (session_hash TEXT PRIMARY KEY, key_id TEXT NOT NULL,"
+            " protocol_version TEXT NOT NULL, opened_at TEXT NOT NULL, last_seen_at TEXT NOT NULL)",
+            "CREATE INDEX lz_mcp_sessions_key ON lz_mcp_sessions (key_id, last_seen_at)",
+            "CREATE INDEX lz_mcp_sessions_idle ON lz_mcp_sessions (last_seen_at)",
+        ),
+    ),
 )

@@ -101,8 +101,7 @@ class Dispatcher:
 
     async def _handle(self, state: CallState, msg: Message) -> dict[str, Any] | None:
         if msg.is_notification or msg.is_response:
-            if state.session is not None and msg.method == "notifications/initialized":
-                state.session.initialized = True
+            # notifications/initialized changes nothing: no method waits for it, so it costs no write.
             return None
         assert msg.method is not None
         method = msg.method
@@ -140,7 +139,7 @@ class Dispatcher:
                 http_status=404,
             )
         version = versions.negotiate(params.get("protocolVersion"))
-        session = self.sessions.open(state.key.key_id, version)
+        session = await self.sessions.open(state.key.key_id, version)
         state.response_headers["Mcp-Session-Id"] = session.session_id
         return {
             "protocolVersion": version,

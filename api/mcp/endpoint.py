@@ -36,6 +36,7 @@ from api.mcp.jsonrpc import (
     parse_message,
     result_body,
 )
+from api.mcp.sessions import Session
 from api.tools.runner import actor_of
 from engine.aggregates.api_key import ApiKey
 from engine.app import Engine
@@ -145,7 +146,7 @@ class McpEndpoint:
                 return await self._batch(request, key, payload, header_version, source)
             msg = parse_message(payload)
             label = audit_label(msg.method, self.dispatcher.runner.registry)
-            state = self._state(request, key, msg, header_version, source)
+            state = await self._state(request, key, msg, header_version, source)
             body_out, status, headers = await self._answer(state, msg)
         except RpcError as err:
             await self._refused(key, label, err, source)
@@ -180,9 +181,7 @@ class McpEndpoint:
         version = header_version or versions.DEFAULT_HANDSHAKE
         session_id = request.headers.get("mcp-session-id")
         if session_id is not None:
-            session = self.dispatcher.sessions.get(session_id, key.key_id)
-            if session is None:
-                raise RpcError(INVALID_REQUEST, "session not found or ended; initialize again", http_status=404)
+            session = await self._session(session_id, key)
             version = header_version or session.protocol_version
         if version not in versions.BATCH_VERSIONS:
             raise RpcError(INVALID_REQUEST, f"JSON-RPC batches are not allowed in protocol {version}", http_status=400)
@@ -205,7 +204,7 @@ class McpEndpoint:
                 label = audit_label(msg.method, self.dispatcher.runner.registry)
                 if msg.method == "initialize":
                     raise RpcError(INVALID_REQUEST, "initialize must not be part of a batch")
-                state = self._state(request, key, msg, header_version, source)
+                state = await self._state(request, key, msg, header_version, source)
             except RpcError as err:
                 await self._refused(key, label, err, source)
                 out.append(err.body(_request_id(raw)))
@@ -215,7 +214,16 @@ class McpEndpoint:
                 out.append(answer)
         return _json(out) if out else Response(b"", status_code=202)
 
-    def _state(
+    async def _session(self, session_id: str, key: ApiKey) -> Session:
+        try:
+            session = await self.dispatcher.sessions.get(session_id, key.key_id)
+        except StoreUnavailable:
+            raise RpcError(UNAVAILABLE, "the event store is unavailable; retry later", http_status=503) from None
+        if session is None:
+            raise RpcError(INVALID_REQUEST, "session not found or ended; initialize again", http_status=404)
+        return session
+
+    async def _state(
         self, request: Request[Any, Any, Any], key: ApiKey, msg: Message, header_version: str | None, source: str
     ) -> CallState:
         meta = msg.params.get("_meta") if isinstance(msg.params.get("_meta"), dict) else None
@@ -234,9 +242,7 @@ class McpEndpoint:
                     INVALID_REQUEST, "Mcp-Session-Id header is required; call initialize first", http_status=400
                 )
             return CallState(key, "direct", header_version or versions.DEFAULT_HANDSHAKE, source=source)
-        session = self.dispatcher.sessions.get(session_id, key.key_id)
-        if session is None:
-            raise RpcError(INVALID_REQUEST, "session not found or ended; initialize again", http_status=404)
+        session = await self._session(session_id, key)
         if header_version is not None and header_version != session.protocol_version:
             raise RpcError(
                 INVALID_REQUEST,
@@ -291,7 +297,11 @@ class McpEndpoint:
         session_id = request.headers.get("mcp-session-id")
         if session_id is None:
             return _error(RpcError(INVALID_REQUEST, "Mcp-Session-Id header is required", http_status=400))
-        if not self.dispatcher.sessions.close(session_id, gate.key_id):
+        try:
+            ended = await self.dispatcher.sessions.close(session_id, gate.key_id)
+        except StoreUnavailable:
+            return _error(RpcError(UNAVAILABLE, "the event store is unavailable; retry later", http_status=503))
+        if not ended:
             return _error(RpcError(INVALID_REQUEST, "session not found or already ended", http_status=404))
         return Response(b"", status_code=204)
 
