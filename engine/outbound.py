@@ -60,7 +60,7 @@ def redact_url(url: str) -> str:
 
     The suffix (a short hash) tells two URLs of one host apart. Idempotent: a redacted URL stays as it is.
     Userinfo is dropped too (``user:password@``)."""
-    if "/…#" in url:
+    if _REDACTED.fullmatch(url):
         return url
     try:
         parts = urlsplit(url)
@@ -75,6 +75,8 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{netloc}/…#{hashlib.sha256(url.encode()).hexdigest()[:6]}"
 
 
+# Exactly what redact_url makes (a URL that merely contains "/…#" is redacted like any other).
+_REDACTED = re.compile(r"https?://[^/?#@\s]*/…#[0-9a-f]{6}")
 _URL_IN_TEXT = re.compile(r"https?://[^\s\"'<>]+")
 
 

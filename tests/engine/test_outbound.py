@@ -142,6 +142,8 @@ def test_redaction() -> None:
     assert all(s not in redact_url(a) for s in ("tok1", "tok2", "pw", "u:"))
     assert redact_url(redact_url(a)) == redact_url(a)
     assert redact_url("https://h.example/") == "https://h.example/"
+    sneaky = "https://h.example/…#abcdef/tok4"
+    assert "tok4" not in redact_url(sneaky)
 
 
 # --- at registration -----------------------------------------------------------------------------
