@@ -216,6 +216,8 @@ class SagaStepCompleted(SagaEvent, frozen=True, tag="rotation.step_completed"):
     step: SagaStep
     compensating: bool = False
     detail: str = ""
+    #: Dependents reached by the step's deliveries (shift, alert), as a number rather than inside ``detail``.
+    delivered: int | None = None
 
 
 class SagaStepFailed(SagaEvent, frozen=True, tag="rotation.step_failed"):

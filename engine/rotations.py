@@ -289,6 +289,6 @@ async def revoke(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMet
     done = secret.rotation(rotation.rotation_id)
     assert done is not None
     alert = done.last("alert")
-    sent = int(alert.detail.split("alerts sent: ")[1].split(",")[0]) if alert and "alerts sent: " in alert.detail else 0
+    sent = (alert.delivered or 0) if alert else 0
     revoked = [f"v{v.number}" for v in secret.versions if v.status == "revoked"]
     return RevokeResult(secret.status, revoked, incident_id, sent, rotation.rotation_id)

@@ -62,6 +62,8 @@ class StepResult:
     detail: str
     #: Rows to write in the same transaction as the outcome (e.g. a provider-issued value).
     side: Callable[[Transaction], Awaitable[None]] | None = None
+    #: Dependents the step delivered to (recorded as a typed field, not parsed back out of ``detail``).
+    delivered: int | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,9 @@ class RotationSaga:
             failed = self._event(ev.SagaStepFailed, secret, **step, error=str(exc)[:500])
             await self._append(secret, [failed], version)
             return
-        completed = self._event(ev.SagaStepCompleted, secret, **step, detail=outcome.detail)
+        completed = self._event(
+            ev.SagaStepCompleted, secret, **step, detail=outcome.detail, delivered=outcome.delivered
+        )
         # If anything else was appended meanwhile this conflicts, and the step is simply resumed (idempotent).
         await self._append(secret, [completed, *outcome.events], version, outcome.side)
 
@@ -392,13 +396,13 @@ class RotationSaga:
         revoked = self._event(ev.SecretRevoked, secret, versions=numbers)
         return [revoked], f"revoked {', '.join(f'v{n}' for n in numbers)} at the provider"
 
-    async def _alert_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _alert_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> StepResult:
         # A cancelled rotation's runner may have been mid-call when we revoked: sweep once more.
         creds = await self._every_credential(secret)
         if any([not (await provider.authenticate(c)).refused for c in creds]):
             await _retry(lambda: provider.revoke(creds))
         report = await deliver(self.engine, secret, secret.current_version or 0, "secret.revoked")
-        return [], f"alerts sent: {report.delivered}, failed: {report.failed}"
+        return StepResult([], f"alerts sent: {report.delivered}, failed: {report.failed}", delivered=report.delivered)
 
     # --- the end ---------------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class StepRecord(msgspec.Struct, frozen=True):
     started_at: datetime
     finished_at: datetime | None = None
     detail: str = ""
+    delivered: int | None = None
 
 
 class Rotation(msgspec.Struct, frozen=True):
@@ -242,7 +243,8 @@ def apply_secret(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | 
                 for i in range(len(steps) - 1, -1, -1):
                     s = steps[i]
                     if s.step == event.step and s.compensating == event.compensating and s.status == "started":
-                        steps[i] = replace(s, status=status, finished_at=event.at, detail=detail)
+                        delivered = event.delivered if isinstance(event, ev.SagaStepCompleted) else None
+                        steps[i] = replace(s, status=status, finished_at=event.at, detail=detail, delivered=delivered)
                         break
                 return replace(r, steps=tuple(steps))
 
