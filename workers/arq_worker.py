@@ -140,10 +140,17 @@ async def run_worker(settings: Settings) -> None:
     assert settings.redis_url is not None
     # Refuse a wrong master key in one line here: arq's own startup would bury it under its shutdown errors.
     await (await Engine.open(settings.database_url, settings.require_master_key())).close()
+
+    async def startup_with(ctx: dict[str, Any]) -> None:
+        ctx["engine"] = await Engine.open(
+            settings.database_url, settings.require_master_key(), outbound=settings.outbound
+        )
+
     worker = Worker(
         functions=WorkerSettings.functions,
         cron_jobs=WorkerSettings.cron_jobs,
-        on_startup=startup,
+        # The worker runs on the Settings it was given (one reading of the environment, already checked).
+        on_startup=startup_with,
         on_shutdown=shutdown,
         poll_delay=WorkerSettings.poll_delay,
         job_timeout=WorkerSettings.job_timeout,
@@ -171,6 +178,7 @@ async def schedule(ctx: dict[str, Any]) -> int:
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    """For `arq workers.arq_worker.WorkerSettings` run by arq's own CLI, which passes no Settings."""
     settings = load_settings(create_embedded_key=False)
     ctx["engine"] = await Engine.open(settings.database_url, settings.require_master_key(), outbound=settings.outbound)
 
