@@ -24,46 +24,6 @@ from eventstore.interface import AppendResult, EventStoreError, NewEvent, OnAppe
 
 MAX_BATCH = 256
 
-APPEND_BATCH_FUNCTION = """
-CREATE OR REPLACE FUNCTION lz_append_batch(
-    p_streams text[], p_expected int[], p_counts int[],
-    p_ids uuid[], p_types text[], p_data bytea[], p_meta bytea[], p_at timestamptz
-) RETURNS TABLE (idx int, status text, stream_version int, first_position bigint)
-LANGUAGE plpgsql AS $$
-DECLARE
-    head bigint;
-    cur int;
-    ev int := 1;
-    n int;
-BEGIN
-    -- The one lock that orders all appends: held until COMMIT, so positions follow commit order.
-    SELECT position INTO head FROM lz_event_head WHERE id = 1 FOR UPDATE;
-    FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
-        n := p_counts[i];
-        idx := i;
-        IF EXISTS (SELECT 1 FROM lz_events WHERE event_id = ANY (p_ids[ev : ev + n - 1])) THEN
-            status := 'duplicate'; stream_version := NULL; first_position := NULL;
-        ELSE
-            SELECT coalesce(max(version), 0) INTO cur FROM lz_events WHERE stream = p_streams[i];
-            IF p_expected[i] <> -1 AND p_expected[i] <> cur THEN
-                status := 'conflict'; stream_version := cur; first_position := NULL;
-            ELSE
-                INSERT INTO lz_events (position, stream, version, event_id, type, data, metadata, recorded_at)
-                SELECT head + k, p_streams[i], cur + k, p_ids[ev + k - 1], p_types[ev + k - 1],
-                       p_data[ev + k - 1], p_meta[ev + k - 1], p_at
-                FROM generate_series(1, n) AS k;
-                status := 'ok'; stream_version := cur + n; first_position := head + 1;
-                head := head + n;
-            END IF;
-        END IF;
-        RETURN NEXT;
-        ev := ev + n;
-    END LOOP;
-    UPDATE lz_event_head SET position = head WHERE id = 1;
-    PERFORM pg_notify('lz_events', head::text);
-END $$
-"""
-
 
 @dataclass
 class PendingAppend:
