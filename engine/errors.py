@@ -1,4 +1,5 @@
-"""Domain errors. Each maps to one SPEC error code and carries a message safe to show an agent."""
+"""Domain errors: what went wrong, in a message safe to show an agent. ``name`` is a stable machine-readable kind;
+the front ends number them (api/errors.py: JSON-RPC codes, CLI exit codes)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from typing import Any
 
 
 class LockzeroError(Exception):
-    code: int = -32603
     name: str = "internal_error"
 
     def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
@@ -16,32 +16,32 @@ class LockzeroError(Exception):
 
 
 class InvalidInput(LockzeroError):
-    code, name = -32602, "invalid_params"
+    name = "invalid_params"
 
 
 class NotFound(LockzeroError):
-    code, name = -32010, "not_found"
+    name = "not_found"
 
 
 class Forbidden(LockzeroError):
-    code, name = -32011, "forbidden"
+    name = "forbidden"
 
 
 class Conflict(LockzeroError):
-    code, name = -32012, "conflict"
+    name = "conflict"
 
 
 class Unavailable(LockzeroError):
-    code, name = -32016, "unavailable"
+    name = "unavailable"
 
 
 class ApprovalRequired(LockzeroError):
-    code, name = -32013, "approval_required"
+    name = "approval_required"
 
 
 class RateLimited(LockzeroError):
-    code, name = -32014, "rate_limited"
+    name = "rate_limited"
 
 
 class PayloadTooLarge(LockzeroError):
-    code, name = -32015, "payload_too_large"
+    name = "payload_too_large"

@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from api.cli.handlers import HANDLERS
 from api.cli.output import error
 from api.cli.parser import build_parser
+from api.errors import EXIT_FAILURE, EXIT_OK, exit_code
 from engine.config import ConfigError
 from engine.crypto import CryptoError
-from engine.errors import InvalidInput, LockzeroError
+from engine.errors import LockzeroError
 from eventstore import EventStoreError, StoreUnavailable
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def _configure_logging() -> None:
@@ -35,12 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = HANDLERS[(args.command, getattr(args, "action", None))]
     try:
         return asyncio.run(handler(args)) or EXIT_OK
-    except InvalidInput as exc:
-        error(exc.message, code=exc.name, as_json=as_json)
-        return EXIT_USAGE
     except LockzeroError as exc:
         error(exc.message, code=exc.name, as_json=as_json)
-        return EXIT_FAILURE
+        return exit_code(exc)
     except ConfigError as exc:
         error(str(exc), code="config_error", as_json=as_json)
         return EXIT_FAILURE

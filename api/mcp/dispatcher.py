@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from api.errors import rpc_code
 from api.mcp import versions
 from api.mcp.jsonrpc import (
     HEADER_MISMATCH,
@@ -175,7 +176,7 @@ class Dispatcher:
         except UnknownTool:
             raise RpcError(INVALID_PARAMS, "unknown tool; tools/list shows the tools this key may use") from None
         except LockzeroError as exc:
-            error = {"code": exc.code, "name": exc.name, "message": exc.message}
+            error = {"code": rpc_code(exc), "name": exc.name, "message": exc.message}
             if exc.data:
                 error["data"] = exc.data
             payload = {"error": error}
@@ -193,7 +194,7 @@ class Dispatcher:
         try:
             return await self.runner.call(state.key, method, arguments, state.source)
         except LockzeroError as exc:
-            raise RpcError(exc.code, exc.message, exc.data or None) from None
+            raise RpcError(rpc_code(exc), exc.message, exc.data or None) from None
 
 
 class ProtocolError(InvalidInput):

@@ -99,7 +99,7 @@ async def test_agent_may_not_rotate_when_policy_forbids_and_the_attempt_is_an_in
     await setup(engine, allow_agent_rotation=False)
     with pytest.raises(Forbidden) as info:
         await rotate(engine, queue, "acme", "prod/app/token", AGENT, "leak")
-    assert info.value.code == -32011
+    assert info.value.name == "forbidden"
     (incident,) = await incidents(engine, "prod/app/token")
     assert incident[1] == "policy_violation"
     assert info.value.data["incident_id"] == incident[0]
@@ -344,7 +344,7 @@ async def test_grace_end_expires_the_version_and_rollback_is_refused(
     assert (await run_pass(engine, queue)).expired_versions == []  # once only
     with pytest.raises(Conflict) as info:
         await rollback(engine, queue, "acme", "prod/app/token", OPERATOR, "too late")
-    assert info.value.code == -32012
+    assert info.value.name == "conflict"
     with pytest.raises(Conflict):
         await rollback(engine, queue, "acme", "prod/app/token", OPERATOR, "too late", to_version=1)
     secret = await load(engine, "prod/app/token")
