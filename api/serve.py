@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
+from typing import Any
+
 import uvicorn
 
 from api.app import create_app
@@ -23,8 +27,10 @@ async def serve(settings: Settings) -> None:
         elif not await engine.schema_ready():
             raise Unavailable("the database schema is not migrated; run `lockzero migrate` first")
         queue = await open_queue(engine, settings)
+        app: Any = create_app(engine, settings, queue)
+        tls = tls_context(settings) if settings.tls else None
         config = uvicorn.Config(
-            create_app(engine, settings, queue),
+            HstsMiddleware(app) if tls is not None else app,
             host=settings.host,
             port=settings.port,
             log_level="warning",
@@ -32,8 +38,12 @@ async def serve(settings: Settings) -> None:
             # Timeouts uvicorn lacks (header read, bodies left unread): see api/http_protocol.py.
             http=GuardedH11Protocol,
             timeout_keep_alive=5,
+            # SIGTERM: stop accepting, let calls in flight finish for at most this long, then cancel them.
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
+            ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
         )
-        print(f"lockzero: listening on http://{settings.host}:{settings.port}", flush=True)
+        scheme = "https" if tls is not None else "http"
+        print(f"lockzero: listening on {scheme}://{settings.host}:{settings.port}", flush=True)
         try:
             await uvicorn.Server(config).serve()
         finally:
@@ -49,3 +59,38 @@ async def open_queue(engine: Engine, settings: Settings) -> InProcessQueue | Arq
     queue = InProcessQueue(engine)
     queue.start()
     return queue
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """TLS 1.2 and 1.3 only, with the default (modern) cipher choice of the ssl module."""
+    assert settings.tls_cert is not None and settings.tls_key is not None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+#: Two years, the preload list's minimum: a browser that once reached the console over HTTPS never falls back.
+HSTS = b"max-age=63072000; includeSubDomains"
+
+ASGIApp = Callable[..., Any]
+
+
+class HstsMiddleware:
+    """Adds Strict-Transport-Security to every HTTP response (only mounted when serving HTTPS)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: ASGIApp, send: ASGIApp) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_hsts(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"strict-transport-security"]
+                message = {**message, "headers": [*headers, (b"strict-transport-security", HSTS)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_hsts)

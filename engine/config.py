@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import ssl
 import stat
 import sys
 from collections.abc import Mapping
@@ -34,6 +35,15 @@ class Settings:
     created_master_key_file: Path | None = None
     #: Non-public hosts/networks that webhooks, notify URLs and http hooks may reach (LOCKZERO_OUTBOUND_ALLOW).
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)
+    #: PEM certificate chain and private key for HTTPS in `lockzero serve` (LOCKZERO_TLS_CERT / LOCKZERO_TLS_KEY).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: How long SIGTERM waits for in-flight calls before closing them (LOCKZERO_SHUTDOWN_TIMEOUT, seconds).
+    shutdown_timeout_s: int = 25
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def embedded(self) -> bool:
@@ -90,9 +100,42 @@ def load_settings(env: Mapping[str, str] | None = None, *, create_embedded_key: 
         outbound = OutboundPolicy.parse(env.get("LOCKZERO_OUTBOUND_ALLOW") or "")
     except ValueError as exc:
         raise ConfigError(f"LOCKZERO_OUTBOUND_ALLOW: {exc} (a comma list of hosts, IPs and CIDRs)") from None
+    tls_cert, tls_key = check_tls(env.get("LOCKZERO_TLS_CERT") or None, env.get("LOCKZERO_TLS_KEY") or None)
+    shutdown_text = env.get("LOCKZERO_SHUTDOWN_TIMEOUT") or "25"
+    shutdown_s = int(shutdown_text) if shutdown_text.isascii() and shutdown_text.isdigit() else -1
+    if not 0 <= shutdown_s <= 3600:
+        raise ConfigError("LOCKZERO_SHUTDOWN_TIMEOUT must be whole seconds to drain calls on SIGTERM (0-3600)")
     settings = Settings(database_url, redis_url, host, int(port_text), origins, None, rate)
     key, created = _load_master_key(env, settings.state_dir if create_embedded_key else None, settings.sqlite_path)
-    return Settings(database_url, redis_url, host, int(port_text), origins, key, rate, created, outbound)
+    return Settings(
+        database_url, redis_url, host, int(port_text), origins, key, rate, created, outbound, tls_cert, tls_key,
+        shutdown_s,
+    )  # fmt: skip
+
+
+def check_tls(
+    cert: str | None, key: str | None, names: tuple[str, str] = ("LOCKZERO_TLS_CERT", "LOCKZERO_TLS_KEY")
+) -> tuple[Path | None, Path | None]:
+    """Both or neither; each a readable PEM file that loads as one certificate chain + key (checked now, so a
+    bad pair fails at start with one line instead of at the first handshake)."""
+    if cert is None and key is None:
+        return None, None
+    if cert is None or key is None:
+        raise ConfigError(f"{names[0]} and {names[1]} go together: set both (PEM certificate chain and its key)")
+    for name, value in zip(names, (cert, key), strict=True):
+        path = Path(value)
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {path} ({exc.strerror})") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError:
+        raise ConfigError(
+            f"{names[0]} / {names[1]}: not a PEM certificate and its matching unencrypted private key"
+        ) from None
+    return Path(cert), Path(key)
 
 
 def _load_master_key(

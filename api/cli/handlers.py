@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -30,7 +31,7 @@ from engine import (
 from engine import events as ev
 from engine.app import Engine
 from engine.audit import audited
-from engine.config import ConfigError, Settings, load_settings
+from engine.config import ConfigError, Settings, check_tls, load_settings
 from engine.durations import parse_duration
 from engine.errors import InvalidInput, Unavailable
 from engine.saga import RotationSaga
@@ -370,7 +371,14 @@ async def cmd_dependent_add(args: argparse.Namespace) -> None:
 async def cmd_serve(args: argparse.Namespace) -> None:
     from api.serve import serve
 
-    await serve(settings_with_key())
+    settings = settings_with_key()
+    if args.tls_cert or args.tls_key:
+        # A flag overrides its environment variable; the pair is checked as the flags name it.
+        cert = args.tls_cert or (str(settings.tls_cert) if settings.tls_cert else None)
+        key = args.tls_key or (str(settings.tls_key) if settings.tls_key else None)
+        tls_cert, tls_key = check_tls(cert, key, ("--tls-cert", "--tls-key"))
+        settings = dataclasses.replace(settings, tls_cert=tls_cert, tls_key=tls_key)
+    await serve(settings)
 
 
 async def cmd_approve(args: argparse.Namespace) -> None:

@@ -25,7 +25,9 @@ def build_parser() -> UsageParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=UsageParser)
 
-    sub.add_parser("serve", parents=[common], help="run the API (and the in-process worker in embedded mode)")
+    serve = sub.add_parser("serve", parents=[common], help="run the API (and the in-process worker in embedded mode)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain (LOCKZERO_TLS_CERT)")
+    serve.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (LOCKZERO_TLS_KEY)")
     sub.add_parser("worker", parents=[common], help="run the arq saga worker (needs LOCKZERO_REDIS_URL)")
     sub.add_parser("demo", parents=[common], help="the whole incident story on the embedded default, with timings")
     sub.add_parser("migrate", parents=[common], help="create or upgrade the schema (idempotent)")

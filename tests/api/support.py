@@ -78,10 +78,13 @@ class Server:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0), repr=False)
+    #: Extra arguments of `lockzero serve` (e.g. --tls-cert/--tls-key) and the scheme they make it speak.
+    serve_args: tuple[str, ...] = ()
+    scheme: str = "http"
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def mcp_url(self) -> str:
@@ -101,7 +104,7 @@ class Server:
         self.env["LOCKZERO_PORT"] = str(self.port)
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli.main", "serve"],
+                [sys.executable, "-m", "api.cli.main", "serve", *self.serve_args],
                 cwd=self.workdir,
                 env=self.env,
                 stdout=out,
