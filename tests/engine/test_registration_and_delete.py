@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,13 +15,11 @@ from engine import approvals, naming, secrets, tenants
 from engine import events as ev
 from engine.aggregates.secret import fold_secret
 from engine.app import Engine
-from engine.crypto import MasterKey
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.policies import update_policy
 from engine.rotations import revoke, rollback, rotate
 from engine.saga import RotationSaga
 from engine.tombstone import delete_secret
-from eventstore import open_store
 from tests.engine.support import OPERATOR
 from tests.saga.support import AclUser
 
@@ -29,15 +27,10 @@ AGENT = ev.EventMeta(actor_id="key_agent_1", actor_type="agent")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-@pytest.fixture
-async def engine(store_url: str) -> AsyncIterator[Engine]:
-    e = Engine(await open_store(store_url), MasterKey.generate())
-    await e.migrate()
-    await tenants.create_tenant(e, "acme", OPERATOR)
-    try:
-        yield e
-    finally:
-        await e.close()
+@pytest.fixture(autouse=True)
+async def acme(engine: Engine) -> None:
+    """tests/engine/conftest.py's engine, with the tenant every test here works in."""
+    await tenants.create_tenant(engine, "acme", OPERATOR)
 
 
 @pytest.fixture
