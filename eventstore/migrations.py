@@ -49,6 +49,80 @@ END $$
 """
 
 
+#: Migration 3: the append function also links each event into its tenant's hash chain (eventstore/chain.py
+#: holds the same canonical bytes in Python; the tests check both agree). The head-row lock already
+#: serialises appends, so each chain's head row is read and moved here without further locking.
+_APPEND_BATCH_FUNCTION_V3 = r"""
+CREATE OR REPLACE FUNCTION lz_append_batch(
+    p_streams text[], p_expected int[], p_counts int[],
+    p_ids uuid[], p_types text[], p_data bytea[], p_meta bytea[], p_at timestamptz
+) RETURNS TABLE (idx int, status text, stream_version int, first_position bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint;
+    cur int;
+    ev int := 1;
+    n int;
+    ch text;
+    c_seq bigint;
+    c_hash bytea;
+    seqs bigint[];
+    hashes bytea[];
+    at_us bytea := int8send((extract(epoch FROM p_at) * 1000000)::bigint);
+BEGIN
+    -- The one lock that orders all appends: held until COMMIT, so positions follow commit order.
+    SELECT position INTO head FROM lz_event_head WHERE id = 1 FOR UPDATE;
+    FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
+        n := p_counts[i];
+        idx := i;
+        IF EXISTS (SELECT 1 FROM lz_events WHERE event_id = ANY (p_ids[ev : ev + n - 1])) THEN
+            status := 'duplicate'; stream_version := NULL; first_position := NULL;
+        ELSE
+            SELECT coalesce(max(version), 0) INTO cur FROM lz_events WHERE stream = p_streams[i];
+            IF p_expected[i] <> -1 AND p_expected[i] <> cur THEN
+                status := 'conflict'; stream_version := cur; first_position := NULL;
+            ELSE
+                ch := coalesce(substring(p_streams[i] FROM '^[a-z]+-([^/]+)'), '_system');
+                SELECT h.seq, h.hash INTO c_seq, c_hash FROM lz_chain_heads h WHERE h.chain = ch;
+                IF NOT FOUND THEN
+                    c_seq := 0; c_hash := '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea;
+                END IF;
+                seqs := '{}'; hashes := '{}';
+                FOR k IN 1 .. n LOOP
+                    c_seq := c_seq + 1;
+                    c_hash := sha256(
+                        '\x4c5a4331'::bytea || c_hash || int8send(head + k) || int8send(c_seq)
+                        || int4send(octet_length(convert_to(p_streams[i], 'UTF8'))) || convert_to(p_streams[i], 'UTF8')
+                        || int4send(cur + k) || uuid_send(p_ids[ev + k - 1])
+                        || int4send(octet_length(convert_to(p_types[ev + k - 1], 'UTF8')))
+                        || convert_to(p_types[ev + k - 1], 'UTF8')
+                        || int4send(octet_length(p_data[ev + k - 1])) || p_data[ev + k - 1]
+                        || int4send(octet_length(p_meta[ev + k - 1])) || p_meta[ev + k - 1]
+                        || at_us);
+                    seqs := seqs || c_seq;
+                    hashes := hashes || c_hash;
+                END LOOP;
+                INSERT INTO lz_events (position, stream, version, event_id, type, data, metadata, recorded_at,
+                                       chain_seq, chain_hash)
+                SELECT head + k, p_streams[i], cur + k, p_ids[ev + k - 1], p_types[ev + k - 1],
+                       p_data[ev + k - 1], p_meta[ev + k - 1], p_at, seqs[k], hashes[k]
+                FROM generate_series(1, n) AS k;
+                INSERT INTO lz_chain_heads (chain, seq, position, hash) VALUES (ch, c_seq, head + n, c_hash)
+                ON CONFLICT (chain) DO UPDATE
+                    SET seq = excluded.seq, position = excluded.position, hash = excluded.hash;
+                status := 'ok'; stream_version := cur + n; first_position := head + 1;
+                head := head + n;
+            END IF;
+        END IF;
+        RETURN NEXT;
+        ev := ev + n;
+    END LOOP;
+    UPDATE lz_event_head SET position = head WHERE id = 1;
+    PERFORM pg_notify('lz_events', head::text);
+END $$
+"""
+
+
 STORE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         namespace="eventstore",
@@ -93,6 +167,30 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
             " SET plan_cache_mode = force_custom_plan",
         ),
         sqlite=(),
+    ),
+    Migration(
+        namespace="eventstore",
+        version=3,
+        name="hash_chain",
+        postgresql=(
+            "ALTER TABLE lz_events ADD COLUMN chain_seq BIGINT, ADD COLUMN chain_hash BYTEA",
+            "CREATE TABLE lz_chain_heads (chain TEXT PRIMARY KEY, seq BIGINT NOT NULL, position BIGINT NOT NULL,"
+            " hash BYTEA NOT NULL)",
+            # Events up to here predate the chain; any later event without a link is a forgery.
+            "CREATE TABLE lz_chain_start (id INT PRIMARY KEY CHECK (id = 1), position BIGINT NOT NULL)",
+            "INSERT INTO lz_chain_start (id, position) SELECT 1, position FROM lz_event_head WHERE id = 1",
+            _APPEND_BATCH_FUNCTION_V3,
+            "ALTER FUNCTION lz_append_batch(text[], int[], int[], uuid[], text[], bytea[], bytea[], timestamptz)"
+            " SET plan_cache_mode = force_custom_plan",
+        ),
+        sqlite=(
+            "ALTER TABLE lz_events ADD COLUMN chain_seq INTEGER",
+            "ALTER TABLE lz_events ADD COLUMN chain_hash BLOB",
+            "CREATE TABLE lz_chain_heads (chain TEXT PRIMARY KEY, seq INTEGER NOT NULL, position INTEGER NOT NULL,"
+            " hash BLOB NOT NULL)",
+            "CREATE TABLE lz_chain_start (id INTEGER PRIMARY KEY CHECK (id = 1), position INTEGER NOT NULL)",
+            "INSERT INTO lz_chain_start (id, position) SELECT 1, COALESCE(MAX(position), 0) FROM lz_events",
+        ),
     ),
 )
 

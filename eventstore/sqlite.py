@@ -20,6 +20,7 @@ from typing import Any
 
 import aiosqlite
 
+from eventstore.chain import chain_rows
 from eventstore.common import EVENT_COLUMNS, check_append, replay_pages
 from eventstore.interface import (
     ANY_VERSION,
@@ -91,6 +92,8 @@ class SQLiteEventStore:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
+        #: Off only for the benchmark's baseline (tests/bench); production appends are always chained.
+        self._chain = True
         self._appended = asyncio.Event()
 
     @classmethod
@@ -191,12 +194,22 @@ class SQLiteEventStore:
                 raise ConcurrencyError(stream, expected_version, current)
             row = await tx.fetchone("SELECT COALESCE(MAX(position), 0) FROM lz_events")
             first = (int(row[0]) if row else 0) + 1
-            now = datetime.now(UTC).isoformat()
+            at = datetime.now(UTC)
+            now = at.isoformat()
             rows = [
                 (first + i, stream, current + 1 + i, str(e.event_id), e.type, e.data, e.metadata, now)
                 for i, e in enumerate(events)
             ]
-            await tx.executemany(f"INSERT INTO lz_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if self._chain:
+                # Linked inside BEGIN IMMEDIATE: the chain head cannot move under us.
+                chained = await chain_rows(tx, stream, rows, at)
+                await tx.executemany(
+                    f"INSERT INTO lz_events ({EVENT_COLUMNS}, chain_seq, chain_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    chained,
+                )
+            else:
+                await tx.executemany(f"INSERT INTO lz_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             recorded = tuple(_row_to_event(r) for r in rows)
             if on_append is not None:
                 await on_append(tx, recorded)

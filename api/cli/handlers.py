@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from api.cli import audit_cmds
 from api.cli.output import emit_json, table
 from engine import (
     approvals,
@@ -454,3 +455,4 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("secret", "rollback"): cmd_secret_rollback,
     ("dependent", "add"): cmd_dependent_add,
 }
+HANDLERS.update(audit_cmds.HANDLERS)

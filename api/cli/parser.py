@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from api.cli import audit_cmds
+
 
 class UsageParser(argparse.ArgumentParser):
     """argparse, with the one-line error and exit code 2 the contract promises."""
@@ -135,6 +137,7 @@ def build_parser() -> UsageParser:
     d_add.add_argument("--service", required=True)
     d_add.add_argument("--environment", required=True)
     d_add.add_argument("--delivery", required=True, metavar="pull|file:PATH|webhook:URL")
+    audit_cmds.add_parsers(sub, common, UsageParser)
     return p
 
 
