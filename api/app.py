@@ -18,7 +18,7 @@ from api.tools.read_tools import READ_TOOLS
 from api.tools.registry import Registry
 from api.tools.runner import ToolRunner
 from api.tools.saga_tools import SAGA_TOOLS
-from engine import notify
+from engine import notify, observability
 from engine.app import Engine
 from engine.audit_batcher import AuditBatcher
 from engine.audit_flood import AuditFloodGuard
@@ -72,8 +72,19 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
             return Response({"status": "unavailable", "store": "ok", "queue": "down"}, status_code=503)
         return Response({"status": "ready", "store": "ok", "queue": "ok"})
 
+    @get("/metrics")
+    async def metrics() -> Response[bytes]:
+        # Queue depth is read at scrape time (one Redis ZCARD), not kept up to date on every enqueue.
+        depth = getattr(queue, "depth", None)
+        if depth is not None:
+            found = await depth()
+            if found is not None:
+                observability.QUEUE_DEPTH.set(found)
+        body, content_type = observability.metrics_text()
+        return Response(body, media_type=content_type)
+
     return Litestar(
-        route_handlers=[mcp_post, mcp_get, mcp_delete, pull_current, healthz, readyz],
+        route_handlers=[mcp_post, mcp_get, mcp_delete, pull_current, healthz, readyz, metrics],
         debug=False,
         logging_config=None,
         # No other endpoint takes a body of any size (the MCP endpoint sets its own limit).

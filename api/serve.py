@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,7 @@ import uvicorn
 from api.app import create_app
 from api.bootstrap import first_start
 from api.http_protocol import GuardedH11Protocol
+from engine import observability
 from engine.app import Engine
 from engine.config import Settings
 from engine.errors import Unavailable
@@ -19,6 +21,7 @@ from workers.inprocess import InProcessQueue
 
 
 async def serve(settings: Settings) -> None:
+    observability.configure_json_logging()
     engine = await Engine.open(settings.database_url, settings.require_master_key(), outbound=settings.outbound)
     try:
         if settings.embedded:
@@ -30,7 +33,7 @@ async def serve(settings: Settings) -> None:
         app: Any = create_app(engine, settings, queue)
         tls = tls_context(settings) if settings.tls else None
         config = uvicorn.Config(
-            HstsMiddleware(app) if tls is not None else app,
+            RequestIdMiddleware(HstsMiddleware(app) if tls is not None else app),
             host=settings.host,
             port=settings.port,
             log_level="warning",
@@ -94,3 +97,33 @@ class HstsMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_hsts)
+
+
+class RequestIdMiddleware:
+    """Gives each HTTP request an id (the caller's X-Request-Id when it is a short token, else a new one), sets
+    it for the log lines written while serving it, and answers with it in X-Request-Id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: ASGIApp, send: ASGIApp) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"")
+        # Only a short token is echoed into logs and headers: the header is the caller's, not ours to trust.
+        rid = given.decode("ascii") if _REQUEST_ID.fullmatch(given) else observability.new_request_id()
+        token = observability.request_id.set(rid)
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            observability.request_id.reset(token)
+
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")

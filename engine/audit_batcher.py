@@ -10,7 +10,7 @@ import asyncio
 from collections import defaultdict
 
 from engine import events as ev
-from engine import naming
+from engine import naming, observability
 from engine.app import Engine
 
 _Item = tuple[ev.AuditRecorded, ev.EventMeta, asyncio.Future[None]]
@@ -52,6 +52,7 @@ class AuditBatcher:
             _settle(items, exc)
             raise
         else:
+            observability.audit_batch_committed(len(items))
             _settle(items, None)
 
     async def close(self) -> None:

@@ -40,6 +40,8 @@ class Settings:
     tls_key: Path | None = None
     #: How long SIGTERM waits for in-flight calls before closing them (LOCKZERO_SHUTDOWN_TIMEOUT, seconds).
     shutdown_timeout_s: int = 25
+    #: Where `lockzero worker` serves its own /metrics (LOCKZERO_METRICS_PORT); None = not served.
+    metrics_port: int | None = None
 
     @property
     def tls(self) -> bool:
@@ -105,11 +107,14 @@ def load_settings(env: Mapping[str, str] | None = None, *, create_embedded_key: 
     shutdown_s = int(shutdown_text) if shutdown_text.isascii() and shutdown_text.isdigit() else -1
     if not 0 <= shutdown_s <= 3600:
         raise ConfigError("LOCKZERO_SHUTDOWN_TIMEOUT must be whole seconds to drain calls on SIGTERM (0-3600)")
+    metrics_text = env.get("LOCKZERO_METRICS_PORT") or ""
+    if metrics_text and not (metrics_text.isascii() and metrics_text.isdigit() and 0 < int(metrics_text) < 65536):
+        raise ConfigError("LOCKZERO_METRICS_PORT must be a TCP port number (1-65535) for the worker's /metrics")
     settings = Settings(database_url, redis_url, host, int(port_text), origins, None, rate)
     key, created = _load_master_key(env, settings.state_dir if create_embedded_key else None, settings.sqlite_path)
     return Settings(
         database_url, redis_url, host, int(port_text), origins, key, rate, created, outbound, tls_cert, tls_key,
-        shutdown_s,
+        shutdown_s, int(metrics_text) if metrics_text else None,
     )  # fmt: skip
 
 

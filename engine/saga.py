@@ -27,7 +27,7 @@ from opentelemetry import trace
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from engine import events as ev
-from engine import naming
+from engine import naming, observability
 from engine.aggregates.secret import Rotation, Secret, apply_secret, fold_secret
 from engine.app import SYSTEM, Engine
 from engine.clock import iso
@@ -223,7 +223,15 @@ class RotationSaga:
             span.set_attribute("lockzero.rotation_id", rotation.rotation_id)
             span.set_attribute("lockzero.tenant", secret.tenant)
             span.set_attribute("lockzero.provider", secret.provider)
-            return await self._execute_step(secret, rotation, action)
+            with observability.saga_step(
+                tenant=secret.tenant,
+                secret_id=secret.secret_id,
+                rotation_id=rotation.rotation_id,
+                step=action.step,
+                compensating=action.compensating,
+                provider=secret.provider,
+            ):
+                return await self._execute_step(secret, rotation, action)
 
     async def _execute_step(self, secret: Secret, rotation: Rotation, action: Do) -> StepResult:
         spec = STEPS[action.step]
@@ -414,6 +422,15 @@ class RotationSaga:
             await self.open_failure_incident(secret, rotation, outcome)
         finished = self._event(ev.RotationFinished, secret, rotation_id=rotation.rotation_id, outcome=outcome)
         await self._append(secret, [finished], version)
+        observability.rotation_finished(
+            tenant=secret.tenant,
+            secret_id=secret.secret_id,
+            rotation_id=rotation.rotation_id,
+            kind=rotation.kind,
+            outcome=outcome,
+            requested_at=rotation.requested_at,
+            now=finished.at,
+        )
         await notify(
             self.engine,
             secret.tenant,

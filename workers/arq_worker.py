@@ -16,12 +16,14 @@ from typing import Any
 
 from arq import create_pool, cron
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import default_queue_name
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from redis.exceptions import RedisError
 
+from engine import observability
 from engine.app import Engine
-from engine.config import Settings, load_settings
+from engine.config import ConfigError, Settings, load_settings
 from engine.errors import Unavailable
 from engine.saga import RotationSaga
 from engine.scheduler import run_pass
@@ -66,6 +68,13 @@ class ArqQueue:
             carrier,
             _job_id=f"saga:{rotation_id}:{secrets.token_hex(4)}",
         )
+
+    async def depth(self) -> int | None:
+        """Jobs waiting in arq's queue (None when Redis does not answer: the gauge keeps its last value)."""
+        try:
+            return int(await self.pool.zcard(default_queue_name))
+        except (OSError, RedisError):
+            return None
 
     async def ping(self) -> bool:
         try:
@@ -130,6 +139,7 @@ async def reconcile(ctx: dict[str, Any]) -> int:
             continue  # a live runner holds it (e.g. waiting for adoption)
         await queue.enqueue(tenant, secret_id, rotation_id)
         count += 1
+    observability.reconciler_recovered(count)
     return count
 
 
@@ -159,6 +169,17 @@ async def run_worker(settings: Settings) -> None:
         redis_settings=RedisSettings.from_dsn(settings.redis_url),
         handle_signals=False,
     )
+    observability.configure_json_logging()
+    if settings.metrics_port is not None:
+        # The saga's metrics live in the worker processes: each serves its own (Prometheus scrapes every pod).
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.metrics_port, addr=settings.host)
+        except OSError as exc:
+            raise ConfigError(
+                f"LOCKZERO_METRICS_PORT: cannot listen on {settings.host}:{settings.metrics_port} ({exc.strerror})"
+            ) from None
     print(f"lockzero: worker consuming sagas from {_without_password(settings.redis_url)}", flush=True)
     try:
         await worker.async_run()

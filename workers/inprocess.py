@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 
+from engine import observability
 from engine.app import Engine
 from engine.saga import RotationSaga
 from engine.scheduler import run_pass
@@ -55,11 +56,18 @@ class InProcessQueue:
                     log.error("scheduler pass failed: %s", type(exc).__name__)
             try:
                 # Not running here and quiet for a while: stalled (a restart, or a revoke that died mid-request).
+                recovered = 0
                 for tenant, secret_id, rotation_id in await stalled_rotations(self.engine, STALL_AFTER_S):
+                    recovered += rotation_id not in self._running
                     await self.enqueue(tenant, secret_id, rotation_id)
+                observability.reconciler_recovered(recovered)
             except Exception as exc:
                 log.error("reconciler pass failed: %s", type(exc).__name__)
             await asyncio.sleep(self.reconcile_every_s)
+
+    async def depth(self) -> int:
+        """Sagas running in this process (the embedded queue has no backlog: each starts at once)."""
+        return len(self._running)
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):

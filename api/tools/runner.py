@@ -14,6 +14,7 @@ from api.ratelimit import RateLimiter
 from api.telemetry import tracer
 from api.tools.registry import CallContext, Registry, Tool
 from engine import events as ev
+from engine import observability
 from engine.aggregates.api_key import ApiKey
 from engine.app import Engine
 from engine.audit import make_record, outcome_of
@@ -80,10 +81,22 @@ class ToolRunner:
             span.set_attribute("lockzero.outcome", outcome_of(error))
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, error.name))
+            elapsed = time.perf_counter() - started
             if isinstance(error, RateLimited):
                 await self.refused(key, name, error, source)
             else:
-                await self.record(ctx, name, error, (time.perf_counter() - started) * 1000)
+                await self.record(ctx, name, error, elapsed * 1000)
+            observability.observe_call_latency(name, elapsed)
+            observability.log_call(
+                tenant=key.tenant,
+                key_id=key.key_id,
+                method=name,
+                outcome=outcome_of(error),
+                duration_ms=elapsed * 1000,
+                # Only a secret the call found: a refused call's "id" may be a pasted credential (the audit keeps
+                # it in its own column for forensics; logs travel further).
+                secret_id=ctx.secret_id if error is None else None,
+            )
             if error is not None:
                 raise error
             assert result is not None
@@ -131,6 +144,9 @@ class ToolRunner:
 
     async def record_protocol(self, key: ApiKey, method: str, error: BaseException | None = None) -> None:
         await self.record(CallContext(self.engine, key, actor_of(key)), method, error, 0.0)
+        observability.log_call(
+            tenant=key.tenant, key_id=key.key_id, method=method, outcome=outcome_of(error), duration_ms=0.0
+        )
 
     async def refused(self, key: ApiKey, method: str, error: LockzeroError, source: str) -> None:
         """A refusal that a flood could repeat (rate limit, malformed request): bounded by the guard."""
