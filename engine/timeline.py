@@ -21,6 +21,23 @@ from engine.outbound import redact_url, redact_urls_in
 _LEAD = timedelta(seconds=5)
 
 
+#: Read calls an agent repeats while it waits: a run of the same one collapses into one entry with a count.
+POLL_METHODS = frozenset(
+    {
+        "verify_remediation",
+        "get_secret_metadata",
+        "get_rotation_history",
+        "get_active_incidents",
+        "check_rotation_policy",
+        "assess_blast_radius",
+        "list_secrets",
+        "get_audit_log",
+        "ping",
+        "tools/list",
+    }
+)
+
+
 class TimelineEntry(msgspec.Struct, frozen=True):
     at: str
     offset_ms: float
@@ -29,6 +46,9 @@ class TimelineEntry(msgspec.Struct, frozen=True):
     actor_id: str
     actor_type: str
     summary: str
+    #: How many identical polls this entry stands for (1 for everything else), and the offset of the last.
+    count: int = 1
+    last_offset_ms: float | None = None
 
 
 class Timeline(msgspec.Struct, frozen=True):
@@ -77,12 +97,30 @@ def _describe(e: ev.AnyEvent) -> str:
             return f"v{e.version} restored"
         case ev.SecretRevoked():
             return f"revoked {', '.join(f'v{n}' for n in e.versions)}"
+        case ev.SecretVersionDiscarded():
+            return f"v{e.version} discarded (the rotation that created it was undone before it became current)"
+        case ev.SecretVersionExpired():
+            return f"v{e.version} can no longer be restored (grace period over)"
+        case ev.SecretRegistered():
+            return f"secret registered ({e.provider}, {e.environment})"
+        case ev.SecretPolicyChanged():
+            return "rotation policy changed"
+        case ev.SecretLabelsChanged():
+            return "labels changed: " + (", ".join(f"{k}={v}" for k, v in sorted(e.labels.items())) or "none")
+        case ev.DependentAdded():
+            return f"dependent {e.service} ({e.environment}) added, delivery by {e.delivery}"
+        case ev.DependentRemoved():
+            return f"dependent {e.dependent_id} removed"
         case ev.SecretVersionCompromised():
             return f"v{e.version} marked compromised (seen by {e.source})"
         case ev.SecretDeleted():
             return f"secret deleted, values destroyed: {e.reason}"
         case ev.IncidentMitigated():
             return e.progress
+        case ev.UsageAnomalyObserved():
+            version = f" v{e.version}" if e.version is not None else ""
+            status = f" [{e.status}]" if e.status != "observed" else ""
+            return f"evidence: {e.signal}{version}{status} via {e.source}: {e.detail}"
         case ev.DependentAdopted():
             return f"dependent {e.dependent_id} adopted v{e.version} via {e.via}"
         case ev.DeliveryFailed():
@@ -94,7 +132,36 @@ def _describe(e: ev.AnyEvent) -> str:
         case ev.AuditRecorded():
             detail = f" ({e.detail})" if e.detail else ""
             return f"call {e.method} → {e.outcome}{detail} [{e.duration_ms:.0f} ms]"
-    return type(e).__name__
+    # An event without its own sentence still reads as words: "secret.version_restored" → "secret version restored".
+    return ev.type_name(e).replace(".", " ").replace("_", " ")
+
+
+def _poll_key(event: ev.AnyEvent, meta: ev.EventMeta) -> tuple[str, str, str] | None:
+    if isinstance(event, ev.AuditRecorded) and event.method in POLL_METHODS:
+        return (event.method, meta.actor_id, event.outcome)
+    return None
+
+
+def collapse_polls(rows: list[tuple[datetime, ev.AnyEvent, ev.EventMeta]]) -> list[list[int]]:
+    """Group row indexes: a repeated poll (same read call, caller and outcome) joins the first one of its run.
+    The run ends when that caller makes any other call, so "polled 12 times, then rotated, then polled 3
+    times" stays three lines; saga steps and other events in between do not end it."""
+    groups: list[list[int]] = []
+    open_runs: dict[tuple[str, str, str], list[int]] = {}
+    for i, (_, event, meta) in enumerate(rows):
+        key = _poll_key(event, meta)
+        if isinstance(event, ev.AuditRecorded):
+            # Any other call of this caller ends its runs.
+            for other in [k for k in open_runs if k[1] == meta.actor_id and k != key]:
+                del open_runs[other]
+        if key is not None and key in open_runs:
+            open_runs[key].append(i)
+            continue
+        group = [i]
+        groups.append(group)
+        if key is not None:
+            open_runs[key] = group
+    return groups
 
 
 async def incident_timeline(engine: Engine, tenant: str, incident_id: str) -> Timeline:
@@ -125,18 +192,31 @@ async def incident_timeline(engine: Engine, tenant: str, incident_id: str) -> Ti
                 continue
             rows.append((event.at, r.position, stream, event, ev.decode_meta(r.metadata)))
     rows.sort(key=lambda x: (x[0], x[1]))
-    entries = [
-        TimelineEntry(
-            at=at.isoformat(),
-            offset_ms=round((at - incident.opened_at).total_seconds() * 1000, 1),
-            stream=stream.split("-", 1)[0],
-            event=ev.type_name(event),
-            actor_id=meta.actor_id,
-            actor_type=meta.actor_type,
-            summary=_describe(event),
+
+    def offset(at: datetime) -> float:
+        return round((at - incident.opened_at).total_seconds() * 1000, 1)
+
+    entries = []
+    for group in collapse_polls([(at, event, meta) for at, _, _, event, meta in rows]):
+        at, _, stream, event, meta = rows[group[0]]
+        last, _, _, last_event, _ = rows[group[-1]]
+        # A run of polls reads as its last answer (e.g. the verify that finally passed).
+        summary = _describe(last_event)
+        if len(group) > 1:
+            summary += f" ×{len(group)} over {(last - at).total_seconds():.1f} s"
+        entries.append(
+            TimelineEntry(
+                at=at.isoformat(),
+                offset_ms=offset(at),
+                stream=stream.split("-", 1)[0],
+                event=ev.type_name(event),
+                actor_id=meta.actor_id,
+                actor_type=meta.actor_type,
+                summary=summary,
+                count=len(group),
+                last_offset_ms=offset(last) if len(group) > 1 else None,
+            )
         )
-        for at, _, stream, event, meta in rows
-    ]
     duration = (incident.resolved_at - incident.opened_at).total_seconds() * 1000 if incident.resolved_at else None
     return Timeline(
         incident_id=incident.incident_id,
