@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Litestar, Request, delete, get, post
 from litestar.response import Response
 
+from api.alerts import MAX_BODY_BYTES, AlertBudget, alerts_endpoint
 from api.mcp.dispatcher import Dispatcher
 from api.mcp.endpoint import McpEndpoint
 from api.mcp.sessions import SessionStore
@@ -19,6 +20,7 @@ from api.tools.registry import Registry
 from api.tools.runner import ToolRunner
 from api.tools.saga_tools import SAGA_TOOLS
 from engine import notify, observability
+from engine.anomalies import PullWatch
 from engine.app import Engine
 from engine.audit_batcher import AuditBatcher
 from engine.audit_flood import AuditFloodGuard
@@ -37,8 +39,16 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
     setup_tracing()
     audit = AuditBatcher(engine)
     guard = AuditFloodGuard(engine, audit)
+    # Usage anomalies seen at the pull endpoint (removed tokens, new addresses, rates), and the alert budget.
+    watch = PullWatch(engine, queue)
+    budget = AlertBudget()
     runner = ToolRunner(engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s), queue, guard)
-    endpoint = McpEndpoint(engine, Dispatcher(runner, SessionStore(engine.store, clock=engine.clock)), settings.allowed_origins, settings.host)
+    endpoint = McpEndpoint(
+        engine,
+        Dispatcher(runner, SessionStore(engine.store, clock=engine.clock)),
+        settings.allowed_origins,
+        settings.host,
+    )
 
     # The endpoint reads its body itself, against its own (larger) limit and pace: see endpoint.py.
     @post("/api/mcp", status_code=200, request_max_body_size=None)
@@ -55,7 +65,11 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
 
     @get("/api/v1/secrets/{rest:path}")
     async def pull_current(request: Request[Any, Any, Any], rest: str) -> Response[Any]:
-        return await pull_endpoint(engine, request, rest, audit, guard)
+        return await pull_endpoint(engine, request, rest, audit, guard, watch)
+
+    @post("/api/v1/alerts", status_code=202, request_max_body_size=MAX_BODY_BYTES)
+    async def alerts(request: Request[Any, Any, Any]) -> Response[Any]:
+        return await alerts_endpoint(engine, request, queue, audit, guard, budget)
 
     @get("/healthz", sync_to_thread=False)
     def healthz() -> dict[str, str]:
@@ -84,7 +98,7 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
         return Response(body, media_type=content_type)
 
     return Litestar(
-        route_handlers=[mcp_post, mcp_get, mcp_delete, pull_current, healthz, readyz, metrics],
+        route_handlers=[mcp_post, mcp_get, mcp_delete, pull_current, alerts, healthz, readyz, metrics],
         debug=False,
         logging_config=None,
         # No other endpoint takes a body of any size (the MCP endpoint sets its own limit).

@@ -6,6 +6,7 @@ leaves; refused reads too, bounded under a flood by the audit flood guard."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from litestar import Request
@@ -13,6 +14,7 @@ from litestar.response import Response
 
 from api.auth import bearer_token, unauthorized
 from engine import events as ev
+from engine.anomalies import PullWatch
 from engine.app import Engine
 from engine.audit import make_record
 from engine.audit_batcher import AuditBatcher
@@ -48,6 +50,7 @@ async def pull_endpoint(
     rest: str,
     audit: AuditBatcher,
     guard: AuditFloodGuard,
+    watch: PullWatch | None = None,
 ) -> Response[Any]:
     path = rest.lstrip("/")
     if not path.endswith(_SUFFIX):
@@ -61,6 +64,8 @@ async def pull_endpoint(
         return Response({"error": "unavailable", "error_description": "retry later"}, status_code=503)
     if token is None or who is None:
         await _refused(guard, None, None, "denied", "invalid_token", source)
+        if token is not None and watch is not None:
+            await _watch(watch.refused(token, source))
         if token is None:
             return unauthorized("send Authorization: Bearer lz_svc_… (printed by `lockzero dependent add`)")
         return unauthorized("the dependent token is unknown or was removed")
@@ -86,8 +91,18 @@ async def pull_endpoint(
         # Fail closed: a value read that cannot be audited is not handed out.
         log.error("audit write failed (%s); refusing the read", type(exc).__name__)
         return Response({"error": "unavailable", "error_description": "retry later"}, status_code=503)
+    if watch is not None:
+        await _watch(watch.pulled(tenant, secret_id, dependent_id, source))
     # The value must not linger in caches between the service and us.
     return Response(body, headers={"Cache-Control": "no-store"})
+
+
+async def _watch(step: Awaitable[None]) -> None:
+    # Anomaly bookkeeping never changes the answer to a pull: a failure there is logged and the pull goes on.
+    try:
+        await step
+    except Exception as exc:
+        log.error("usage-anomaly check of a pull failed (%s)", type(exc).__name__)
 
 
 async def _refused(

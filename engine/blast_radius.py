@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from engine import events as ev
 from engine import naming
 from engine.aggregates.secret import Secret, fold_secret
 from engine.app import Engine
@@ -110,6 +111,14 @@ async def assess(engine: Engine, tenant: str, secret_id: str) -> BlastRadius:
         usage.append(ObservedUsage(secret.provider, f"usage unavailable: {exc}", None))
     finally:
         await provider.close()
+    # The evidence of open usage anomalies: what was seen using a credential it should not have.
+    for ref in incidents:
+        if ref.kind == "usage_anomaly":
+            for e in (await engine.load(naming.incident_stream(tenant, ref.incident_id)))[0]:
+                if isinstance(e, ev.UsageAnomalyObserved):
+                    version = f" v{e.version}" if e.version is not None else ""
+                    what = f"{e.signal}{version} via {e.source}: {e.detail}"
+                    usage.append(ObservedUsage("usage_anomaly", what, e.at.isoformat()))
     current = f"v{secret.current_version}" if secret.current_version else None
     pending = sum(1 for s in services if s.adopted_version != current)
     risk, action = _risk(secret, incidents, pending)

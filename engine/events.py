@@ -83,6 +83,9 @@ class Policy(msgspec.Struct, frozen=True, omit_defaults=True):
     notify: tuple[str, ...] = ()
     #: Base64 of each notify URL sealed with the tenant's data key (same order as ``notify``).
     notify_sealed: tuple[str, ...] = ()
+    #: What a usage anomaly on the secret does besides the signed notification: "rotate" starts a rotation as
+    #: the system actor (approvals still apply).
+    on_anomaly: Literal["notify", "rotate"] = "notify"
 
 
 class SecretRegistered(SecretEvent, frozen=True, tag="secret.registered"):
@@ -288,6 +291,39 @@ class IncidentMitigated(IncidentEvent, frozen=True, tag="incident.mitigated"):
     progress: str
 
 
+class UsageAnomalyObserved(IncidentEvent, frozen=True, tag="incident.anomaly_observed"):
+    """Evidence joined to a usage_anomaly incident: a provider signal, a pull, or an alert from outside.
+    Never a credential: principals are user/role names, addresses are client addresses, text is redacted."""
+
+    secret_id: str
+    #: Stable identity of this piece of evidence (with ``status``): the same signal seen again joins nothing new.
+    fingerprint: str
+    #: "retired_session" | "auth_failure" | "removed_token" | "new_source" | "pull_rate" | "alert"
+    signal: str
+    source: str
+    detail: str
+    #: The version the evidence is about, where Lockzero can tell.
+    version: int | None = None
+    #: "observed" for Lockzero's own signals; "firing" / "resolved" for alerts.
+    status: str = "observed"
+
+
+# --- alert intake tokens --------------------------------------------------------------------------
+
+
+class IntakeTokenCreated(Event, frozen=True, tag="intake.created"):
+    tenant: str
+    intake_id: str
+    name: str
+    #: Keyed hash of the lz_int_ token; the token itself is never stored.
+    token_hash: str
+
+
+class IntakeTokenRevoked(Event, frozen=True, tag="intake.revoked"):
+    tenant: str
+    intake_id: str
+
+
 # --- audit ---------------------------------------------------------------------------------------
 
 
@@ -319,6 +355,9 @@ AnyEvent = (
     | IncidentAcknowledged
     | IncidentResolved
     | IncidentMitigated
+    | UsageAnomalyObserved
+    | IntakeTokenCreated
+    | IntakeTokenRevoked
     | SecretVersionCompromised
     | SecretDeleted
     | AuditRecorded

@@ -155,6 +155,13 @@ async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: RecordedEve
 
 
 async def _dependent_removed(tx: Transaction, e: ev.DependentRemoved, _: RecordedEvent) -> None:
+    # A pull with a removed dependent's token is a usage anomaly: keep its hash (not the token) to know it again.
+    await tx.execute(
+        "INSERT INTO rm_removed_tokens (token_hash, tenant, secret_id, dependent_id, removed_at)"
+        " SELECT token_hash, tenant, secret_id, dependent_id, ? FROM rm_dependents"
+        " WHERE tenant = ? AND dependent_id = ? AND token_hash IS NOT NULL ON CONFLICT (token_hash) DO NOTHING",
+        (iso(e.at), e.tenant, e.dependent_id),
+    )
     removed = await tx.execute(
         "DELETE FROM rm_dependents WHERE tenant = ? AND dependent_id = ?", (e.tenant, e.dependent_id)
     )
@@ -288,6 +295,28 @@ async def _dependent_adopted(tx: Transaction, e: ev.DependentAdopted, _: Recorde
     )
 
 
+async def _anomaly_observed(tx: Transaction, e: ev.UsageAnomalyObserved, _: RecordedEvent) -> None:
+    await tx.execute(
+        "INSERT INTO rm_anomaly_evidence (tenant, secret_id, fingerprint, status, incident_id, signal, at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, secret_id, fingerprint, status) DO NOTHING",
+        (e.tenant, e.secret_id, e.fingerprint, e.status, e.incident_id, e.signal, iso(e.at)),
+    )
+
+
+async def _intake_created(tx: Transaction, e: ev.IntakeTokenCreated, _: RecordedEvent) -> None:
+    await tx.execute(
+        "INSERT INTO rm_intake_tokens (intake_id, tenant, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        (e.intake_id, e.tenant, e.name, e.token_hash, iso(e.at)),
+    )
+
+
+async def _intake_revoked(tx: Transaction, e: ev.IntakeTokenRevoked, _: RecordedEvent) -> None:
+    await tx.execute(
+        "UPDATE rm_intake_tokens SET revoked_at = ? WHERE intake_id = ? AND tenant = ? AND revoked_at IS NULL",
+        (iso(e.at), e.intake_id, e.tenant),
+    )
+
+
 Handler = Callable[[Transaction, Any, RecordedEvent], Awaitable[None]]
 
 _HANDLERS: dict[type[ev.Event], Handler] = {
@@ -305,6 +334,9 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.IncidentAcknowledged: _incident_acknowledged,
     ev.IncidentResolved: _incident_resolved,
     ev.IncidentMitigated: _incident_mitigated,
+    ev.UsageAnomalyObserved: _anomaly_observed,
+    ev.IntakeTokenCreated: _intake_created,
+    ev.IntakeTokenRevoked: _intake_revoked,
     ev.SecretDeleted: _secret_deleted,
     ev.SecretVersionCompromised: _version_compromised,
     ev.RotationRequested: _rotation_requested,

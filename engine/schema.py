@@ -16,6 +16,9 @@ PROJECTION_TABLES = (
     "rm_dependents",
     "rm_incidents",
     "rm_audit",
+    "rm_anomaly_evidence",
+    "rm_removed_tokens",
+    "rm_intake_tokens",
 )
 
 _READ_MODELS = """
@@ -248,6 +251,40 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
             " protocol_version TEXT NOT NULL, opened_at TEXT NOT NULL, last_seen_at TEXT NOT NULL)",
             "CREATE INDEX lz_mcp_sessions_key ON lz_mcp_sessions (key_id, last_seen_at)",
             "CREATE INDEX lz_mcp_sessions_idle ON lz_mcp_sessions (last_seen_at)",
+        ),
+    ),
+    Migration(
+        namespace="engine",
+        version=8,
+        name="usage_anomalies",
+        # Evidence of usage anomalies, removed pull tokens (a pull with one is an anomaly) and alert intake tokens
+        # are read models (replay rebuilds them); lz_pull_baseline is telemetry like lz_dependent_seen (replay
+        # leaves it alone). Literal SQL (see v5).
+        postgresql=(
+            "CREATE TABLE rm_anomaly_evidence (tenant TEXT NOT NULL, secret_id TEXT NOT NULL,"
+            " fingerprint TEXT NOT NULL, status TEXT NOT NULL, incident_id TEXT NOT NULL, signal TEXT NOT NULL,"
+            " at TEXT NOT NULL, PRIMARY KEY (tenant, secret_id, fingerprint, status))",
+            "CREATE INDEX rm_anomaly_evidence_incident ON rm_anomaly_evidence (tenant, incident_id)",
+            "CREATE TABLE rm_removed_tokens (token_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
+            " secret_id TEXT NOT NULL, dependent_id TEXT NOT NULL, removed_at TEXT NOT NULL)",
+            "CREATE TABLE rm_intake_tokens (intake_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL,"
+            " token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)",
+            "CREATE TABLE lz_pull_baseline (tenant TEXT NOT NULL, dependent_id TEXT NOT NULL,"
+            " addresses TEXT NOT NULL, windows INTEGER NOT NULL, rate_ewma REAL NOT NULL,"
+            " PRIMARY KEY (tenant, dependent_id))",
+        ),
+        sqlite=(
+            "CREATE TABLE rm_anomaly_evidence (tenant TEXT NOT NULL, secret_id TEXT NOT NULL,"
+            " fingerprint TEXT NOT NULL, status TEXT NOT NULL, incident_id TEXT NOT NULL, signal TEXT NOT NULL,"
+            " at TEXT NOT NULL, PRIMARY KEY (tenant, secret_id, fingerprint, status))",
+            "CREATE INDEX rm_anomaly_evidence_incident ON rm_anomaly_evidence (tenant, incident_id)",
+            "CREATE TABLE rm_removed_tokens (token_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
+            " secret_id TEXT NOT NULL, dependent_id TEXT NOT NULL, removed_at TEXT NOT NULL)",
+            "CREATE TABLE rm_intake_tokens (intake_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL,"
+            " token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL, revoked_at TEXT)",
+            "CREATE TABLE lz_pull_baseline (tenant TEXT NOT NULL, dependent_id TEXT NOT NULL,"
+            " addresses TEXT NOT NULL, windows INTEGER NOT NULL, rate_ewma REAL NOT NULL,"
+            " PRIMARY KEY (tenant, dependent_id))",
         ),
     ),
 )

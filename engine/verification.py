@@ -18,6 +18,7 @@ from engine import events as ev
 from engine import naming
 from engine.aggregates.secret import Dependent, Rotation, Secret, fold_secret
 from engine.app import Engine
+from engine.clock import parse_iso
 from engine.delivery import adopted_versions
 from engine.errors import NotFound
 from engine.incidents import mark_mitigated, open_incident_ids, resolve_for_secret
@@ -297,7 +298,8 @@ async def settle_leaks(engine: Engine, tenant: str, secret_id: str, actor: ev.Ev
     """Resolve the secret's leak incidents once a rotation away from every compromised version is verified
     live; until then record how far it got ("mitigated: …") and leave them open, linked to the rotation."""
     incidents = await open_incident_ids(engine, tenant, secret_id, LEAK_KINDS)
-    if not incidents:
+    anomalies = await open_incident_ids(engine, tenant, secret_id, ("usage_anomaly",))
+    if not incidents and not anomalies:
         return
     try:
         secret = await _load(engine, tenant, secret_id)
@@ -309,6 +311,10 @@ async def settle_leaks(engine: Engine, tenant: str, secret_id: str, actor: ev.Ev
     rotation = done[-1]
     current = secret.version(secret.current_version)
     result = await _verify_rotation(engine, secret, rotation)
+    if anomalies and result.verified:
+        await _settle_anomalies(engine, tenant, [i for i, _ in anomalies], rotation, actor)
+    if not incidents:
+        return
     if result.verified and current is not None and not current.compromised:
         await resolve_for_secret(
             engine,
@@ -329,3 +335,32 @@ async def settle_leaks(engine: Engine, tenant: str, secret_id: str, actor: ev.Ev
             await mark_mitigated(
                 engine, tenant, incident_id, progress, ref_kind="rotation", ref_id=rotation.rotation_id, actor=actor
             )
+
+
+async def _settle_anomalies(
+    engine: Engine, tenant: str, incident_ids: list[str], rotation: Rotation, actor: ev.EventMeta
+) -> None:
+    """A usage anomaly resolves when a rotation requested after it opened is verified: the credential in use
+    when it was seen (or the retired one still presented) no longer works, and the new one does. A rotation
+    from before the anomaly proves nothing about it."""
+    marks = ", ".join("?" * len(incident_ids))
+    async with engine.store.reader() as tx:
+        rows = await tx.fetchall(
+            f"SELECT incident_id, opened_at FROM rm_incidents WHERE tenant = ? AND incident_id IN ({marks})",
+            (tenant, *incident_ids),
+        )
+    for incident_id, opened_at in rows:
+        if parse_iso(str(opened_at)) > rotation.requested_at:
+            continue
+        now = engine.clock.now()
+        resolution = (
+            f"rotation {rotation.rotation_id} (requested after the anomaly) verified: {_v(rotation.to_version)}"
+            f" authenticates, {_v(rotation.from_version)} is refused, every dependent adopted"
+        )
+        events: list[ev.Event] = [
+            ev.IncidentLinked(
+                at=now, tenant=tenant, incident_id=incident_id, ref_kind="rotation", ref_id=rotation.rotation_id
+            ),
+            ev.IncidentResolved(at=now, tenant=tenant, incident_id=incident_id, resolution=resolution),
+        ]
+        await engine.append(naming.incident_stream(tenant, incident_id), events, actor)

@@ -7,9 +7,9 @@ password, and "retire" an already retired credential must succeed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -30,6 +30,29 @@ class Usage(msgspec.Struct, frozen=True):
     source: str
     detail: str
     at: datetime | None = None
+
+
+class Signal(msgspec.Struct, frozen=True):
+    """A sign that a credential Lockzero no longer hands out is still presented or still connected.
+    Names users/roles and client addresses only, never a credential."""
+
+    kind: Literal["session", "auth_failure"]
+    #: The user or role the sessions run as, or the one authentication was tried for.
+    principal: str
+    detail: str
+    #: Stable at the provider for the same observation (e.g. principal + client host), so polls repeat it.
+    key: str
+    at: datetime | None = None
+
+
+@runtime_checkable
+class SignalSource(Protocol):
+    """A provider that can tell the usage-anomaly watcher what it sees (optional beside ``Provider``)."""
+
+    async def usage_signals(self, retired: Sequence[str], since: datetime | None) -> list[Signal]:
+        """Sessions still running as one of the ``retired`` principals; with ``since`` (when the current
+        version became current), refused logins of the managed account after it."""
+        ...
 
 
 Verdict = Literal["accepted", "refused", "unknown"]

@@ -20,13 +20,14 @@ import asyncio
 import hashlib
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import pymysql
 
-from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
+from providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
 
 T = TypeVar("T")
 #: Login refused because of the account: access denied, account locked (MariaDB, MySQL).
@@ -200,6 +201,26 @@ class MysqlUserProvider:
 
         rows = await self._run("read processlist", None, work)
         return [Usage("information_schema.processlist", f"{n} session(s) as user {u} from {h}") for u, n, h in rows]
+
+    async def usage_signals(self, retired: Sequence[str], since: datetime | None) -> list[Signal]:
+        """PROCESSLIST sessions of a retired user (alternating: the account not in use)."""
+        users = [u for u in retired if u in (self.user, self.clone)]
+        if not users:
+            return []
+
+        def work(cur: Any) -> list[tuple[Any, ...]]:
+            cur.execute(
+                "SELECT USER, SUBSTRING_INDEX(HOST, ':', 1), COUNT(*) FROM information_schema.processlist"
+                " WHERE USER IN (%s, %s) AND ID <> CONNECTION_ID() GROUP BY 1, 2 ORDER BY 1, 2",
+                (users[0], users[-1]),
+            )
+            return list(cur.fetchall())
+
+        rows = await self._run("read processlist", None, work)
+        return [
+            Signal("session", u, f"{n} session(s) still open as retired user {u} from {h}", f"session:{u}:{h}")
+            for u, h, n in rows
+        ]
 
     async def close(self) -> None:
         admin, self._admin = self._admin, None

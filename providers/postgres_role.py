@@ -18,8 +18,9 @@ Error messages name the operation and the role, never the DSN or a password.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -27,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
+from providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
 
 #: SQLSTATEs of a login refused for the credential: invalid_password, invalid_authorization_specification
 #: (unknown role, NOLOGIN, no matching pg_hba line). libpq hides the SQLSTATE of a failed connection,
@@ -185,6 +186,31 @@ class PostgresRoleProvider:
         return [
             Usage("pg_stat_activity", f"{count} session(s) as role {role} from {clients}", at)
             for role, count, at, clients in rows
+        ]
+
+    async def usage_signals(self, retired: Sequence[str], since: datetime | None) -> list[Signal]:
+        """Sessions of a retired role (alternating: the role not in use); a refused login leaves no trace in
+        the catalog, so ``since`` is not used here."""
+        roles = [r for r in retired if r in (self.role, self.clone)]
+        if not roles:
+            return []
+        async with self._sql("read pg_stat_activity") as conn:
+            cur = await conn.execute(
+                "SELECT usename, coalesce(host(client_addr), 'local'), count(*), min(backend_start)"
+                " FROM pg_stat_activity WHERE usename = ANY(%s) AND pid <> pg_backend_pid()"
+                " GROUP BY 1, 2 ORDER BY 1, 2",
+                (roles,),
+            )
+            rows = await cur.fetchall()
+        return [
+            Signal(
+                "session",
+                role,
+                f"{n} session(s) still open as retired role {role} from {host}",
+                f"session:{role}:{host}",
+                at,
+            )
+            for role, host, n, at in rows
         ]
 
     async def close(self) -> None:

@@ -3,14 +3,15 @@ added beside the old (`>new`), dependents move, and the old one is removed at re
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
+from providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
 
 
 class RedisAclProvider:
@@ -128,6 +129,44 @@ class RedisAclProvider:
         if not mine:
             return []
         return [Usage("redis CLIENT LIST", f"{len(mine)} connection(s) as {self.username}: {', '.join(addrs[:10])}")]
+
+    async def usage_signals(self, retired: Sequence[str], since: datetime | None) -> list[Signal]:
+        """Connections still authenticated as a retired user (CLIENT LIST), and, after a rotation, ACL LOG
+        entries of refused AUTH for the managed user (a client still presenting a removed password)."""
+        try:
+            listing = await self._connection().execute_command("CLIENT", "LIST")  # type: ignore[no-untyped-call]
+            log = await self._connection().acl_log(128) if since is not None else []
+        except RedisError as exc:
+            raise ProviderError(f"redis CLIENT LIST / ACL LOG failed ({type(exc).__name__})") from None
+        text = listing.decode() if isinstance(listing, bytes) else str(listing)
+        signals: list[Signal] = []
+        by_user: dict[tuple[str, str], int] = {}
+        for line in text.splitlines():
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            user = fields.get("user", "")
+            if user in retired and user != self.username:
+                host = fields.get("addr", "?").rpartition(":")[0] or "?"
+                by_user[(user, host)] = by_user.get((user, host), 0) + 1
+        for (user, host), n in sorted(by_user.items()):
+            detail = f"{n} connection(s) still authenticated as retired user {user} from {host}"
+            signals.append(Signal("session", user, detail, f"session:{user}:{host}"))
+        now = datetime.now(UTC)
+        for entry in log:
+            if entry.get("reason") != "auth" or entry.get("username") != self.username:
+                continue
+            # age-seconds is relative to the server's clock, so no clock skew enters: when it was last refused.
+            last = now - timedelta(seconds=float(entry.get("age-seconds") or 0))
+            if since is None or last < since:
+                continue
+            info = entry.get("client-info") or {}
+            addr = str(info.get("addr", "?")) if isinstance(info, dict) else "?"
+            host = addr.rpartition(":")[0] or "?"
+            count = int(entry.get("count") or 1)
+            detail = f"{count} refused AUTH as {self.username} from {host} since the rotation (ACL LOG)"
+            # Redis 7.2+ names each entry; older ones do not, so the client host identifies it.
+            key = f"auth:{self.username}:{host}:{entry.get('entry-id', '')}"
+            signals.append(Signal("auth_failure", self.username, detail, key, last))
+        return signals
 
     async def close(self) -> None:
         if self._admin is not None:

@@ -22,6 +22,7 @@ from opentelemetry import propagate
 from redis.exceptions import RedisError
 
 from engine import observability
+from engine.anomalies import watch_pass
 from engine.app import Engine
 from engine.config import ConfigError, Settings, load_settings
 from engine.errors import Unavailable
@@ -198,6 +199,11 @@ async def schedule(ctx: dict[str, Any]) -> int:
     return len(report.overdue_incidents) + len(report.expired_versions)
 
 
+async def watch(ctx: dict[str, Any]) -> int:
+    """The usage-anomaly watcher: provider signals of retired credentials still in use."""
+    return len(await watch_pass(ctx["engine"], ArqQueue(ctx["redis"])))
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     """For `arq workers.arq_worker.WorkerSettings` run by arq's own CLI, which passes no Settings."""
     settings = load_settings(create_embedded_key=False)
@@ -213,6 +219,8 @@ class WorkerSettings:
     cron_jobs = [
         cron(reconcile, second=set(range(0, 60, 3)), run_at_startup=True, unique=True),
         cron(schedule, second={7, 37}, run_at_startup=True, unique=True),
+        # Every 15 s (engine.anomalies.WATCH_EVERY_S); unique: two workers never poll the providers twice over.
+        cron(watch, second={1, 16, 31, 46}, run_at_startup=True, unique=True),
     ]
     on_startup = startup
     on_shutdown = shutdown

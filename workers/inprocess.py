@@ -8,6 +8,7 @@ import contextlib
 import logging
 
 from engine import observability
+from engine.anomalies import WATCH_EVERY_S, watch_pass
 from engine.app import Engine
 from engine.saga import RotationSaga
 from engine.scheduler import run_pass
@@ -18,10 +19,18 @@ STALL_AFTER_S = 5.0
 
 
 class InProcessQueue:
-    def __init__(self, engine: Engine, reconcile_every_s: float = 2.0, schedule_every_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        reconcile_every_s: float = 2.0,
+        schedule_every_s: float = 30.0,
+        watch_every_s: float = WATCH_EVERY_S,
+    ) -> None:
         self.engine = engine
         self.reconcile_every_s = reconcile_every_s
         self.schedule_every_s = schedule_every_s
+        #: The usage-anomaly watcher's interval (provider signals); 0 turns it off.
+        self.watch_every_s = watch_every_s
         self._running: dict[str, asyncio.Task[None]] = {}
         self._reconciler: asyncio.Task[None] | None = None
 
@@ -45,9 +54,15 @@ class InProcessQueue:
         self._reconciler = asyncio.create_task(self._reconcile_forever())
 
     async def _reconcile_forever(self) -> None:
-        last_schedule = 0.0
+        last_schedule = last_watch = 0.0
         while True:
             now = asyncio.get_running_loop().time()
+            if self.watch_every_s > 0 and now - last_watch >= self.watch_every_s:
+                last_watch = now
+                try:
+                    await watch_pass(self.engine, self)
+                except Exception as exc:
+                    log.error("anomaly watcher pass failed: %s", type(exc).__name__)
             if now - last_schedule >= self.schedule_every_s:
                 last_schedule = now
                 try:
@@ -63,7 +78,8 @@ class InProcessQueue:
                 observability.reconciler_recovered(recovered)
             except Exception as exc:
                 log.error("reconciler pass failed: %s", type(exc).__name__)
-            await asyncio.sleep(self.reconcile_every_s)
+            tick = min(self.reconcile_every_s, self.watch_every_s or self.reconcile_every_s)
+            await asyncio.sleep(tick)
 
     async def depth(self) -> int:
         """Sagas running in this process (the embedded queue has no backlog: each starts at once)."""
