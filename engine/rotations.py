@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from datetime import datetime
 from typing import Protocol
 
@@ -267,11 +268,14 @@ def _plan_revoke(secret: Secret) -> tuple[ev.RotationKind, int | None, int | Non
     return "revoke", secret.current_version, None
 
 
-async def revoke(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta, reason: str) -> RevokeResult:
-    """Runs to the end before answering: the credential stops working now, not eventually."""
+async def revoke(
+    engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta, reason: str, idempotency_key: str | None = None
+) -> RevokeResult:
+    """Runs to the end before answering: the credential stops working now, not eventually. A retry (same
+    idempotency key, or while it runs) joins the same revocation and its one incident."""
     await _check_agent_allowed(engine, tenant, secret_id, actor, "revoke")
     await _cancel_in_flight(engine, tenant, secret_id, actor)
-    secret, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_revoke, reason, None)
+    secret, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_revoke, reason, idempotency_key)
     if not created and rotation.kind != "revoke":
         # A revocation must not wait for a rotation; it supersedes it once that saga yields.
         raise Conflict(f"rotation {rotation.rotation_id} of {secret_id!r} is in flight; revoke again when it ends")
@@ -283,6 +287,8 @@ async def revoke(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMet
         severity="critical",
         secret_id=secret_id,
         summary=f"{secret_id} revoked: {reason}"[:500],
+        # Derived from the revocation: a retry (or a crash before the answer) finds it instead of opening another.
+        incident_id=revoke_incident_id(rotation.rotation_id),
     )
     await RotationSaga(engine).run(tenant, secret_id, rotation.rotation_id)
     secret, _ = await _load(engine, tenant, secret_id)
@@ -292,3 +298,7 @@ async def revoke(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMet
     sent = (alert.delivered or 0) if alert else 0
     revoked = [f"v{v.number}" for v in secret.versions if v.status == "revoked"]
     return RevokeResult(secret.status, revoked, incident_id, sent, rotation.rotation_id)
+
+
+def revoke_incident_id(rotation_id: str) -> str:
+    return f"inc_{hashlib.sha256(f'lockzero/revoked/{rotation_id}'.encode()).hexdigest()[:16]}"

@@ -42,6 +42,7 @@ class RollbackArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class RevokeArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     secret_id: SecretId
     reason: Reason
+    idempotency_key: IdempotencyKey | None = None
 
 
 class VerifyArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -72,7 +73,7 @@ async def rollback_secret(ctx: CallContext, a: RollbackArgs) -> rotations.Rollba
 
 async def revoke_secret(ctx: CallContext, a: RevokeArgs) -> rotations.RevokeResult:
     in_scope(ctx, a.secret_id)
-    return await rotations.revoke(ctx.engine, ctx.key.tenant, a.secret_id, ctx.actor, a.reason)
+    return await rotations.revoke(ctx.engine, ctx.key.tenant, a.secret_id, ctx.actor, a.reason, a.idempotency_key)
 
 
 async def verify_remediation(ctx: CallContext, a: VerifyArgs) -> verification.Verification:
@@ -115,7 +116,9 @@ SAGA_TOOLS = [
         "Revoke a secret now",
         "Emergency stop: make every version of the credential stop working at the provider immediately, mark the "
         "secret revoked (final: it cannot be rotated or rolled back afterwards), open an incident and alert "
-        "dependents. Dependents will break: prefer rotate_secret unless the credential is being abused right now.",
+        "dependents. Dependents will break: prefer rotate_secret unless the credential is being abused right now. "
+        "Pass idempotency_key to make retries safe: a retry returns the first call's result and opens no second "
+        "incident.",
         RevokeArgs,
         rotations.RevokeResult,
         Annotations(read_only=False, destructive=True, idempotent=True, open_world=True),
