@@ -6,10 +6,13 @@ Time comes from engine.clock, so tests move it instead of waiting.
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 import msgspec
 
+from engine import audit_chain, naming
 from engine import events as ev
-from engine import naming
 from engine.aggregates.secret import fold_secret
 from engine.app import Engine
 from engine.clock import iso
@@ -21,19 +24,48 @@ from eventstore import ConcurrencyError
 from providers.base import ProviderError
 
 SCHEDULER = ev.EventMeta(actor_id="lockzero:scheduler", actor_type="system")
+#: Where signed checkpoints go (file:/path, https://…, s3://bucket/prefix); unset keeps them in the database only.
+WITNESS_ENV = "LOCKZERO_AUDIT_WITNESS"
 
 
 class PassReport(msgspec.Struct):
     overdue_incidents: list[str] = msgspec.field(default_factory=list)
     auto_rotations: list[str] = msgspec.field(default_factory=list)
     expired_versions: list[str] = msgspec.field(default_factory=list)
+    audit_incidents: list[str] = msgspec.field(default_factory=list)
 
 
 async def run_pass(engine: Engine, queue: SagaQueue) -> PassReport:
     report = PassReport()
     await _overdue(engine, queue, report)
     await _grace_ends(engine, report)
+    await _audit_chain(engine, report)
     return report
+
+
+async def _audit_chain(engine: Engine, report: PassReport) -> None:
+    """Checkpoint each tenant's chain (to LOCKZERO_AUDIT_WITNESS when set) and verify every chain; a broken
+    chain opens a critical incident in its tenant, once per first bad record (the id is derived from it)."""
+    _, verdict = await audit_chain.audit_pass(engine, audit_chain.witness_from_url(os.environ.get(WITNESS_ENV)))
+    async with engine.store.reader() as tx:
+        tenants = {str(r[0]) for r in await tx.fetchall("SELECT tenant FROM rm_tenants")}
+    seen: set[str] = set()
+    for f in verdict.failures:
+        if f.tenant not in tenants or f.tenant in seen:
+            continue  # e.g. the _system chain: no tenant to hold the incident; `audit verify` still names it
+        seen.add(f.tenant)
+        digest = hashlib.sha256(f"{f.tenant}:{f.position}:{f.kind}".encode()).hexdigest()[:16]
+        incident_id = await open_incident(
+            engine,
+            f.tenant,
+            SCHEDULER,
+            kind="policy_violation",
+            severity="critical",
+            secret_id=None,
+            summary=f"audit chain broken at position {f.position}: {f.kind} ({f.detail}); run `lockzero audit verify`",
+            incident_id=f"inc_audit_{digest}",
+        )
+        report.audit_incidents.append(incident_id)
 
 
 async def _overdue(engine: Engine, queue: SagaQueue, report: PassReport) -> None:

@@ -192,6 +192,31 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO lz_chain_start (id, position) SELECT 1, COALESCE(MAX(position), 0) FROM lz_events",
         ),
     ),
+    Migration(
+        namespace="eventstore",
+        version=4,
+        name="audit_checkpoints_and_export_cursors",
+        # Signed checkpoints of each tenant's chain head (engine/audit_chain.py), the tenant's Ed25519 key
+        # sealed under its data key, and where each export sink has got to (at-least-once, resumable).
+        postgresql=(
+            "CREATE TABLE lz_audit_signing_keys (tenant TEXT PRIMARY KEY, public_key BYTEA NOT NULL,"
+            " sealed_private_key BYTEA NOT NULL, created_at TEXT NOT NULL)",
+            "CREATE TABLE lz_audit_checkpoints (tenant TEXT NOT NULL, seq BIGINT NOT NULL, position BIGINT NOT NULL,"
+            " hash BYTEA NOT NULL, at TEXT NOT NULL, signature BYTEA NOT NULL, witnessed_at TEXT,"
+            " PRIMARY KEY (tenant, seq))",
+            "CREATE TABLE lz_audit_export_cursors (sink TEXT PRIMARY KEY, position BIGINT NOT NULL,"
+            " updated_at TEXT NOT NULL)",
+        ),
+        sqlite=(
+            "CREATE TABLE lz_audit_signing_keys (tenant TEXT PRIMARY KEY, public_key BLOB NOT NULL,"
+            " sealed_private_key BLOB NOT NULL, created_at TEXT NOT NULL)",
+            "CREATE TABLE lz_audit_checkpoints (tenant TEXT NOT NULL, seq INTEGER NOT NULL, position INTEGER NOT NULL,"
+            " hash BLOB NOT NULL, at TEXT NOT NULL, signature BLOB NOT NULL, witnessed_at TEXT,"
+            " PRIMARY KEY (tenant, seq))",
+            "CREATE TABLE lz_audit_export_cursors (sink TEXT PRIMARY KEY, position INTEGER NOT NULL,"
+            " updated_at TEXT NOT NULL)",
+        ),
+    ),
 )
 
 

@@ -29,13 +29,20 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type[ar
     )
     verify.add_argument("--tenant", default=os.environ.get("LOCKZERO_TENANT"), help="one tenant (default: all)")
     verify.add_argument("--since", type=int, default=0, metavar="POS", help="start at this position")
+    cp = audit.add_parser(
+        "checkpoint", parents=[common], help="sign the chain head now and push it to LOCKZERO_AUDIT_WITNESS"
+    )
+    cp.add_argument("--tenant", default=os.environ.get("LOCKZERO_TENANT"), help="one tenant (default: all)")
+    pk = audit.add_parser("public-key", parents=[common], help="the tenant's checkpoint verification key (PEM)")
+    pk.add_argument("--tenant", default=os.environ.get("LOCKZERO_TENANT"), required="LOCKZERO_TENANT" not in os.environ)
 
 
 async def cmd_audit_verify(args: argparse.Namespace) -> int:
     from api.cli.handlers import open_engine
 
+    witness = audit_chain.witness_from_url(os.environ.get("LOCKZERO_AUDIT_WITNESS"))
     async with open_engine() as engine:
-        result = await audit_chain.verify(engine, args.tenant, args.since)
+        result = await audit_chain.verify(engine, args.tenant, args.since, witness)
     if args.json:
         emit_json(result)
     if result.ok:
@@ -48,6 +55,39 @@ async def cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE
 
 
+async def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from api.cli.handlers import open_engine
+
+    witness = audit_chain.witness_from_url(os.environ.get("LOCKZERO_AUDIT_WITNESS"))
+    async with open_engine() as engine:
+        if args.tenant:
+            results = [await audit_chain.checkpoint(engine, args.tenant, witness)]
+        else:
+            results, _ = await audit_chain.audit_pass(engine, witness)
+    if args.json:
+        emit_json(results)
+    else:
+        for r in results:
+            print(f"{r.tenant}: signed {len(r.created)} new checkpoint(s), pushed {r.witnessed} to the witness")
+    failed = [r for r in results if r.witness_error]
+    for r in failed:
+        print(f"lockzero: error: {r.tenant}: {r.witness_error}", file=sys.stderr)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+async def cmd_audit_public_key(args: argparse.Namespace) -> None:
+    from api.cli.handlers import open_engine
+
+    async with open_engine() as engine:
+        pem = await audit_chain.public_key_pem(engine, args.tenant)
+    if args.json:
+        emit_json({"tenant": args.tenant, "algorithm": "Ed25519", "public_key_pem": pem})
+    else:
+        print(pem, end="")
+
+
 HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("audit", "verify"): cmd_audit_verify,
+    ("audit", "checkpoint"): cmd_audit_checkpoint,
+    ("audit", "public-key"): cmd_audit_public_key,
 }
