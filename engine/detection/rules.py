@@ -19,6 +19,16 @@ _ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _TOKEN = _ALNUM + b"_-"
 _B64 = _ALNUM + b"+/"
 
+#: The prefix CI runners put on every log line: GitHub Actions (``2024-05-01T12:00:00.1234567Z ``), GitLab
+#: job logs with timestamps (``2024-05-01T12:00:00.123456Z 00O `` and ``00O+`` continuations), and the
+#: bracketed form of Jenkins' timestamper (``[2024-05-01T12:00:00.123Z] ``). A multi-line secret printed
+#: into such a log has one before each of its lines.
+_LOG_TS = (
+    rb"\[?[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]{1,9})?(?:Z|[+-][0-9]{2}:?[0-9]{2})?\]?"
+    rb"[ \t](?:[0-9]{2}[OE]\+?[ \t])?"
+)
+_LOG_PREFIXES = re.compile(rb"\n" + _LOG_TS)
+
 
 @dataclass(frozen=True)
 class Extra:
@@ -181,7 +191,8 @@ _PEM_LINE = re.compile(rb"-----(?:BEGIN|END)[^-]{0,40}-----|Proc-Type:[^\n\\]*|D
 
 
 def _pem_body_ok(block: bytes) -> bool:
-    body = _PEM_LINE.sub(b"", block)
+    # A key printed in a CI log has a timestamp on every line: judge the body without them.
+    body = _PEM_LINE.sub(b"", _LOG_PREFIXES.sub(b"\n", block))
     b64 = len(body) - len(body.translate(None, _B64 + b"="))
     return b64 >= 64 and v.entropy(body.translate(None, b"\n\r\t +")) >= 4.5 and b"..." not in body
 
@@ -251,7 +262,22 @@ def _assignment(data: bytes, start: int, end: int, conf: float) -> Verdict | Non
     value = _value(data, start, end)
     if value.startswith(_FORMAT_PREFIXES):
         return None
+    # A Kubernetes Secret's data holds base64: judge what it decodes to (Y2hhbmdlbWU= is "changeme").
+    # The scanner also reads the decoded text itself, so a decoded value of a known format is left to it.
+    decoded = v.printable_b64(value, min_len=6)
+    if decoded is not None:
+        value = decoded.strip()
+        if value.startswith(_FORMAT_PREFIXES):
+            return None
     c = v.assess_secret_value(value)
+    return Verdict(c) if c is not None else None
+
+
+def _login_password(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
+    value = _value(data, start, end)
+    if value.startswith(_FORMAT_PREFIXES):
+        return None  # a registry token of a known format: its own rule decides
+    c = v.assess_secret_value(value, min_len=6)
     return Verdict(c) if c is not None else None
 
 
@@ -270,18 +296,33 @@ def _bearer(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
 _SEP = rb"""["']?[ \t]{0,4}(?:=|:=|=>|:)[ \t]{0,4}"""
 #: The value of an assignment: double-quoted, single-quoted, backticked or bare.
 _VALUE = rb"""(?:"([^"\r\n]{1,512})"|'([^'\r\n]{1,512})'|`([^`\r\n]{1,512})`|([^\s"'`,;&]{1,512}))"""
+#: Names under which an HTTP Basic credential is written.
+_BASIC_NAMES = rb"(?:(?:proxy-)?authorization|auth[_-]?header|http[_-]?auth(?:orization)?)"
 _SECRET_NAMES = (
     rb"(?:pass(?:word|wd|phrase)|pwd|secret(?:[_-]?key)?|client[_-]?secret|api[_-]?(?:key|token|secret)|apikey"
-    rb"|access[_-]?(?:token|key)|auth[_-]?token|private[_-]?key|token|credentials?)"
+    rb"|access[_-]?(?:token|key)|auth[_-]?token|private[_-]?key|token|credentials?"
+    # Keys named for what they do (ENCRYPTION_KEY=<64 hex>): a hex value is a key here, a digest elsewhere.
+    rb"|(?:encryption|encrypt|signing|master|hmac|aes|cipher|crypto|session|cookie|jwt|license)[_-]?key"
+    # DB_PASS, SMTP_PASS: the suffix only, so bypass= and compass: are not names of secrets.
+    rb"|[_-]pass)"
 )
+#: Between a secret's name and its value: the _SEP forms, a name closing a subscript
+#: (``os.environ["DB_PASSWORD"] = …``, ``ENV['X'] = …``), or a quoted name and a comma
+#: (``os.environ.setdefault("DB_PASSWORD", "…")``, ``os.Setenv("API_TOKEN", "…")``).
+_NAME_SEP = rb"""(?:(?:["']?\]?[ \t]{0,4}(?:=|:=|=>|:))|["'][ \t]{0,4},)[ \t]{0,4}"""
 _PEM_BEGIN = rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"
 _PEM_END = rb"-----END [A-Z ]{0,24}PRIVATE KEY(?: BLOCK)?-----"
 _PEM_BLOCK = (
     rb"(-----BEGIN [A-Z ]{0,24}PRIVATE KEY(?: BLOCK)?-----"
-    rb"(?:[A-Za-z0-9+/=:,\- \t\r\n]|\\[nr]){64,}?"
+    rb"(?:[A-Za-z0-9+/=:,\- \t\r\n]|\\[nr]|\n" + _LOG_TS + rb"){64,}?"
     rb"-----END [A-Z ]{0,24}PRIVATE KEY(?: BLOCK)?-----)"
 )
-_DB_SCHEMES = rb"(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver|clickhouse)"
+#: Database URL schemes, with the driver SQLAlchemy names after a ``+`` (postgresql+psycopg2, mysql+pymysql,
+#: mongodb+srv); a ``jdbc:`` prefix needs nothing here (the scheme after it matches).
+_DB_SCHEMES = (
+    rb"(?:postgres(?:ql)?|mysql|mariadb|mongodb|rediss?|amqps?|mssql|sqlserver|clickhouse|oracle|cockroachdb"
+    rb"|snowflake|db2|redshift)(?:\+[a-z0-9_]{1,24})?"
+)
 
 RULES: tuple[Rule, ...] = (
     Rule(
@@ -523,16 +564,60 @@ RULES: tuple[Rule, ...] = (
         specificity=2,
     ),
     Rule(
+        "connection_string_query_password",
+        "db_url",
+        # JDBC and libpq put the password in properties: jdbc:postgresql://h/db?user=u&password=p,
+        # jdbc:sqlserver://h;user=u;password=p, postgresql://h/db?password=p; Oracle's thin driver writes
+        # user/password@ (jdbc:oracle:thin:scott/pw@//h:1521/svc).
+        rb"jdbc:[a-z0-9]{2,20}:|" + _DB_SCHEMES + rb"://",
+        rb"(?i)(?:jdbc:oracle:(?:thin|oci):[^\s/@:\"']{1,128}/([^\s@\"']{1,256})@"
+        rb"|(?:jdbc:[a-z0-9]{2,20}(?::[a-z0-9]{1,20})?:|" + _DB_SCHEMES + rb":)//[^\s\"'<>?;]{0,256}"
+        rb"(?:[?;][^\s\"'<>]{0,256}?)?[?;&](?:password|passwd|pwd)=([^\s&;\"'<>]{1,256}))",
+        0.9,
+        _url_password,
+        caseless=True,
+        window=600,
+        specificity=2,
+    ),
+    Rule(
         "basic_auth",
         "basic_auth",
-        rb"authorization[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?basic[ \t]",
-        rb"(?i)authorization[\"']?[ \t]{0,4}[:=][ \t]{0,4}[\"']?basic[ \t]{1,4}([A-Za-z0-9+/]{4,}={0,2})",
+        # RFC 7617 credentials in a header, or a setting that holds one (auth-header=Basic …, nginx's
+        # proxy_set_header Authorization "Basic …").
+        _BASIC_NAMES + rb"[\"']?(?:[ \t]{0,4}[:=]|[ \t])[ \t]{0,4}[\"']?basic[ \t]",
+        rb"(?i)" + _BASIC_NAMES + rb"[\"']?(?:[ \t]{0,4}[:=]|[ \t])[ \t]{0,4}[\"']?basic[ \t]{1,4}"
+        rb"([A-Za-z0-9+/]{4,}={0,2})",
         0.9,
         _basic,
         caseless=True,
         window=2200,
         right=_B64 + b"=",
         specificity=2,
+    ),
+    Rule(
+        "docker_config_auth",
+        "basic_auth",
+        # ~/.docker/config.json (and a dockerconfigjson Secret once decoded): "auth": base64(user:password).
+        rb'"auth"[ \t]{0,4}:[ \t]{0,4}"[A-Za-z0-9+/]{8}',
+        rb'"auth"[ \t]{0,4}:[ \t]{0,4}"([A-Za-z0-9+/]{8,}={0,2})"',
+        0.9,
+        _basic,
+        window=2200,
+        specificity=2,
+    ),
+    Rule(
+        "registry_login_password",
+        "generic",
+        # docker login -u u -p PASSWORD host / --password=PASSWORD (also podman, nerdctl, buildah); not
+        # --password-stdin, which is how it should be done.
+        rb"(?:docker|podman|nerdctl|buildah)[ \t]+login[ \t]",
+        rb"(?i)(?:docker|podman|nerdctl|buildah)[ \t]+login[ \t](?:[^\n|;&]{0,300}?[ \t])?(?:-p|--password)"
+        rb"""(?:[ \t]+|=)(?:"([^"\r\n]{1,256})"|'([^'\r\n]{1,256})'|([^\s"'|;&]{1,256}))""",
+        0.85,
+        _login_password,
+        caseless=True,
+        window=700,
+        specificity=1,
     ),
     Rule(
         "bearer_token",
@@ -550,8 +635,8 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "generic_secret",
         "generic",
-        _SECRET_NAMES + _SEP,
-        rb"(?i)" + _SECRET_NAMES + _SEP + _VALUE,
+        _SECRET_NAMES + _NAME_SEP,
+        rb"(?i)" + _SECRET_NAMES + _NAME_SEP + _VALUE,
         0.8,
         _assignment,
         caseless=True,
@@ -562,3 +647,13 @@ RULES: tuple[Rule, ...] = (
 
 #: Detectors that report a whole family (for the corpus table and documentation).
 KINDS: tuple[str, ...] = tuple(dict.fromkeys([r.kind for r in RULES]))
+
+#: Where a base64 value starts (scanner.py decodes it and scans the text it encodes): after an assignment
+#: or a key (a Kubernetes Secret's ``data:`` entries, JSON, .env), after ``echo`` (``echo … | base64 -d``),
+#: or at the start of a line. Each ends with 16 base64 characters, so the value starts 16 before the end.
+B64_TRIGGERS: tuple[bytes, ...] = (
+    rb"""[:=][ \t]{0,4}["']?[A-Za-z0-9+/]{16}""",
+    rb"""echo[ \t]{1,4}(?:-n[ \t]{1,4})?["']?[A-Za-z0-9+/]{16}""",
+    rb"^[ \t]{0,16}[A-Za-z0-9+/]{16}",
+)
+B64_TRIGGER_TAIL = 16

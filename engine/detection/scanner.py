@@ -9,13 +9,15 @@ gets its own scratch space, so scans may run in several threads at once.
 from __future__ import annotations
 
 import bisect
+import re
 import threading
 from dataclasses import dataclass, replace
 
 import hyperscan
 import re2  # type: ignore[import-untyped]
 
-from engine.detection.rules import RULES, Rule, Verdict
+from engine.detection import validators as v
+from engine.detection.rules import B64_TRIGGER_TAIL, B64_TRIGGERS, RULES, Rule, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class _Compiled:
     confirm: tuple[_Confirm, ...]
     #: expression id of a closing marker -> the rule it closes
     markers: dict[int, int]
+    #: expression ids of the base64 triggers (rules.B64_TRIGGERS)
+    b64: frozenset[int]
 
 
 class _Confirm:
@@ -94,12 +98,15 @@ def _compile(rules: tuple[Rule, ...]) -> _Compiled:
             markers[len(expressions)] = i
             expressions.append(r.until)
             flags.append(0)
+    b64 = frozenset(range(len(expressions), len(expressions) + len(B64_TRIGGERS)))
+    expressions.extend(B64_TRIGGERS)
+    flags.extend([hyperscan.HS_FLAG_MULTILINE] * len(B64_TRIGGERS))
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(expressions=expressions, ids=list(range(len(expressions))), flags=flags)
     options = re2.Options()
     options.max_mem = 64 << 20
     confirm = tuple(_Confirm(r.confirm, options) for r in rules)
-    return _Compiled(db, confirm, markers)
+    return _Compiled(db, confirm, markers, b64)
 
 
 def compiled() -> _Compiled:
@@ -122,18 +129,85 @@ def _paired(anchors: list[int], ends: list[int], window: int) -> dict[int, int]:
     return out
 
 
+#: How many encodings deep a value is decoded: a dockerconfigjson Secret is base64 of JSON whose "auth" is
+#: base64 again (that one the docker_config_auth rule decodes itself); deeper nesting is not seen in practice.
+MAX_DECODE_DEPTH = 2
+#: Longest base64 value decoded (a Secret holding a CA bundle is ~10 KB); longer runs are skipped.
+MAX_B64_RUN = 65536
+#: Text before the value kept in front of the decoded one (on its line), so that rules keyed on a name
+#: (AWS_SECRET_ACCESS_KEY: …, password: …) read the decoded value under its name.
+NAME_CONTEXT = 100
+#: Between decoded views scanned together: NUL stops every confirm expression that spans lines (a PEM body),
+#: and the blank lines keep line-paired rules (an AWS key id and its secret) within one view.
+_VIEW_SEPARATOR = b"\n\x00\n\x00\n\x00\n"
+_B64_RUN = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+
+
 def scan_formats(data: bytes) -> list[Candidate]:
-    """Every credential of a known format in ``data``, overlaps not yet resolved."""
+    """Every credential of a known format in ``data``, overlaps not yet resolved; credentials inside a
+    base64 value are reported at the value's span, as the most specific format found in what it decodes to."""
+    return _scan(data, 0)
+
+
+def _decoded(data: bytes, run_ends: list[int], depth: int) -> list[Candidate]:
+    """Candidates found in the text that base64 values encode, spanning the encoded values.
+
+    Each trigger's value is read at most once (triggers inside a value already read are skipped) and
+    decoded only if it is standard base64 of printable text, so hex digests, random tokens and binary
+    files cost one C-level decode; the decoded views are scanned together, in one pass per depth.
+    """
+    views: list[bytes] = []
+    places: list[tuple[int, int, int, int]] = []  # view offset, prefix length, value start, value end
+    offset, done = 0, -1
+    size = len(data)
+    for end in run_ends:
+        start = end - B64_TRIGGER_TAIL
+        if start < done:
+            continue
+        m = _B64_RUN.match(data, start, min(size, start + MAX_B64_RUN))
+        run_end = m.end() if m else start
+        done = run_end
+        if run_end - start >= MAX_B64_RUN or (run_end < size and data[run_end] in b"-_."):
+            continue  # too long to be one value, or base64url / a dotted token (a JWT is its own rule)
+        decoded = v.printable_b64(data[start:run_end])
+        if decoded is None:
+            continue
+        floor = max(0, start - NAME_CONTEXT)
+        line = data.rfind(b"\n", floor, start)
+        prefix = data[line + 1 if line >= 0 else floor : start]
+        views.append(prefix + decoded)
+        places.append((offset, len(prefix), start, run_end))
+        offset += len(views[-1]) + len(_VIEW_SEPARATOR)
+    if not views:
+        return []
+    joined = _VIEW_SEPARATOR.join(views)
+    starts = [p[0] for p in places]
+    out: dict[tuple[int, int, str], Candidate] = {}
+    for inner in _scan(joined, depth + 1):
+        i = bisect.bisect_right(starts, inner.start) - 1
+        view_start, prefix_len, start, end = places[i]
+        if inner.end <= view_start + prefix_len or inner.end > view_start + len(views[i]):
+            continue  # in the name before the value (the outer scan read it), or across two views
+        key = (start, end, inner.detector)
+        if key not in out or out[key].confidence < inner.confidence:
+            out[key] = Candidate(start, end, inner.detector, inner.kind, inner.confidence, inner.specificity)
+    return list(out.values())
+
+
+def _scan(data: bytes, depth: int) -> list[Candidate]:
     c = compiled()
     per_rule: dict[int, set[int]] = {}
     marker_ends: dict[int, list[int]] = {}
+    b64_ends: set[int] = set()
 
     def on_match(expr_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
         rule_id = c.markers.get(expr_id)
-        if rule_id is None:
-            per_rule.setdefault(expr_id, set()).add(start)
-        else:
+        if rule_id is not None:
             marker_ends.setdefault(rule_id, []).append(end)
+        elif expr_id in c.b64:
+            b64_ends.add(end)
+        else:
+            per_rule.setdefault(expr_id, set()).add(start)
 
     c.database.scan(data, match_event_handler=on_match, scratch=hyperscan.Scratch(c.database))
     found: dict[tuple[int, int, str], Candidate] = {}
@@ -177,6 +251,9 @@ def scan_formats(data: bytes) -> list[Candidate]:
                     (x.start, x.end, x.detector),
                     Candidate(x.start, x.end, x.detector, x.kind, x.confidence, rule.specificity),
                 )
+    if b64_ends and depth < MAX_DECODE_DEPTH:
+        for d in _decoded(data, sorted(b64_ends), depth):
+            found.setdefault((d.start, d.end, d.detector), d)
     return list(found.values())
 
 
