@@ -64,6 +64,103 @@ PROVIDERS: dict[str, ProviderSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class ProviderDoc:
+    """What a user reads before registering a secret: `lockzero provider show P`, `secret add --help`, README."""
+
+    summary: str
+    #: Each config key and what it means (required ones first, as PROVIDERS lists them).
+    keys: dict[str, str]
+    #: What the admin credential in the config must be allowed to do.
+    permissions: str
+
+
+#: One entry per provider; tests check that it names exactly the keys PROVIDERS accepts.
+PROVIDER_DOCS: dict[str, ProviderDoc] = {
+    "redis_acl": ProviderDoc(
+        "A Redis >= 6 ACL user. Two passwords are live during the switch (>new, later <old): zero downtime.",
+        {
+            "url": "admin connection, e.g. redis://default:PASSWORD@127.0.0.1:6379/0",
+            "username": "the ACL user whose password rotates",
+            "kill_clients": "true: retire also closes the old password's connections (CLIENT KILL USER); default false",
+            "acl_rules": 'rules to create the user with if it does not exist, e.g. "~app:* +@read +@write"',
+        },
+        "the admin user needs ACL SETUSER and ACL GETUSER (+acl|setuser +acl|getuser), CLIENT LIST for observed"
+        " usage, and CLIENT KILL for revoke and kill_clients; the rotated user needs no extra rights",
+    ),
+    "postgres_role": ProviderDoc(
+        "A PostgreSQL login role. alternating (default): two roles take turns, zero downtime; single: ALTER ROLE.",
+        {
+            "dsn": "admin connection, e.g. postgresql://admin:PASSWORD@db:5432/app",
+            "role": "the login role whose password rotates",
+            "strategy": "alternating (two roles, zero downtime) or single (one role, ALTER ROLE … PASSWORD)",
+            "clone_role": "the second role of alternating; default <role>_alt (created if missing)",
+            "terminate_sessions": "true: retire also ends the old role's sessions; default false",
+        },
+        "the admin role needs CREATEROLE (PostgreSQL 16+: with ADMIN OPTION on the role) to ALTER ROLE … PASSWORD /"
+        " LOGIN / NOLOGIN and to create the clone role; reading pg_stat_activity for observed usage and"
+        " pg_terminate_backend for revoke need pg_read_all_stats and pg_signal_backend (or superuser)",
+    ),
+    "mysql_user": ProviderDoc(
+        "A MariaDB / MySQL account 'user'@'host'. alternating (default): two accounts take turns; single: ALTER USER.",
+        {
+            "dsn": "admin connection, e.g. mysql://root:PASSWORD@127.0.0.1:3306/test",
+            "user": "the account whose password rotates",
+            "host": "the account's host part; default %",
+            "strategy": "alternating (two accounts, zero downtime) or single (one account, ALTER USER)",
+            "clone_user": "the second account of alternating; default <user>_alt (created if missing)",
+        },
+        "the admin account needs CREATE USER (ALTER USER, ACCOUNT LOCK), the grants of the rotated account WITH"
+        " GRANT OPTION (they are copied onto the clone) and SELECT on mysql.user; PROCESS to see sessions for"
+        " observed usage and CONNECTION ADMIN (or SUPER) to KILL them on revoke",
+    ),
+    "aws_iam_access_key": ProviderDoc(
+        "An AWS IAM user's access keys. Two keys during the switch; the old one is deactivated, deleted after grace.",
+        {
+            "user_name": "the IAM user whose access keys rotate",
+            "region": "AWS region; default us-east-1",
+            "endpoint_url": "another IAM endpoint, e.g. a moto server for tests",
+            "admin_access_key_id": "the admin key id; without it boto3's default credential chain",
+            "admin_secret_access_key": "the admin secret key (encrypted at rest, never shown)",
+        },
+        "an IAM policy on the user's ARN allowing iam:CreateAccessKey, iam:UpdateAccessKey, iam:DeleteAccessKey,"
+        " iam:ListAccessKeys and iam:GetAccessKeyLastUsed (observed usage)",
+    ),
+    "generated": ProviderDoc(
+        "A value Lockzero generates and delivers (webhook signing secrets, internal tokens); no external system.",
+        {
+            "length": "characters, 16 to 512; default 40",
+            "prefix": "text put in front of the random part, e.g. whsec_",
+        },
+        "none: there is no admin credential",
+    ),
+    "http": ProviderDoc(
+        "Any service with HTTP hooks that create, validate, retire and revoke its credentials (JSON POSTs).",
+        {
+            "create_url": "POST here to issue a new credential",
+            "validate_url": "POST here to check that a credential works",
+            "retire_url": "POST here to disable the old credential after the switch",
+            "revoke_url": "POST here to make a credential stop working now",
+            "signing_secret": "when set, every hook call carries X-Lockzero-Signature: sha256=<HMAC of the body>",
+        },
+        "whatever the hooks require; each hook URL must be reachable (private or loopback hosts only when"
+        " LOCKZERO_OUTBOUND_ALLOW lists them)",
+    ),
+}
+
+
+def describe_provider(provider: str) -> str:
+    """Plain text for people: what the provider does, its --config keys, the admin permissions it needs."""
+    spec, doc = PROVIDERS[provider], PROVIDER_DOCS[provider]
+    width = max(len(k) for k in doc.keys)
+    lines = [f"{provider}: {doc.summary}", "", "--config keys:"]
+    for key, meaning in doc.keys.items():
+        need = "required" if key in spec.required else "optional"
+        lines.append(f"  {key.ljust(width)}  {need}  {meaning}")
+    lines += ["", f"admin permissions: {doc.permissions}"]
+    return "\n".join(lines)
+
+
 def validate_config(provider: str, config: Mapping[str, Any]) -> dict[str, Any]:
     spec = PROVIDERS.get(provider)
     if spec is None:

@@ -33,9 +33,10 @@ from engine import events as ev
 from engine.app import Engine
 from engine.audit import audited
 from engine.config import ConfigError, Settings, check_tls, load_settings
-from engine.durations import parse_duration
+from engine.durations import format_duration, parse_duration
 from engine.errors import InvalidInput, Unavailable
 from engine.saga import RotationSaga
+from providers.catalog import PROVIDER_DOCS, PROVIDERS, describe_provider
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
 
@@ -325,6 +326,8 @@ async def cmd_secret_policy(args: argparse.Namespace) -> None:
         changes["notify"] = tuple(args.notify)
     if args.agent_rotation is not None:
         changes["allow_agent_rotation"] = args.agent_rotation
+    if args.auto_rotate is not None:
+        changes["auto_rotate"] = args.auto_rotate
     async with open_engine() as engine:
         await tenants.get_tenant(engine, args.tenant)
         async with audited(engine, args.tenant, operator(), "secret.policy", secret_id=args.secret_id):
@@ -334,14 +337,55 @@ async def cmd_secret_policy(args: argparse.Namespace) -> None:
     # Notify URLs are shown redacted (they often carry tokens); their sealed form is nobody's business.
     policy = msgspec.structs.replace(policy, notify_sealed=())
     if args.json:
-        emit_json({"secret_id": args.secret_id, "policy": policy, "notify_signing_secrets": created})
+        # Every field, defaults too: a script should not need to know them.
+        fields = {k: v for k, v in msgspec.structs.asdict(policy).items() if k != "notify_sealed"}
+        emit_json({"secret_id": args.secret_id, "policy": fields, "notify_signing_secrets": created})
     else:
         for url, value in created.items():
             print(f"notify {url}: signing secret {value} (shown once; verify X-Lockzero-Signature with it)")
-        print(
-            f"policy of {args.secret_id}: "
-            + ", ".join(f"{k}={v}" for k, v in msgspec.structs.asdict(policy).items() if k != "notify_sealed")
+        print(f"policy of {args.secret_id}:")
+        table(policy_rows(policy), ("SETTING", "VALUE"))
+
+
+def _days_first(seconds: int) -> str:
+    # "7d" rather than "1w": the unit people type in --grace / --max-age.
+    return f"{seconds // 86400}d" if seconds and seconds % 86400 == 0 else format_duration(seconds)
+
+
+def policy_rows(policy: ev.Policy) -> list[tuple[str, str]]:
+    """A policy for people: durations as 30d / 5m, notify URLs as stored (redacted), words for flags."""
+    return [
+        ("max age", _days_first(policy.max_age_s) if policy.max_age_s else "none (never overdue)"),
+        ("auto-rotate", "on (rotates when due)" if policy.auto_rotate else "off (overdue opens an incident)"),
+        ("approvals", str(policy.required_approvals) if policy.required_approvals else "none"),
+        ("agent rotation", "allowed" if policy.allow_agent_rotation else "refused (people only)"),
+        ("grace", _days_first(policy.grace_s)),
+        ("adoption deadline", _days_first(policy.adoption_deadline_s)),
+        ("notify", ", ".join(policy.notify) or "none"),
+    ]
+
+
+async def cmd_provider_list(args: argparse.Namespace) -> None:
+    if args.json:
+        emit_json([{"provider": name, "summary": doc.summary} for name, doc in PROVIDER_DOCS.items()])
+        return
+    table([(name, doc.summary) for name, doc in PROVIDER_DOCS.items()], ("PROVIDER", "WHAT IT ROTATES"))
+    print("`lockzero provider show P` lists P's --config keys and the admin permissions it needs")
+
+
+async def cmd_provider_show(args: argparse.Namespace) -> None:
+    spec, doc = PROVIDERS[args.name], PROVIDER_DOCS[args.name]
+    if args.json:
+        emit_json(
+            {
+                "provider": args.name,
+                "summary": doc.summary,
+                "config": [{"key": k, "required": k in spec.required, "description": v} for k, v in doc.keys.items()],
+                "admin_permissions": doc.permissions,
+            }
         )
+        return
+    print(describe_provider(args.name))
 
 
 async def cmd_dependent_add(args: argparse.Namespace) -> None:
@@ -454,5 +498,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("secret", "delete"): cmd_secret_delete,
     ("secret", "rollback"): cmd_secret_rollback,
     ("dependent", "add"): cmd_dependent_add,
+    ("provider", "list"): cmd_provider_list,
+    ("provider", "show"): cmd_provider_show,
 }
 HANDLERS.update(audit_cmds.HANDLERS)

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, get_args
 
 from api.cli import audit_cmds
+from engine.events import SecretStatus
+from providers.catalog import PROVIDERS, describe_provider
+
+PROVIDER_NAMES = tuple(PROVIDERS)
 
 
 class UsageParser(argparse.ArgumentParser):
     """argparse, with the one-line error and exit code 2 the contract promises."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n(run `{self.prog} --help` for usage)\n")
+        # One line, as every other failure: scripts and people read the first line of stderr.
+        self.exit(2, f"lockzero: error: {message} (`{self.prog} --help` shows the usage)\n")
+
+
+class _HelpWithProvider(argparse.Action):
+    """`secret add --provider P --help`: the usual help, then P's --config keys and admin permissions."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_: object) -> None:
+        parser.print_help()
+        provider = getattr(namespace, "provider", None)
+        if provider in PROVIDERS:
+            print("\n" + describe_provider(provider))
+        parser.exit()
 
 
 def build_parser() -> UsageParser:
@@ -58,9 +78,19 @@ def build_parser() -> UsageParser:
     secret = sub.add_parser("secret", help="manage secrets").add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=UsageParser
     )
-    s_add = secret.add_parser("add", parents=[common, tenant_opt], help="register a secret")
+    s_add = secret.add_parser(
+        "add",
+        parents=[common, tenant_opt],
+        help="register a secret",
+        add_help=False,
+        epilog="`lockzero secret add --provider P --help` (or `lockzero provider show P`) lists the --config keys"
+        " of provider P and the permissions its admin credential needs.",
+    )
+    s_add.add_argument("-h", "--help", action=_HelpWithProvider, help="show this help (and provider P's config)")
     s_add.add_argument("secret_id")
-    s_add.add_argument("--provider", required=True, help="redis_acl, postgres_role, mysql_user, …")
+    s_add.add_argument(
+        "--provider", required=True, choices=PROVIDER_NAMES, metavar="P", help=f"one of: {', '.join(PROVIDER_NAMES)}"
+    )
     s_add.add_argument("--environment", required=True, help="e.g. prod, staging")
     s_add.add_argument(
         "--no-validate",
@@ -96,8 +126,9 @@ def build_parser() -> UsageParser:
     s_add.add_argument("--auto-rotate", action="store_true", help="rotate automatically when due")
     s_list = secret.add_parser("list", parents=[common, tenant_opt], help="list secrets")
     s_list.add_argument("--environment")
-    s_list.add_argument("--provider")
-    s_list.add_argument("--status")
+    s_list.add_argument("--provider", choices=PROVIDER_NAMES, metavar="P", help=f"one of: {', '.join(PROVIDER_NAMES)}")
+    statuses = get_args(SecretStatus)
+    s_list.add_argument("--status", choices=statuses, metavar="S", help=f"one of: {', '.join(statuses)}")
     s_list.add_argument("--label", metavar="K[=V]")
     s_list.add_argument("--overdue-only", action="store_true")
     s_list.add_argument("--limit", type=int, default=50)
@@ -111,6 +142,20 @@ def build_parser() -> UsageParser:
     agent = s_policy.add_mutually_exclusive_group()
     agent.add_argument("--no-agent-rotation", dest="agent_rotation", action="store_false", default=None)
     agent.add_argument("--agent-rotation", dest="agent_rotation", action="store_true")
+    auto = s_policy.add_mutually_exclusive_group()
+    auto.add_argument(
+        "--auto-rotate", dest="auto_rotate", action="store_true", default=None, help="rotate automatically when due"
+    )
+    auto.add_argument("--no-auto-rotate", dest="auto_rotate", action="store_false", help="only report overdue")
+
+    provider = sub.add_parser("provider", help="what each provider needs").add_subparsers(
+        dest="action", required=True, metavar="ACTION", parser_class=UsageParser
+    )
+    provider.add_parser("list", parents=[common], help="the providers and what they rotate")
+    p_show = provider.add_parser(
+        "show", parents=[common], help="a provider's --config keys and the permissions its admin credential needs"
+    )
+    p_show.add_argument("name", choices=PROVIDER_NAMES, metavar="P", help=f"one of: {', '.join(PROVIDER_NAMES)}")
 
     incident = sub.add_parser("incident", help="incidents").add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=UsageParser

@@ -420,7 +420,7 @@ def test_secret_add_provider_that_cannot_issue(cli: Cli) -> None:
 
 ADD = ("secret", "add", "--tenant", "acme", "--environment", "prod")
 USAGE_ERRORS: list[tuple[tuple[str, ...], bytes | None, str]] = [
-    (("prod/x", "--provider", "nope"), None, "unknown provider"),
+    (("prod/x", "--provider", "nope"), None, "invalid choice: 'nope' (choose from 'redis_acl', "),
     (("prod/x", "--provider", "redis_acl", "--config", '{"url": "redis://h"}', "--value-stdin"), b"v" * 12, "username"),
     (("prod/x", "--provider", "generated", "--config", '{"colour": "red"}'), None, "colour"),
     (("bad id!", "--provider", "generated"), None, "secret_id"),
@@ -591,18 +591,21 @@ def test_secret_policy(cli: Cli) -> None:
         "--no-agent-rotation",
     )
     assert changed["secret_id"] == "prod/db"
-    assert changed["policy"] == {
+    expected = {
         "max_age_s": 7 * 86400,
         "required_approvals": 2,
         "allow_agent_rotation": False,
+        "auto_rotate": False,
         "grace_s": 86400,
         "adoption_deadline_s": 90,
         # Shown redacted: notify URLs often carry a token (stored sealed).
         "notify": [redact_url("https://n.example/a"), redact_url("https://n.example/b")],
     }
+    assert {k: changed["policy"].get(k, "missing") for k in expected} == expected
+    assert "notify_sealed" not in changed["policy"]  # the sealed form is nobody's business
     # Only the given fields change.
     again = cli.json("secret", "policy", "prod/db", "--tenant", "acme", "--agent-rotation", "--adoption-deadline", "5m")
-    assert again["policy"].get("allow_agent_rotation", True) is True  # defaults are omitted from the JSON
+    assert again["policy"]["allow_agent_rotation"] is True  # every field, defaults too
     assert again["policy"]["adoption_deadline_s"] == 300
     assert again["policy"]["required_approvals"] == 2 and again["policy"]["max_age_s"] == 7 * 86400
     stored = msgspec.json.decode(query(cli.url, "SELECT policy FROM rm_secrets")[0][0])
@@ -612,7 +615,21 @@ def test_secret_policy(cli: Cli) -> None:
     assert max_age == 7 * 86400
 
     text = cli.ok("secret", "policy", "prod/db", "--tenant", "acme", "--approvals", "3")
-    assert text.out.startswith("policy of prod/db: ") and "required_approvals=3" in text.out
+    assert text.out.startswith("policy of prod/db:\n")
+    shown = settings_of(text.out)
+    readable = {
+        "max age": "7d",
+        "auto-rotate": "off (overdue opens an incident)",
+        "approvals": "3",
+        "agent rotation": "allowed",
+        "grace": "1d",
+        "adoption deadline": "5m",
+        "notify": f"{redact_url('https://n.example/a')}, {redact_url('https://n.example/b')}",
+    }
+    assert {k: shown.get(k) for k in readable} == readable
+    # No Python reprs, no sealed URLs, no URL in clear.
+    for fragment in ("max_age_s=", "notify=(", "('", "notify_sealed", "n.example/a", "n.example/b"):
+        assert fragment not in text.out, fragment
 
     policy = ("secret", "policy", "prod/db", "--tenant", "acme")
     assert_one_error_line(cli(*policy, "--grace", "a week"), 2, "--grace")
@@ -621,6 +638,32 @@ def test_secret_policy(cli: Cli) -> None:
     assert_one_error_line(cli(*policy, "--approvals", "-1"), 2, "approvals")
     assert_one_error_line(cli("secret", "policy", "prod/missing", "--tenant", "acme", "--approvals", "1"), 1)
     assert cli.json(*policy)["policy"]["required_approvals"] == 3  # failures changed nothing
+
+
+def settings_of(out: str) -> dict[str, str]:
+    """The SETTING/VALUE table of `secret policy` as a dict."""
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("SETTING"))
+    width = lines[header].index("VALUE")
+    return {line[:width].strip(): line[width:].strip() for line in lines[header + 1 :] if line.strip()}
+
+
+def test_secret_policy_turns_auto_rotate_on_and_off(cli: Cli) -> None:
+    """The README's `secret policy … --auto-rotate` works (it was refused as an unrecognized argument)."""
+    cli.ok("tenant", "create", "acme")
+    cli.ok(*ADD, "prod/db", "--provider", "generated")
+    policy = ("secret", "policy", "prod/db", "--tenant", "acme")
+    assert cli.json(*policy)["policy"]["auto_rotate"] is False
+    assert cli.json(*policy, "--auto-rotate", "--max-age", "30d")["policy"]["auto_rotate"] is True
+    stored = msgspec.json.decode(query(cli.url, "SELECT policy FROM rm_secrets")[0][0])
+    assert stored["auto_rotate"] is True
+    assert settings_of(cli.ok(*policy).out)["auto-rotate"] == "on (rotates when due)"
+    assert cli.json(*policy, "--no-auto-rotate")["policy"]["auto_rotate"] is False
+    r = cli(*policy, "--auto-rotate", "--no-auto-rotate")
+    assert r.rc == 2 and "not allowed with argument" in r.err, r.err
+    assert cli.json(*policy)["policy"]["auto_rotate"] is False  # the refused call changed nothing
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "lockzero secret policy" in readme and "--auto-rotate" in readme
 
 
 # --- dependents ----------------------------------------------------------------------------------
@@ -1040,3 +1083,83 @@ async def test_secret_delete_is_a_tombstone_and_the_id_can_be_registered_again(c
     r = cli("secret", "rollback", "prod/token", "--tenant", "acme", "--reason", "try")
     assert_one_error_line(r, 1, "not restorable")
     assert_one_error_line(cli("secret", "rollback", "prod/token", "--tenant", "acme", "--reason", "x", "--to", "3"), 2)
+
+
+# --- enum-like options and provider documentation (issue 18) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        (("secret", "list", "--tenant", "acme", "--status", "bogus"), ("active", "rotating", "revoked", "archived")),
+        (("secret", "list", "--tenant", "acme", "--provider", "bogus"), ("redis_acl", "generated", "http")),
+        (("secret", "add", "x", "--tenant", "acme", "--environment", "e", "--provider", "bogus"), ("redis_acl",)),
+        (("incident", "timeline", "i", "--tenant", "acme", "--format", "yaml"), ("text", "json")),
+        (("provider", "show", "bogus"), ("postgres_role", "mysql_user", "aws_iam_access_key")),
+    ],
+    ids=lambda v: " ".join(v[:2]) if isinstance(v, tuple) and len(v) > 2 else None,
+)
+def test_unknown_enum_values_are_usage_errors(args: tuple[str, ...], allowed: tuple[str, ...], tmp_path: Path) -> None:
+    r = run(args, base_env(LOCKZERO_MASTER_KEY=new_key_b64()), tmp_path)
+    assert r.rc == 2, (r.out, r.err)
+    assert_one_error_line(r, 2)
+    assert r.out == ""
+    assert "invalid choice: 'bogus'" in r.err_lines[0] or "invalid choice: 'yaml'" in r.err_lines[0]
+    for value in allowed:
+        assert repr(value) in r.err_lines[0], (value, r.err_lines[0])
+    assert not (tmp_path / ".lockzero").exists()  # refused before anything was opened
+
+
+def test_status_filter_still_filters(cli: Cli) -> None:
+    cli.ok("tenant", "create", "acme")
+    cli.ok(*ADD, "prod/db", "--provider", "generated")
+    listed = cli.json("secret", "list", "--tenant", "acme", "--status", "active")
+    assert [s["secret_id"] for s in listed["secrets"]] == ["prod/db"]
+    assert cli.json("secret", "list", "--tenant", "acme", "--status", "revoked")["secrets"] == []
+    dependent = ("dependent", "add", "prod/db", "--tenant", "acme", "--service", "s", "--environment", "e")
+    r = cli(*dependent, "--delivery", "x")
+    assert_one_error_line(r, 2, "pull, file:PATH or webhook:URL")
+
+
+PROVIDER_KEYS = {
+    "redis_acl": ({"url", "username"}, {"kill_clients", "acl_rules"}),
+    "postgres_role": ({"dsn", "role"}, {"strategy", "clone_role", "terminate_sessions"}),
+    "mysql_user": ({"dsn", "user"}, {"host", "strategy", "clone_user"}),
+    "aws_iam_access_key": ({"user_name"}, {"region", "endpoint_url", "admin_access_key_id", "admin_secret_access_key"}),
+    "generated": (set(), {"length", "prefix"}),
+    "http": ({"create_url", "validate_url"}, {"retire_url", "revoke_url", "signing_secret"}),
+}
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDER_KEYS))
+def test_provider_config_keys_are_documented(provider: str, tmp_path: Path) -> None:
+    """`provider show`, `secret add --provider P --help` and the README name every key and the admin permissions."""
+    required, optional = PROVIDER_KEYS[provider]
+    shown = run(["provider", "show", provider, "--json"], base_env(), tmp_path)
+    assert shown.rc == 0, shown.err
+    doc = shown.json()
+    assert {k["key"] for k in doc["config"] if k["required"]} == required
+    assert {k["key"] for k in doc["config"] if not k["required"]} == optional
+    assert all(len(k["description"]) > 10 for k in doc["config"])
+    assert len(doc["admin_permissions"]) > 10
+
+    text = run(["provider", "show", provider], base_env(), tmp_path).out
+    helped = run(["secret", "add", "--provider", provider, "--help"], base_env(), tmp_path)
+    assert helped.rc == 0 and helped.out.startswith("usage: lockzero secret add"), helped.err
+    assert helped.out.endswith(text)  # the usual help, then the provider's page
+    for key in required | optional:
+        assert f"  {key} " in text, key
+    assert "admin permissions: " + doc["admin_permissions"] in text
+    # Without --provider the help says where to look, and nothing provider-specific.
+    plain = run(["secret", "add", "--help"], base_env(), tmp_path).out
+    assert "provider show P" in plain and "--config keys:" not in plain
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Provider config keys") :]
+    section = section[: section.index("\n## ") if "\n## " in section else len(section)]
+    block = section[section.index(f"`{provider}`") :]
+    block = block[: (block + "\n\n").index("\n\n")]
+    for key in required | optional:
+        assert f"`{key}`" in block, (provider, key)
+    assert "admin" in block.lower()
+    assert not (tmp_path / ".lockzero").exists()
