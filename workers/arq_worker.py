@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import signal
 from typing import Any
 
 from arq import create_pool, cron
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import default_queue_name
+from arq.worker import Worker
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from redis.exceptions import RedisError
@@ -104,6 +106,7 @@ async def _run_saga_locked(ctx: dict[str, Any], tenant: str, secret_id: str, rot
         return "already running elsewhere"
     renew = asyncio.create_task(_keep_lock(redis, rotation_id, token))
     saga = asyncio.create_task(RotationSaga(ctx["engine"]).run(tenant, secret_id, rotation_id))
+    handoff = False
     try:
         done, _ = await asyncio.wait({saga, renew}, return_when=asyncio.FIRST_COMPLETED)
         if saga not in done:
@@ -114,12 +117,26 @@ async def _run_saga_locked(ctx: dict[str, Any], tenant: str, secret_id: str, rot
                 await saga
             return "lock lost; yielded"
         return saga.result()
+    except asyncio.CancelledError:
+        # SIGTERM (or arq's job timeout): stop the saga where it stands, before letting go of the lock, so two
+        # runners never overlap. Its intent is recorded and every step resumes idempotently; the lock is
+        # released and the saga queued again below, so another worker carries on now, not after the lock's TTL.
+        saga.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await saga
+        handoff = saga.cancelled()  # it had not finished by itself
+        raise
     finally:
         renew.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renew
         if (await redis.get(_lock_key(rotation_id))) == token.encode():
             await redis.delete(_lock_key(rotation_id))
+        if handoff:
+            await ArqQueue(redis).enqueue(tenant, secret_id, rotation_id)
+            observability.events_log.info(
+                "saga handed off", extra={"tenant": tenant, "secret_id": secret_id, "rotation_id": rotation_id}
+            )
 
 
 async def _keep_lock(redis: ArqRedis, rotation_id: str, token: str) -> None:
@@ -146,8 +163,6 @@ async def reconcile(ctx: dict[str, Any]) -> int:
 
 async def run_worker(settings: Settings) -> None:
     """`lockzero worker`: run until interrupted."""
-    from arq.worker import Worker
-
     assert settings.redis_url is not None
     # Refuse a wrong master key in one line here: arq's own startup would bury it under its shutdown errors.
     await (await Engine.open(settings.database_url, settings.require_master_key())).close()
@@ -182,10 +197,50 @@ async def run_worker(settings: Settings) -> None:
                 f"LOCKZERO_METRICS_PORT: cannot listen on {settings.host}:{settings.metrics_port} ({exc.strerror})"
             ) from None
     print(f"lockzero: worker consuming sagas from {_without_password(settings.redis_url)}", flush=True)
+    stopping = _stop_on_signals(worker)
     try:
         await worker.async_run()
+    except asyncio.CancelledError:
+        if not stopping.is_set():
+            raise
     finally:
         await worker.close()
+    print("lockzero: worker stopped", flush=True)
+
+
+#: How long SIGTERM waits for the jobs it cancelled to hand their sagas off (lock released, queued again).
+STOP_GRACE_S = 5.0
+
+
+def _stop_on_signals(worker: Worker) -> asyncio.Event:
+    """SIGTERM/SIGINT: take no new job, cancel the running ones once (each releases its saga lock and queues
+    its saga again, see _run_saga_locked), wait for that (bounded), then end the main loop. arq's own
+    handler would cancel the jobs a second time from close() and cut their hand-off short."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    background: set[asyncio.Task[None]] = set()
+
+    async def stop() -> None:
+        worker.allow_pick_jobs = False
+        jobs = [t for t in worker.tasks.values() if not t.done()]
+        for task in jobs:
+            task.cancel()
+        if jobs:
+            await asyncio.wait(jobs, timeout=STOP_GRACE_S)
+        if worker.main_task is not None:
+            worker.main_task.cancel()
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        task = loop.create_task(stop())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    return stopping
 
 
 def _without_password(url: str) -> str:
