@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import re
+import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +16,7 @@ from api.bootstrap import first_start
 from api.http_protocol import GuardedH11Protocol
 from engine import observability
 from engine.app import Engine
-from engine.config import Settings
+from engine.config import ConfigError, Settings
 from engine.errors import Unavailable
 from workers.arq_worker import ArqQueue
 from workers.inprocess import InProcessQueue
@@ -22,6 +24,36 @@ from workers.inprocess import InProcessQueue
 
 async def serve(settings: Settings) -> None:
     observability.configure_json_logging()
+    # The port first: a busy port is one line before anything is opened, printed (the first start's key) or
+    # claims to listen; uvicorn would say "listening" and only then fail to bind.
+    listener = bind(settings)
+    try:
+        await _serve(settings, listener)
+    finally:
+        listener.close()
+
+
+def bind(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    # As uvicorn does: a restart may bind while the previous process's connections sit in TIME_WAIT.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {settings.port} on {settings.host} is already in use (another lockzero serve?);"
+                " stop that process or choose another port with LOCKZERO_PORT"
+            ) from None
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port} ({exc.strerror}); check LOCKZERO_HOST and LOCKZERO_PORT"
+        ) from None
+    return sock
+
+
+async def _serve(settings: Settings, listener: socket.socket) -> None:
     engine = await Engine.open(settings.database_url, settings.require_master_key(), outbound=settings.outbound)
     try:
         if settings.embedded:
@@ -48,7 +80,7 @@ async def serve(settings: Settings) -> None:
         scheme = "https" if tls is not None else "http"
         print(f"lockzero: listening on {scheme}://{settings.host}:{settings.port}", flush=True)
         try:
-            await uvicorn.Server(config).serve()
+            await uvicorn.Server(config).serve(sockets=[listener])
         finally:
             await queue.close()
     finally:
