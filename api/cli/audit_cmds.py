@@ -29,6 +29,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type[ar
     )
     verify.add_argument("--tenant", default=os.environ.get("LOCKZERO_TENANT"), help="one tenant (default: all)")
     verify.add_argument("--since", type=int, default=0, metavar="POS", help="start at this position")
+    ex = audit.add_parser("export", parents=[common], help="audit records as JSON lines or OCSF, oldest first")
+    ex.add_argument("--tenant", default=os.environ.get("LOCKZERO_TENANT"), required="LOCKZERO_TENANT" not in os.environ)
+    ex.add_argument("--since", default="0", metavar="POS|TIME", help="a position, or an ISO-8601 time with zone")
+    ex.add_argument("--format", choices=("jsonl", "ocsf"), default="jsonl")
     cp = audit.add_parser(
         "checkpoint", parents=[common], help="sign the chain head now and push it to LOCKZERO_AUDIT_WITNESS"
     )
@@ -86,8 +90,35 @@ async def cmd_audit_public_key(args: argparse.Namespace) -> None:
         print(pem, end="")
 
 
+async def cmd_audit_export(args: argparse.Namespace) -> None:
+    from datetime import datetime
+
+    from api.cli.handlers import open_engine
+    from engine import audit_export
+    from engine.errors import InvalidInput
+
+    after, since_time = 0, None
+    if args.since.isdigit():
+        after = int(args.since)
+    else:
+        try:
+            since_time = datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput("--since must be a position or an ISO-8601 time, e.g. 2030-01-01T00:00:00Z") from None
+        if since_time.tzinfo is None:
+            raise InvalidInput("--since needs a time zone, e.g. 2030-01-01T00:00:00Z")
+    out = sys.stdout.buffer
+    async with open_engine() as engine:
+        async for r in audit_export.records(engine, args.tenant, after):
+            if since_time is not None and datetime.fromisoformat(r.at.replace("Z", "+00:00")) < since_time:
+                continue
+            out.write(audit_export.encode(r, args.format) + b"\n")
+    out.flush()
+
+
 HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("audit", "verify"): cmd_audit_verify,
     ("audit", "checkpoint"): cmd_audit_checkpoint,
+    ("audit", "export"): cmd_audit_export,
     ("audit", "public-key"): cmd_audit_public_key,
 }
