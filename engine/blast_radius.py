@@ -104,11 +104,14 @@ async def assess(engine: Engine, tenant: str, secret_id: str) -> BlastRadius:
     incidents = [IncidentRef(*row) for row in incs]
     usage: list[ObservedUsage] = []
     provider = await open_provider(engine, secret)
+    # A live listing (CLIENT LIST, pg_stat_activity, PROCESSLIST) is an observation made now; a provider that
+    # knows when the use happened (an access key's last use) says so itself.
+    observed_at = engine.clock.now()
     try:
         for u in await provider.observed_usage():
-            usage.append(ObservedUsage(u.source, u.detail, _iso(u.at)))
+            usage.append(ObservedUsage(u.source, u.detail, _iso(u.at or observed_at)))
     except ProviderError as exc:
-        usage.append(ObservedUsage(secret.provider, f"usage unavailable: {exc}", None))
+        usage.append(ObservedUsage(secret.provider, f"usage unavailable: {exc}", _iso(observed_at)))
     finally:
         await provider.close()
     # The evidence of open usage anomalies: what was seen using a credential it should not have.

@@ -87,6 +87,9 @@ def test_blast_radius_services_usage_and_risk(server: Server, acl_user: AclUser)
         usage = [u for u in info["observed_usage"] if acl_user.name in u["detail"]]
         assert usage, info["observed_usage"]
         assert usage[0]["source"] == "redis CLIENT LIST" and "1 connection" in usage[0]["detail"]
+        # When it was observed (a live listing: the time of the call), never null.
+        observed = datetime.fromisoformat(usage[0]["at"])
+        assert t0 <= observed <= datetime.now().astimezone(), usage[0]
         assert info["environments"] == ["prod"]
         assert info["downstream_systems"] == ["redis_acl at redis://127.0.0.1:6379"]
         assert info["open_incidents"] == [] and info["risk"] != "critical"
