@@ -299,10 +299,11 @@ _VALUE = rb"""(?:"([^"\r\n]{1,512})"|'([^'\r\n]{1,512})'|`([^`\r\n]{1,512})`|([^
 #: Names under which an HTTP Basic credential is written.
 _BASIC_NAMES = rb"(?:(?:proxy-)?authorization|auth[_-]?header|http[_-]?auth(?:orization)?)"
 _SECRET_NAMES = (
-    rb"(?:pass(?:word|wd|phrase)|pwd|secret(?:[_-]?key)?|client[_-]?secret|api[_-]?(?:key|token|secret)|apikey"
+    rb"(?:pass(?:word|wd|phrase)|pwd|secret(?:[_-]?key(?:[_-]?base)?)?|client[_-]?secret|api[_-]?(?:key|token|secret)|apikey"
     rb"|access[_-]?(?:token|key)|auth[_-]?token|private[_-]?key|token|credentials?"
-    # Keys named for what they do (ENCRYPTION_KEY=<64 hex>): a hex value is a key here, a digest elsewhere.
-    rb"|(?:encryption|encrypt|signing|master|hmac|aes|cipher|crypto|session|cookie|jwt|license)[_-]?key"
+    # Keys named for what they do (ENCRYPTION_KEY=<64 hex>, Rails' SECRET_KEY_BASE, Laravel's APP_KEY): a hex
+    # value is a key here, a digest elsewhere.
+    rb"|(?:encryption|encrypt|signing|master|hmac|aes|cipher|crypto|session|cookie|jwt|license|app)[_-]?key"
     # DB_PASS, SMTP_PASS: the suffix only, so bypass= and compass: are not names of secrets.
     rb"|[_-]pass)"
 )

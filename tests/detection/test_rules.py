@@ -231,3 +231,66 @@ def test_confirmation_through_the_public_re2_api_gives_the_same_spans(m: Maker) 
         slow._raw = None
         for pos in range(len(data)):
             assert fast[i].span(data, pos, len(data)) == slow.span(data, pos, len(data)), (rule.detector, pos)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_the_new_families_report_the_first_character_in_the_original_text(m: Maker) -> None:
+    """One example of each family from the issue, at the position a person would go and fix."""
+    pem = m.pem()
+    ts = "2024-05-01T12:00:00.1234567Z "
+    logged = "\n".join(ts + line for line in pem.split("\n"))
+    assert [(f[0], f[1], f[2]) for f in findings(f"{ts}Run cat key\n{logged}\n")] == [("private_key", 2, len(ts) + 1)]
+
+    url = f"postgresql://app:{m.password(symbols='-_')}@db.prod/app"
+    manifest = f"data:\n  DATABASE_URL: {_b64(url)}\n  tls.key: {_b64(pem)}\n"
+    assert [(f[0], f[1], f[2]) for f in findings(manifest)] == [
+        ("connection_string_password", 2, 17),  # the encoded value's first character
+        ("private_key", 3, 12),
+    ]
+
+    basic = _b64(f"ci:{m.password()}")
+    assert [(f[0], f[2]) for f in findings(f"auth-header=Basic {basic}\n")] == [("basic_auth", 19)]
+
+    pw = m.password(symbols="-_")
+    for text, column in [
+        (f"postgresql+psycopg2://app:{pw}@db/app", 27),
+        (f"jdbc:postgresql://db/app?user=u&password={pw}", 42),
+        (f"jdbc:mysql://u:{pw}@db/app", 16),
+    ]:
+        assert [(f[1], f[2], f[3]) for f in findings(text)] == [(1, column, pw)], text
+
+    key = m.hex(64)
+    named = f'ENCRYPTION_KEY={key}\nos.environ["DB_PASSWORD"] = "{pw}"\ndocker login -u bot -p {pw} ghcr.io\n'
+    assert [(f[1], f[2], f[3]) for f in findings(named)] == [(1, 16, key), (2, 30, pw), (3, 24, pw)]
+    # None of the values is in what a finding carries outward: the decoded URL is never a span.
+    assert all(url not in f[3] for f in findings(manifest))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"  password: {base64.b64encode(b'changeme').decode()}",
+        f"  DATABASE_URL: {base64.b64encode(b'postgres://app:${DB_PASSWORD}@db/app').decode()}",
+        f"  GITHUB_TOKEN: {base64.b64encode(b'ghp_M7H4jxUDDWHP4kZ6A4dxlQYsQIWJuq11T4V3').decode()}",  # bad checksum
+        "  logo.png: iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+        f"  note: {base64.b64encode(b'just some words, nothing secret here').decode()}",
+        "Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==",
+        f"auth-header=Basic {base64.b64encode(b'a-long-token-without-any-colon').decode()}",
+        "SQLALCHEMY_DATABASE_URI=postgresql+psycopg2://app:${DB_PASSWORD}@db/app",
+        "jdbc:postgresql://localhost/test?user=fred&password=secret&ssl=true",
+        "ENCRYPTION_KEY=${ENCRYPTION_KEY}",
+        "ENCRYPTION_KEY_ID=123e4567-e89b-12d3-a456-426614174000",
+        "CHECKSUM=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        'os.environ["DB_PASSWORD"] = "<password>"',
+        "docker login -u ci -p ${{ secrets.DOCKERHUB_TOKEN }} docker.io",
+        'echo "$PW" | docker login --password-stdin -u ci docker.io',
+        "2024-05-01T12:00:00.1234567Z -----BEGIN RSA PRIVATE KEY-----\n2024-05-01T12:00:00.1234567Z ***\n"
+        "2024-05-01T12:00:00.1234567Z -----END RSA PRIVATE KEY-----",
+    ],
+)
+def test_hard_negatives_of_the_new_families(line: str) -> None:
+    assert findings(line + "\n") == []
