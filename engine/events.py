@@ -324,6 +324,40 @@ class IntakeTokenRevoked(Event, frozen=True, tag="intake.revoked"):
     intake_id: str
 
 
+# --- console operators (engine/operators.py) -----------------------------------------------------
+
+OperatorRole = Literal["viewer", "operator", "admin"]
+
+
+class OperatorAdded(Event, frozen=True, tag="operator.added"):
+    tenant: str
+    operator_id: str
+    name: str
+    role: OperatorRole
+    totp_required: bool
+    #: Keyed hash of the one-time set-up token; the token itself is never stored.
+    setup_hash: str
+    setup_expires_at: datetime
+
+
+class OperatorActivated(Event, frozen=True, tag="operator.activated"):
+    """Set-up done: the password hash (and TOTP secret) went to lz_operator_credentials, never into an event."""
+
+    tenant: str
+    operator_id: str
+    totp_enrolled: bool
+
+
+class OperatorTotpRequired(Event, frozen=True, tag="operator.totp_required"):
+    tenant: str
+    operator_id: str
+
+
+class OperatorRemoved(Event, frozen=True, tag="operator.removed"):
+    tenant: str
+    operator_id: str
+
+
 # --- audit ---------------------------------------------------------------------------------------
 
 
@@ -358,6 +392,10 @@ AnyEvent = (
     | UsageAnomalyObserved
     | IntakeTokenCreated
     | IntakeTokenRevoked
+    | OperatorAdded
+    | OperatorActivated
+    | OperatorTotpRequired
+    | OperatorRemoved
     | SecretVersionCompromised
     | SecretDeleted
     | AuditRecorded

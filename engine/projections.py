@@ -14,6 +14,7 @@ import msgspec
 
 from engine import events as ev
 from engine.clock import iso, parse_iso
+from engine.console_projections import CONSOLE_HANDLERS
 from engine.outbound import redact_url
 from engine.schema import PROJECTION_TABLES
 from eventstore import RecordedEvent, Transaction
@@ -351,6 +352,7 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.SecretRevoked: _secret_revoked,
     ev.DependentAdopted: _dependent_adopted,
 }
+_HANDLERS.update(CONSOLE_HANDLERS)
 
 
 _AUDIT_INSERT = (

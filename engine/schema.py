@@ -19,6 +19,7 @@ PROJECTION_TABLES = (
     "rm_anomaly_evidence",
     "rm_removed_tokens",
     "rm_intake_tokens",
+    "rm_operators",
 )
 
 _READ_MODELS = """
@@ -285,6 +286,44 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE lz_pull_baseline (tenant TEXT NOT NULL, dependent_id TEXT NOT NULL,"
             " addresses TEXT NOT NULL, windows INTEGER NOT NULL, rate_ewma REAL NOT NULL,"
             " PRIMARY KEY (tenant, dependent_id))",
+        ),
+    ),
+    Migration(
+        namespace="engine",
+        version=9,
+        name="console_operators",
+        # Console operators (engine/operators.py): rm_operators is a read model (replay rebuilds it); their password
+        # hashes and sealed TOTP secrets, console sessions and login failures are side tables never held in events,
+        # which replay leaves alone. Literal SQL (see v5).
+        postgresql=(
+            "CREATE TABLE rm_operators (operator_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL,"
+            " role TEXT NOT NULL, status TEXT NOT NULL, totp_required INTEGER NOT NULL, totp_enrolled INTEGER NOT NULL,"
+            " setup_hash TEXT, setup_expires_at TEXT, created_at TEXT NOT NULL)",
+            "CREATE INDEX rm_operators_name ON rm_operators (tenant, name, status)",
+            "CREATE UNIQUE INDEX rm_operators_setup ON rm_operators (setup_hash)",
+            "CREATE TABLE lz_operator_credentials (operator_id TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
+            " password_hash TEXT NOT NULL, totp_sealed TEXT, totp_last_step BIGINT NOT NULL)",
+            "CREATE TABLE lz_console_sessions (session_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
+            " operator_id TEXT NOT NULL, csrf_token TEXT NOT NULL, created_at TEXT NOT NULL,"
+            " last_seen_at TEXT NOT NULL)",
+            "CREATE INDEX lz_console_sessions_operator ON lz_console_sessions (operator_id)",
+            "CREATE TABLE lz_login_failures (subject TEXT PRIMARY KEY, failures INTEGER NOT NULL,"
+            " window_start TEXT NOT NULL, locked_until TEXT)",
+        ),
+        sqlite=(
+            "CREATE TABLE rm_operators (operator_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL,"
+            " role TEXT NOT NULL, status TEXT NOT NULL, totp_required INTEGER NOT NULL, totp_enrolled INTEGER NOT NULL,"
+            " setup_hash TEXT, setup_expires_at TEXT, created_at TEXT NOT NULL)",
+            "CREATE INDEX rm_operators_name ON rm_operators (tenant, name, status)",
+            "CREATE UNIQUE INDEX rm_operators_setup ON rm_operators (setup_hash)",
+            "CREATE TABLE lz_operator_credentials (operator_id TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
+            " password_hash TEXT NOT NULL, totp_sealed TEXT, totp_last_step BIGINT NOT NULL)",
+            "CREATE TABLE lz_console_sessions (session_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL,"
+            " operator_id TEXT NOT NULL, csrf_token TEXT NOT NULL, created_at TEXT NOT NULL,"
+            " last_seen_at TEXT NOT NULL)",
+            "CREATE INDEX lz_console_sessions_operator ON lz_console_sessions (operator_id)",
+            "CREATE TABLE lz_login_failures (subject TEXT PRIMARY KEY, failures INTEGER NOT NULL,"
+            " window_start TEXT NOT NULL, locked_until TEXT)",
         ),
     ),
 )

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from api.cli import audit_cmds
+from api.cli.operator_cmds import HANDLERS as OPERATOR_HANDLERS
 from api.cli.output import emit_json, table
 from engine import (
     approvals,
@@ -502,3 +503,4 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("provider", "show"): cmd_provider_show,
 }
 HANDLERS.update(audit_cmds.HANDLERS)
+HANDLERS.update(OPERATOR_HANDLERS)

@@ -6,6 +6,7 @@ import argparse
 from typing import Any, get_args
 
 from api.cli import audit_cmds
+from api.cli.operator_cmds import add_parsers as add_operator_parsers
 from engine.events import SecretStatus
 from providers.catalog import PROVIDERS, describe_provider
 
@@ -183,6 +184,7 @@ def build_parser() -> UsageParser:
     d_add.add_argument("--environment", required=True)
     d_add.add_argument("--delivery", required=True, metavar="pull|file:PATH|webhook:URL")
     audit_cmds.add_parsers(sub, common, UsageParser)
+    add_operator_parsers(sub, common, tenant_opt, UsageParser)
     return p
 
 
