@@ -202,6 +202,13 @@ class RotationApproved(SagaEvent, frozen=True, tag="rotation.approved"):
     by: str
 
 
+class RotationJoined(SagaEvent, frozen=True, tag="rotation.joined"):
+    """A call with an idempotency key was answered with this in-flight rotation: a retry with that key must get
+    this rotation again, even after it finished."""
+
+    idempotency_key: str
+
+
 class RotationApprovalsMet(SagaEvent, frozen=True, tag="rotation.approvals_met"):
     """Enough distinct people approved: the saga may start."""
 
@@ -408,6 +415,7 @@ AnyEvent = (
     | NotificationFailed
     | RotationRequested
     | RotationApproved
+    | RotationJoined
     | RotationApprovalsMet
     | SagaStepStarted
     | SagaStepCompleted

@@ -98,6 +98,8 @@ async def _request(
     reason: str,
     idempotency_key: str | None,
     forced: bool = False,
+    *,
+    joins: ev.RotationKind,
 ) -> tuple[Secret, Rotation, bool]:
     """Append RotationRequested unless one is in flight (or has this idempotency key): then return that.
 
@@ -109,11 +111,24 @@ async def _request(
         if secret is None:
             raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
         if idempotency_key is not None:
-            same = next((r for r in secret.rotations if r.idempotency_key == idempotency_key), None)
+            same = next((r for r in secret.rotations if r.answers(idempotency_key)), None)
             if same is not None:
                 return Decision((secret, same, False))
         if secret.in_flight is not None:
-            return Decision((secret, secret.in_flight, False))
+            # A keyed call joins the rotation it is answered with, so its retry gets that rotation even after it
+            # ended; only one of its own kind (a rollback answered with a rotation in flight is refused anyway).
+            if idempotency_key is None or secret.in_flight.kind != joins:
+                return Decision((secret, secret.in_flight, False))
+            joined = ev.RotationJoined(
+                at=engine.clock.now(),
+                tenant=tenant,
+                secret_id=secret_id,
+                rotation_id=secret.in_flight.rotation_id,
+                idempotency_key=idempotency_key,
+            )
+            after = apply_secret(secret, joined, actor)
+            assert after is not None and after.in_flight is not None
+            return Decision((after, after.in_flight, False), [joined])
         kind, from_v, to_v = plan(secret)
         event = ev.RotationRequested(
             at=engine.clock.now(),
@@ -157,7 +172,9 @@ async def rotate(
     idempotency_key: str | None = None,
 ) -> RotationStarted:
     await _check_agent_allowed(engine, tenant, secret_id, actor, "rotate")
-    _, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_rotate, reason, idempotency_key)
+    _, rotation, created = await _request(
+        engine, tenant, secret_id, actor, _plan_rotate, reason, idempotency_key, joins="rotate"
+    )
     if created and rotation.approved:
         await queue.enqueue(tenant, secret_id, rotation.rotation_id)
     return _started(tenant, secret_id, rotation)
@@ -236,7 +253,9 @@ async def rollback(
 ) -> RollbackStarted:
     await _check_agent_allowed(engine, tenant, secret_id, actor, "roll back")
     plan = _plan_rollback(to_version, engine.clock.now(), force)
-    _, rotation, created = await _request(engine, tenant, secret_id, actor, plan, reason, idempotency_key, force)
+    _, rotation, created = await _request(
+        engine, tenant, secret_id, actor, plan, reason, idempotency_key, force, joins="rollback"
+    )
     if not created and rotation.kind != "rollback":
         raise Conflict(
             f"rotation {rotation.rotation_id} of {secret_id!r} is in flight; wait for it (verify_remediation) first"
@@ -275,7 +294,9 @@ async def revoke(
     idempotency key, or while it runs) joins the same revocation and its one incident."""
     await _check_agent_allowed(engine, tenant, secret_id, actor, "revoke")
     await _cancel_in_flight(engine, tenant, secret_id, actor)
-    secret, rotation, created = await _request(engine, tenant, secret_id, actor, _plan_revoke, reason, idempotency_key)
+    secret, rotation, created = await _request(
+        engine, tenant, secret_id, actor, _plan_revoke, reason, idempotency_key, joins="revoke"
+    )
     if not created and rotation.kind != "revoke":
         # A revocation must not wait for a rotation; it supersedes it once that saga yields.
         raise Conflict(f"rotation {rotation.rotation_id} of {secret_id!r} is in flight; revoke again when it ends")

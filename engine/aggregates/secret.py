@@ -73,6 +73,8 @@ class Rotation(msgspec.Struct, frozen=True):
     idempotency_key: str | None = None
     required_approvals: int = 0
     approvers: tuple[str, ...] = ()
+    #: Keys of calls that joined this rotation while it was in flight (RotationJoined).
+    joined_keys: tuple[str, ...] = ()
     approved: bool = True
     steps: tuple[StepRecord, ...] = ()
     outcome: Literal["completed", "compensated", "failed", "cancelled"] | None = None
@@ -85,6 +87,9 @@ class Rotation(msgspec.Struct, frozen=True):
     @property
     def compensating(self) -> bool:
         return any(s.status == "failed" and not s.compensating for s in self.steps)
+
+    def answers(self, idempotency_key: str) -> bool:
+        return self.idempotency_key == idempotency_key or idempotency_key in self.joined_keys
 
     def last(self, step: ev.SagaStep, compensating: bool = False) -> StepRecord | None:
         found = [s for s in self.steps if s.step == step and s.compensating == compensating]
@@ -222,6 +227,13 @@ def apply_secret(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | 
                     state,
                     event.rotation_id,
                     lambda r: r if event.by in r.approvers else replace(r, approvers=(*r.approvers, event.by)),
+                ),
+            )
+        case ev.RotationJoined():
+            return replace(
+                state,
+                rotations=_update_rotation(
+                    state, event.rotation_id, lambda r: replace(r, joined_keys=(*r.joined_keys, event.idempotency_key))
                 ),
             )
         case ev.RotationApprovalsMet():
