@@ -100,7 +100,7 @@ def _compile(rules: tuple[Rule, ...]) -> _Compiled:
             flags.append(0)
     b64 = frozenset(range(len(expressions), len(expressions) + len(B64_TRIGGERS)))
     expressions.extend(B64_TRIGGERS)
-    flags.extend([hyperscan.HS_FLAG_MULTILINE] * len(B64_TRIGGERS))
+    flags.extend([0] * len(B64_TRIGGERS))  # the value starts a fixed 16 before the end: no SOM needed
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(expressions=expressions, ids=list(range(len(expressions))), flags=flags)
     options = re2.Options()

@@ -14,6 +14,9 @@ Rows:
 - lockzero managed: the managed-value matcher for a tenant of 1,000 secrets (raw, JSON, URL and three
   base64 alignments of each value: the literal set a scan builds), its build (decrypt + compile) and match
   timed apart; 50 of the values are planted in the text, and all 50 must be found.
+- lockzero formats on the families corpus (tests/detection/corpus_families.py: timestamped CI logs, base64
+  values, HTTP Basic, driver-qualified/JDBC URLs, telling names, with their hard negatives): speed, and the
+  strict per-family table of tests/detection/test_families.py.
 - detect-secrets: its own file scan (``detect_secrets.core.scan.scan_file`` with the default plugins and
   filters, as ``detect-secrets scan`` runs it) on the same text written to a temporary file.
 
@@ -37,7 +40,9 @@ import pytest
 from engine.crypto import MasterKey, random_secret
 from engine.detection import scanner
 from engine.detection.managed import ManagedMatcher, SealedVersion
+from tests.detection import corpus_families
 from tests.detection.corpus import Label, concatenated
+from tests.detection.test_families import RECALL_FLOOR, score
 
 pytestmark = pytest.mark.bench
 
@@ -123,6 +128,9 @@ def test_detect_throughput_beside_detect_secrets() -> None:
     for name, blob in sparse.items():
         reported, wall, cpu = timed(lockzero_lines, blob)
         sparse_rows.append((name, len(blob) / 1e6, wall, cpu, len(reported)))
+    family_docs = corpus_families.generate(20260601, per_family=300)
+    family_bytes = sum(len(d.document.text.encode()) for d in family_docs)
+    family_score, family_wall, family_cpu = timed(score, family_docs)
     matcher, build_wall, _ = timed(ManagedMatcher, keys, sealed)
     hits: list[object] = []
     match_wall = 0.0
@@ -147,9 +155,17 @@ def test_detect_throughput_beside_detect_secrets() -> None:
     for name, size, wall, cpu, n in sparse_rows:
         print(f"  {name:16} {size:5.1f} MB  {size / wall:7.1f} MB/s  {size / cpu:7.1f} MB/s cpu  {n} reports")
     print(
+        f"lockzero formats on the families corpus: {family_bytes / 1e6:.1f} MB in {len(family_docs)} documents,"
+        f" {family_bytes / 1e6 / family_wall:.1f} MB/s, {family_bytes / 1e6 / family_cpu:.1f} MB/s cpu"
+        " (per-document scans, as detect_exposure is called)"
+    )
+    print(family_score.table())
+    print(
         f"lockzero managed: 1,000 secrets -> matcher built (decrypt + literal compile) in {build_wall * 1000:.0f} ms,"
         f" matched {len(managed_data) / 1e6:.1f} MB at {len(managed_data) / 1e6 / match_wall:.0f} MB/s,"
         f" {len({h.secret_id for h in hits})}/50 planted values found"  # type: ignore[attr-defined]
     )
     print(f"speed-up over detect-secrets: {ds_wall / ours_wall:.0f}x")
     assert {h.secret_id for h in hits} == {f"prod/s{i}" for i in planted}  # type: ignore[attr-defined]
+    # The families are still found at speed (floors as in tests/detection/test_families.py).
+    assert all(family_score.recall(f) >= RECALL_FLOOR[f] for f in corpus_families.FAMILIES), family_score.table()
