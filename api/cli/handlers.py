@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from api.cli import audit_cmds
+from api.cli import audit_cmds, intake_cmds
 from api.cli.operator_cmds import HANDLERS as OPERATOR_HANDLERS
 from api.cli.output import emit_json, table
 from engine import (
@@ -329,6 +329,8 @@ async def cmd_secret_policy(args: argparse.Namespace) -> None:
         changes["allow_agent_rotation"] = args.agent_rotation
     if args.auto_rotate is not None:
         changes["auto_rotate"] = args.auto_rotate
+    if args.on_anomaly is not None:
+        changes["on_anomaly"] = args.on_anomaly
     async with open_engine() as engine:
         await tenants.get_tenant(engine, args.tenant)
         async with audited(engine, args.tenant, operator(), "secret.policy", secret_id=args.secret_id):
@@ -358,6 +360,7 @@ def policy_rows(policy: ev.Policy) -> list[tuple[str, str]]:
     return [
         ("max age", _days_first(policy.max_age_s) if policy.max_age_s else "none (never overdue)"),
         ("auto-rotate", "on (rotates when due)" if policy.auto_rotate else "off (overdue opens an incident)"),
+        ("on anomaly", "rotate (and notify)" if policy.on_anomaly == "rotate" else "notify"),
         ("approvals", str(policy.required_approvals) if policy.required_approvals else "none"),
         ("agent rotation", "allowed" if policy.allow_agent_rotation else "refused (people only)"),
         ("grace", _days_first(policy.grace_s)),
@@ -503,4 +506,5 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("provider", "show"): cmd_provider_show,
 }
 HANDLERS.update(audit_cmds.HANDLERS)
+HANDLERS.update(intake_cmds.HANDLERS)
 HANDLERS.update(OPERATOR_HANDLERS)

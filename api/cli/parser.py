@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, get_args
 
-from api.cli import audit_cmds
+from api.cli import audit_cmds, intake_cmds
 from api.cli.operator_cmds import add_parsers as add_operator_parsers
 from engine.events import SecretStatus
 from providers.catalog import PROVIDERS, describe_provider
@@ -148,6 +148,11 @@ def build_parser() -> UsageParser:
         "--auto-rotate", dest="auto_rotate", action="store_true", default=None, help="rotate automatically when due"
     )
     auto.add_argument("--no-auto-rotate", dest="auto_rotate", action="store_false", help="only report overdue")
+    s_policy.add_argument(
+        "--on-anomaly",
+        choices=("notify", "rotate"),
+        help="what a usage anomaly does besides notifying: rotate starts a rotation (approvals apply)",
+    )
 
     provider = sub.add_parser("provider", help="what each provider needs").add_subparsers(
         dest="action", required=True, metavar="ACTION", parser_class=UsageParser
@@ -184,6 +189,7 @@ def build_parser() -> UsageParser:
     d_add.add_argument("--environment", required=True)
     d_add.add_argument("--delivery", required=True, metavar="pull|file:PATH|webhook:URL")
     audit_cmds.add_parsers(sub, common, UsageParser)
+    intake_cmds.add_parsers(sub, common, tenant_opt, UsageParser)
     add_operator_parsers(sub, common, tenant_opt, UsageParser)
     return p
 
