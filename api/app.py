@@ -8,6 +8,7 @@ from litestar import Litestar, Request, delete, get, post
 from litestar.response import Response
 
 from api.alerts import MAX_BODY_BYTES, AlertBudget, alerts_endpoint
+from api.console.web import console_routes
 from api.mcp.dispatcher import Dispatcher
 from api.mcp.endpoint import McpEndpoint
 from api.mcp.sessions import SessionStore
@@ -98,7 +99,18 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
         return Response(body, media_type=content_type)
 
     return Litestar(
-        route_handlers=[mcp_post, mcp_get, mcp_delete, pull_current, alerts, healthz, readyz, metrics],
+        route_handlers=[
+            mcp_post,
+            mcp_get,
+            mcp_delete,
+            pull_current,
+            alerts,
+            healthz,
+            readyz,
+            metrics,
+            # The operator console (GET / and its pages): api/console/web.py.
+            *console_routes(engine, queue),
+        ],
         debug=False,
         logging_config=None,
         # No other endpoint takes a body of any size (the MCP endpoint sets its own limit).

@@ -251,7 +251,6 @@ async def complete_setup(
     operator = await pending_setup(engine, token)
     check_password(password, operator.name)
     sealed: str | None = None
-    step = 0
     if operator.totp_required and not totp_secret:
         raise InvalidInput("an admin requires a TOTP second factor for you: scan the code and enter a code")
     if totp_secret:
@@ -261,10 +260,10 @@ async def complete_setup(
             ok = False
         if not ok:
             raise InvalidInput("the TOTP secret is malformed; reload the set-up page")
-        matched = totp_matches(totp_secret, totp_code, engine.clock.now(), 0)
-        if matched is None:
+        if totp_matches(totp_secret, totp_code, engine.clock.now(), 0) is None:
             raise InvalidInput("the TOTP code does not match; check the authenticator app's clock and try again")
-        step = matched
+        # The enrolment code is not remembered as used: signing in right after set-up shows the same code, and
+        # that sign-in also needs the password.
         keys = await engine.tenant_keys(operator.tenant)
         sealed = keys.seal_text(totp_secret, ref=operator.operator_id, purpose="operator-totp")
     password_hash = await asyncio.to_thread(_hasher.hash, password)
@@ -274,7 +273,7 @@ async def complete_setup(
         await tx.execute(
             "INSERT INTO lz_operator_credentials (operator_id, tenant, password_hash, totp_sealed, totp_last_step)"
             " VALUES (?, ?, ?, ?, ?)",
-            (operator.operator_id, operator.tenant, password_hash, sealed, step),
+            (operator.operator_id, operator.tenant, password_hash, sealed, 0),
         )
 
     # The expected version makes a second use of the same link (even a concurrent one) fail.

@@ -1,0 +1,1 @@
+"""The operator console: server-rendered pages at / for people who sign in (engine/operators.py)."""
