@@ -22,10 +22,12 @@ SEED = 20260601
 #: Floors, with the figures measured when they were set (seed SEED, 150 documents with a credential per
 #: family): every family but base64 found all its credentials, so one miss in a hundred fails the test.
 #: base64 misses a password that is encoded with no name on its line (``echo '<b64>' | base64 -d >
-#: /tmp/POSTGRES_PASSWORD``: the name is the file it is written to), about 1 in 30 of that family; its floor
-#: leaves room for that and nothing else. Precision: no false positive was measured in any family, and a
-#: new one on a hash, digest, UUID or placeholder is what this corpus is here to catch.
-RECALL_FLOOR = {"ci_log": 0.99, "base64": 0.95, "basic_auth": 0.99, "db_url": 0.99, "named": 0.99}
+#: /tmp/POSTGRES_PASSWORD``: the name is the file it is written to): 1 in 32 of that family's documents by
+#: construction, measured 0.960 here and 0.953 on 300 documents (the detect benchmark); its floor sits two
+#: standard deviations of that miss rate below, and leaves room for nothing else. Precision: no false
+#: positive was measured in any family, and a new one on a hash, digest, UUID or placeholder is what this
+#: corpus is here to catch.
+RECALL_FLOOR = {"ci_log": 0.99, "base64": 0.93, "basic_auth": 0.99, "db_url": 0.99, "named": 0.99}
 PRECISION_FLOOR = 0.99
 
 
