@@ -171,6 +171,9 @@ def test_the_console_story(server: Server, browser: Any) -> None:
     assert "incident opened (policy_violation" in timeline
     assert "rotate_secret" in timeline
     alice.screenshot(path=str(SHOTS / "07-incident-timeline.png"), full_page=True)
+    alice.goto("/")
+    assert alice.inner_text("#open-incidents") == "1"
+    alice.screenshot(path=str(SHOTS / "09-overview-after.png"), full_page=True)
 
     # Revoke the key in the console: the client is refused from then on.
     alice.goto("/settings/keys")
