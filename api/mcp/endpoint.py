@@ -54,8 +54,10 @@ BODY_GRACE_S = 10.0
 BODY_MIN_BYTES_PER_S = 16 * 1024
 _JSON = "application/json"
 _encoder = msgspec.json.Encoder()
-#: After these the connection is closed: the rest of the body is not read, so it cannot be reused.
-_CLOSING = (408, 413)
+#: After these the connection is closed at once. Not after 413: closing a socket with the refused body still
+#: arriving makes the kernel reset it, and the client loses the answer; api/http_protocol.py reads and drops
+#: the rest for DRAIN_TIMEOUT_S instead, then closes.
+_CLOSING = (408,)
 _VERSION_SHAPE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from api.http_protocol import DRAIN_TIMEOUT_S
 from tests.api.conftest import running_server
 from tests.api.support import Key, Server
 
@@ -109,7 +110,7 @@ def _status_and_body(raw: bytes) -> tuple[int, dict[str, object]]:
 def test_announced_oversize_body_is_refused_before_it_is_sent(srv: Server, key: Key) -> None:
     with _connect(srv) as sock:
         sock.sendall(_head(key, 6 * 1024 * 1024))
-        raw, closed = _read_all(sock, 5.0)
+        raw, closed = _read_all(sock, DRAIN_TIMEOUT_S + 5.0)
     status, body = _status_and_body(raw)
     assert status == 413, raw[:300]
     assert body["error"]["code"] == -32015, body  # type: ignore[index]
