@@ -16,9 +16,7 @@ def _revoke(stack: Stack, key: Any, secret_id: str, idem: str | None) -> dict[st
     return dict(r.json())
 
 
-def test_retried_revoke_returns_the_first_result(
-    stack: Stack, acl_user: AclUser, webhook: WebhookReceiver
-) -> None:
+def test_retried_revoke_returns_the_first_result(stack: Stack, acl_user: AclUser, webhook: WebhookReceiver) -> None:
     tenant, key = stack.tenant_and_key()
     stack.add_redis_secret(tenant, "prod/revoke/idem", acl_user)
     dep = stack.server.dependent(tenant, "prod/revoke/idem", "billing", f"webhook:{webhook.url}")
@@ -56,7 +54,7 @@ def test_revoke_idempotency_key_is_validated(stack: Stack) -> None:
     # A refused call changed nothing: the secret is still active on v1.
     meta = stack.metadata(key, "prod/revoke/valid")
     assert meta["status"] == "active" and meta["current_version"] == "v1", meta
-    schema = next(
-        t for t in stack.server.result(key, "tools/list", {})["tools"] if t["name"] == "revoke_secret"
-    )["inputSchema"]
+    schema = next(t for t in stack.server.result(key, "tools/list", {})["tools"] if t["name"] == "revoke_secret")[
+        "inputSchema"
+    ]
     assert "idempotency_key" in schema["properties"], schema
