@@ -19,29 +19,14 @@ from engine.app import Engine
 from engine.audit import make_record
 from engine.audit_batcher import AuditBatcher
 from engine.audit_flood import AuditFloodGuard
-from engine.crypto import SERVICE_TOKEN_PREFIX
 from engine.errors import NotFound
-from engine.pull import BadServiceToken, current_for_dependent
+from engine.pull import current_for_dependent, identify
 from eventstore import StoreUnavailable
 
 log = logging.getLogger("lockzero.api")
 
 _SUFFIX = "/current"
 METHOD = "pull_current"
-
-
-async def _dependent_of(engine: Engine, token: str) -> tuple[str, str] | None:
-    """(tenant, dependent_id) behind a token, for the audit record; the read itself checks it again."""
-    if not token.startswith(SERVICE_TOKEN_PREFIX) or len(token) > 200:
-        return None
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone(
-            "SELECT tenant, dependent_id, token_hash FROM rm_dependents WHERE token_hash = ?",
-            (engine.tokens.hash(token),),
-        )
-    if row is None or not engine.tokens.matches(token, str(row[2])):
-        return None
-    return str(row[0]), str(row[1])
 
 
 async def pull_endpoint(
@@ -59,7 +44,7 @@ async def pull_endpoint(
     source = request.client.host if request.client and request.client.host else "unknown"
     token = bearer_token(request)
     try:
-        who = await _dependent_of(engine, token) if token is not None else None
+        who = await identify(engine, token) if token is not None else None
     except StoreUnavailable:
         return Response({"error": "unavailable", "error_description": "retry later"}, status_code=503)
     if token is None or who is None:
@@ -69,13 +54,10 @@ async def pull_endpoint(
         if token is None:
             return unauthorized("send Authorization: Bearer lz_svc_… (printed by `lockzero dependent add`)")
         return unauthorized("the dependent token is unknown or was removed")
-    tenant, dependent_id = who
+    tenant, dependent_id = who.tenant, who.dependent_id
     actor = ev.EventMeta(actor_id=dependent_id, actor_type="service")
     try:
-        body = await current_for_dependent(engine, token, secret_id)
-    except BadServiceToken:  # removed between the two lookups
-        await _refused(guard, tenant, actor, "denied", "invalid_token", source)
-        return unauthorized("the dependent token is unknown or was removed")
+        body = await current_for_dependent(engine, who, secret_id)
     except NotFound as exc:
         # The requested path is the caller's; the audit keeps the reason only.
         await _refused(guard, tenant, actor, "invalid", "not_found", source)

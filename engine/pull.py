@@ -3,6 +3,7 @@ that it adopted that version (what the saga waits for before retiring the old cr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from engine import naming
@@ -11,30 +12,41 @@ from engine.app import SYSTEM, Engine
 from engine.clock import iso
 from engine.crypto import SERVICE_TOKEN_PREFIX
 from engine.delivery import record_adoption
-from engine.errors import Forbidden, NotFound
+from engine.errors import NotFound
 from engine.secrets import read_version_value
 from engine.verification import settle_leaks
 
 
-class BadServiceToken(Forbidden):
-    pass
+@dataclass(frozen=True)
+class PullDependent:
+    """The dependent a lz_svc_ token belongs to, looked up once per pull (the audit names it, the read uses it)."""
+
+    tenant: str
+    dependent_id: str
+    secret_id: str
+    adopted_version: int | None
 
 
-async def current_for_dependent(engine: Engine, token: str, secret_id: str) -> dict[str, Any]:
+async def identify(engine: Engine, token: str) -> PullDependent | None:
+    """The token's dependent, or None for anything that is not a live dependent token."""
     if not token.startswith(SERVICE_TOKEN_PREFIX) or len(token) > 200:
-        raise BadServiceToken("not a dependent token")
-    digest = engine.tokens.hash(token)
+        return None
     async with engine.store.reader() as tx:
-        dep = await tx.fetchone(
+        row = await tx.fetchone(
             "SELECT tenant, dependent_id, secret_id, adopted_version, token_hash FROM rm_dependents"
             " WHERE token_hash = ?",
-            (digest,),
+            (engine.tokens.hash(token),),
         )
-        if dep is None or not engine.tokens.matches(token, str(dep[4])):
-            raise BadServiceToken("unknown dependent token")
-        tenant, dependent_id, attached_to, adopted, _ = dep
-        if attached_to != secret_id:
-            raise NotFound("this dependent is not attached to that secret")
+    if row is None or not engine.tokens.matches(token, str(row[4])):
+        return None
+    return PullDependent(str(row[0]), str(row[1]), str(row[2]), None if row[3] is None else int(row[3]))
+
+
+async def current_for_dependent(engine: Engine, dep: PullDependent, secret_id: str) -> dict[str, Any]:
+    tenant, dependent_id, adopted = dep.tenant, dep.dependent_id, dep.adopted_version
+    if dep.secret_id != secret_id:
+        raise NotFound("this dependent is not attached to that secret")
+    async with engine.store.reader() as tx:
         row = await tx.fetchone(
             "SELECT current_version, status FROM rm_secrets WHERE tenant = ? AND secret_id = ?", (tenant, secret_id)
         )

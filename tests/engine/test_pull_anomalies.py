@@ -15,7 +15,7 @@ from engine.app import Engine
 from engine.crypto import MasterKey
 from engine.dependents import add_dependent
 from engine.incidents import active_incidents
-from engine.pull import current_for_dependent
+from engine.pull import current_for_dependent, identify
 from engine.secrets import register_secret
 from engine.tenants import create_tenant
 from eventstore import open_store
@@ -57,7 +57,9 @@ async def test_second_address_is_one_anomaly_and_a_removed_token_is_too(engine: 
     watch = PullWatch(engine)
 
     async def pull(source: str) -> None:
-        await current_for_dependent(engine, dep.token or "", SID)
+        who = await identify(engine, dep.token or "")
+        assert who is not None
+        await current_for_dependent(engine, who, SID)
         await watch.pulled(TENANT, SID, dep.dependent_id, source)
 
     for _ in range(5):
