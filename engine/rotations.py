@@ -11,13 +11,13 @@ import msgspec
 
 from engine import events as ev
 from engine import naming
-from engine.aggregates.secret import Rotation, Secret, apply_secret, fold_secret
+from engine.aggregates.secret import Rotation, Secret, apply_secret
 from engine.app import Engine
 from engine.crypto import new_id
 from engine.errors import Conflict, Forbidden, NotFound
 from engine.incidents import open_incident
 from engine.saga import RotationSaga
-from engine.unit_of_work import Decision, change_secret
+from engine.unit_of_work import Decision, change_secret, load_secret
 from eventstore import ConcurrencyError
 
 
@@ -57,14 +57,6 @@ class RevokeResult(msgspec.Struct, frozen=True):
 
 def _v(n: int | None) -> str | None:
     return f"v{n}" if n is not None else None
-
-
-async def _load(engine: Engine, tenant: str, secret_id: str) -> tuple[Secret, int]:
-    events, metas, version = await engine.load_with_meta(naming.secret_stream(tenant, naming.secret_id(secret_id)))
-    secret = fold_secret(events, metas)
-    if secret is None:
-        raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
-    return secret, version
 
 
 def _approval_note(tenant: str, r: Rotation) -> str | None:
@@ -184,7 +176,7 @@ async def _check_agent_allowed(engine: Engine, tenant: str, secret_id: str, acto
     """`allow_agent_rotation: false` stops agents (not operators); the attempt is a policy_violation incident."""
     if actor.actor_type != "agent":
         return
-    secret, _ = await _load(engine, tenant, secret_id)
+    secret, _ = await load_secret(engine, tenant, secret_id)
     if secret.policy.allow_agent_rotation:
         return
     incident_id = await open_incident(
@@ -270,7 +262,7 @@ async def rollback(
 async def _cancel_in_flight(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta) -> None:
     """An emergency revoke waits for nothing: a rotation in flight (or waiting for approvals) is cancelled;
     its runner sees that at its next step, and the revoke sweeps whatever it had created."""
-    secret, version = await _load(engine, tenant, secret_id)
+    secret, version = await load_secret(engine, tenant, secret_id)
     pending = secret.in_flight
     if pending is None or pending.kind == "revoke":
         return
@@ -312,7 +304,7 @@ async def revoke(
         incident_id=revoke_incident_id(rotation.rotation_id),
     )
     await RotationSaga(engine).run(tenant, secret_id, rotation.rotation_id)
-    secret, _ = await _load(engine, tenant, secret_id)
+    secret, _ = await load_secret(engine, tenant, secret_id)
     done = secret.rotation(rotation.rotation_id)
     assert done is not None
     alert = done.last("alert")

@@ -18,7 +18,7 @@ from engine import events as ev
 from engine import naming
 from engine.aggregates.secret import Secret, fold_secret
 from engine.app import Engine
-from engine.errors import Conflict
+from engine.errors import Conflict, NotFound
 from eventstore import ConcurrencyError, Transaction
 
 T = TypeVar("T")
@@ -67,6 +67,15 @@ async def decide_and_append(
     except ConcurrencyError:
         raise Conflict(f"{what} is changing too fast; retry") from None
     raise AssertionError("unreachable: tenacity returns or re-raises")
+
+
+async def load_secret(engine: Engine, tenant: str, secret_id: str) -> tuple[Secret, int]:
+    """The secret folded from its stream, and the stream version it was folded at; NotFound when there is none."""
+    events, metas, version = await engine.load_with_meta(naming.secret_stream(tenant, naming.secret_id(secret_id)))
+    secret = fold_secret(events, metas)
+    if secret is None:
+        raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
+    return secret, version
 
 
 def fold_secret_stream(events: list[ev.AnyEvent], metas: list[ev.EventMeta]) -> Secret | None:

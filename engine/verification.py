@@ -16,13 +16,14 @@ import msgspec
 
 from engine import events as ev
 from engine import naming
-from engine.aggregates.secret import Dependent, Rotation, Secret, fold_secret
+from engine.aggregates.secret import Dependent, Rotation, Secret
 from engine.app import Engine
 from engine.clock import parse_iso
 from engine.delivery import adopted_versions
 from engine.errors import NotFound
 from engine.incidents import mark_mitigated, open_incident_ids, resolve_for_secret
 from engine.provider_access import credential, open_provider
+from engine.unit_of_work import load_secret
 from providers.base import Auth, Provider
 
 CheckState = Literal["passed", "failed", "unknown"]
@@ -80,10 +81,7 @@ def _v(n: int | None) -> str:
 
 
 async def _load(engine: Engine, tenant: str, secret_id: str) -> Secret:
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, naming.secret_id(secret_id)))
-    secret = fold_secret(events, metas)
-    if secret is None:
-        raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
+    secret, _ = await load_secret(engine, tenant, secret_id)
     return secret
 
 

@@ -45,9 +45,9 @@ class Queue:
 
 
 async def current(engine: Engine, secret_id: str, version: int) -> Credential:
-    from engine.rotations import _load
+    from engine.unit_of_work import load_secret
 
-    secret, _ = await _load(engine, TENANT, secret_id)
+    secret, _ = await load_secret(engine, TENANT, secret_id)
     cred = await credential(engine, secret, version)
     assert cred is not None
     return cred

@@ -19,10 +19,11 @@ import pytest
 from engine.app import Engine
 from engine.crypto import MasterKey
 from engine.provider_access import credential
-from engine.rotations import _load, rotate
+from engine.rotations import rotate
 from engine.saga import RotationSaga
 from engine.secrets import register_secret
 from engine.tenants import create_tenant
+from engine.unit_of_work import load_secret
 from engine.verification import verify
 from eventstore import open_store
 from providers.base import Credential
@@ -110,7 +111,7 @@ async def forwarder() -> AsyncIterator[Forwarder]:
 
 
 async def version(engine: Engine, secret_id: str, number: int) -> Credential:
-    secret, _ = await _load(engine, TENANT, secret_id)
+    secret, _ = await load_secret(engine, TENANT, secret_id)
     cred = await credential(engine, secret, number)
     assert cred is not None
     return cred
