@@ -7,9 +7,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+
+if TYPE_CHECKING:
+    from tests.saga.support import AclUser
 
 ADMIN_DSN = os.environ.get("LOCKZERO_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -64,3 +68,15 @@ async def store(store_url: str) -> AsyncIterator[object]:
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+def acl_user() -> Iterator[AclUser]:
+    """A real Redis ACL user with one password (+@all), deleted afterwards."""
+    from tests.saga.support import AclUser  # that module imports this one
+
+    user = AclUser.create()
+    try:
+        yield user
+    finally:
+        user.delete()

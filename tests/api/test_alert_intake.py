@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -29,15 +29,6 @@ from tests.saga.support import AclUser
 from workers.inprocess import InProcessQueue
 
 TENANT = "acme"
-
-
-@pytest.fixture
-def acl_user() -> Iterator[AclUser]:
-    user = AclUser.create()
-    try:
-        yield user
-    finally:
-        user.delete()
 
 
 @pytest.fixture

@@ -4,11 +4,8 @@ provider (a real Redis ACL user with a connection this test holds open), open in
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
-
-import pytest
 
 from engine import events as ev
 from engine.incidents import open_incident
@@ -18,15 +15,6 @@ from tests.saga.support import AclUser
 
 SCANNER = ev.EventMeta(actor_id="scanner:ci", actor_type="service")
 RISK = ("low", "medium", "high", "critical")
-
-
-@pytest.fixture
-def acl_user() -> Iterator[AclUser]:
-    user = AclUser.create()
-    try:
-        yield user
-    finally:
-        user.delete()
 
 
 def pull(server: Server, secret_id: str, token: str) -> dict[str, Any]:

@@ -144,15 +144,6 @@ def test_only_a_refusal_passes_old_credential_rejected(verdict: str, as_new: str
 # --- redis_acl: the machine's Redis ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def acl_user() -> Iterator[AclUser]:
-    user = AclUser.create()
-    try:
-        yield user
-    finally:
-        user.delete()
-
-
 def redis_provider(user: AclUser, port: int = REDIS_PORT) -> RedisAclProvider:
     return RedisAclProvider({"url": f"redis://{REDIS_HOST}:{port}/0", "username": user.name})
 

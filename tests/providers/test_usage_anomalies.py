@@ -67,15 +67,6 @@ async def evidence(engine: Engine, incident_id: str) -> list[ev.UsageAnomalyObse
     return [e for e in events if isinstance(e, ev.UsageAnomalyObserved)]
 
 
-@pytest.fixture
-def acl_user() -> Iterator[AclUser]:
-    user = AclUser.create()
-    try:
-        yield user
-    finally:
-        user.delete()
-
-
 async def test_redis_old_password_after_rotation_is_an_anomaly_within_the_interval(
     engine: Engine, acl_user: AclUser
 ) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.saga.support import ARQ, EMBEDDED, AclUser, Stack, WebhookReceiver, running_stack
+from tests.saga.support import ARQ, EMBEDDED, Stack, WebhookReceiver, running_stack
 
 #: Redis database of arq's keys in the shared-stack tests (the fault tests use their own).
 ARQ_DB = 5
@@ -22,15 +22,6 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """One running product per module and queue mode; each test makes its own tenant, secret and ACL user."""
     with running_stack(request.param, tmp_path_factory.mktemp(f"saga-{request.param}"), ARQ_DB) as s:
         yield s
-
-
-@pytest.fixture
-def acl_user() -> Iterator[AclUser]:
-    user = AclUser.create()
-    try:
-        yield user
-    finally:
-        user.delete()
 
 
 @pytest.fixture
