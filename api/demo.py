@@ -189,7 +189,13 @@ async def run_demo(as_json: bool = False) -> None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
                 _say(f"agent: verify_remediation → verified={verdict['verified']} {verdict['checks']}", t0)
+                # The saga resolves the leak right after it records the outcome verify just saw: give it a moment.
                 open_now = await call("get_active_incidents", secret_id="prod/redis/cache")
+                for _ in range(40):
+                    if not open_now["incidents"] or not verdict["verified"]:
+                        break
+                    await asyncio.sleep(0.05)
+                    open_now = await call("get_active_incidents", secret_id="prod/redis/cache")
                 _say(f"open incidents on the secret after verification: {len(open_now['incidents'])}", t0)
                 history = await call("get_rotation_history", secret_id="prod/redis/cache")
                 for step in history["rotations"][0]["steps"]:

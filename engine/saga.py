@@ -431,6 +431,22 @@ class RotationSaga:
             requested_at=rotation.requested_at,
             now=finished.at,
         )
+        # Incidents first, notifications (slow outbound calls) after: an agent that sees the rotation completed
+        # should find its leak resolved, not wait for webhooks to answer.
+        if outcome == "completed" and rotation.kind == "rotate":
+            # Age-based incidents end with any completed rotation; a leak only when the live proof holds
+            # (settle_leaks: the new credential works, the old one is refused, every dependent adopted).
+            await resolve_for_secret(
+                self.engine,
+                secret.tenant,
+                secret.secret_id,
+                ("overdue_rotation",),
+                resolution=f"{rotation.kind} {rotation.rotation_id} completed: v{rotation.to_version} current",
+                ref_kind="rotation",
+                ref_id=rotation.rotation_id,
+                actor=SYSTEM,
+            )
+            await settle_leaks(self.engine, secret.tenant, secret.secret_id, SYSTEM)
         await notify(
             self.engine,
             secret.tenant,
@@ -446,20 +462,6 @@ class RotationSaga:
                 "to_version": f"v{rotation.to_version}" if rotation.to_version else None,
             },
         )
-        if outcome == "completed" and rotation.kind == "rotate":
-            # Age-based incidents end with any completed rotation; a leak only when the live proof holds
-            # (settle_leaks: the new credential works, the old one is refused, every dependent adopted).
-            await resolve_for_secret(
-                self.engine,
-                secret.tenant,
-                secret.secret_id,
-                ("overdue_rotation",),
-                resolution=f"{rotation.kind} {rotation.rotation_id} completed: v{rotation.to_version} current",
-                ref_kind="rotation",
-                ref_id=rotation.rotation_id,
-                actor=SYSTEM,
-            )
-            await settle_leaks(self.engine, secret.tenant, secret.secret_id, SYSTEM)
 
     async def open_failure_incident(self, secret: Secret, rotation: Rotation, outcome: Outcome) -> str:
         failed = [s for s in rotation.steps if s.status == "failed"]
