@@ -1,6 +1,6 @@
 """POST /api/v1/alerts: alerts from outside (Alertmanager webhooks, the generic form), Bearer lz_int_….
 
-Parse, authorize, call the engine, encode: the rules live in engine/intake.py. The payload is never logged
+Parse, authorize, call the engine, encode: the rules live in engine/commands/intake.py. The payload is never logged
 (it is the sender's text); the audit keeps counts and outcomes only."""
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from typing import Any
 from litestar import Request
 from litestar.response import Response
 
-from api.auth import bearer_token, unauthorized
-from engine import events as ev
-from engine.app import Engine
-from engine.audit import make_record
-from engine.audit_batcher import AuditBatcher
-from engine.audit_flood import AuditFloodGuard
-from engine.errors import InvalidInput
-from engine.intake import authenticate_intake, ingest, parse_alerts
-from engine.rotations import SagaQueue
-from eventstore import StoreUnavailable
+from lockzero.api.auth import bearer_token, unauthorized
+from lockzero.engine.app import Engine
+from lockzero.engine.audit.batcher import AuditBatcher
+from lockzero.engine.audit.flood import AuditFloodGuard
+from lockzero.engine.audit.records import make_record
+from lockzero.engine.commands.intake import authenticate_intake, ingest, parse_alerts
+from lockzero.engine.commands.rotations import SagaQueue
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.errors import InvalidInput
+from lockzero.eventstore import StoreUnavailable
 
 log = logging.getLogger("lockzero.api")
 

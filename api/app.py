@@ -7,27 +7,28 @@ from typing import Any
 from litestar import Litestar, Request, delete, get, post
 from litestar.response import Response
 
-from api.alerts import MAX_BODY_BYTES, AlertBudget, alerts_endpoint
-from api.console.web import console_routes
-from api.mcp.dispatcher import Dispatcher
-from api.mcp.endpoint import McpEndpoint
-from api.mcp.sessions import SessionStore
-from api.pull import pull_endpoint
-from api.ratelimit import RateLimiter
-from api.telemetry import setup_tracing
-from api.tools.detect_tool import DETECT_TOOLS
-from api.tools.read_tools import READ_TOOLS
-from api.tools.registry import Registry
-from api.tools.runner import ToolRunner
-from api.tools.saga_tools import SAGA_TOOLS
-from engine import notify, observability
-from engine.anomalies import PullWatch
-from engine.app import Engine
-from engine.audit_batcher import AuditBatcher
-from engine.audit_flood import AuditFloodGuard
-from engine.config import Settings
-from engine.rotations import SagaQueue
-from eventstore import StoreUnavailable
+from lockzero.api.alerts import MAX_BODY_BYTES, AlertBudget, alerts_endpoint
+from lockzero.api.console.web import console_routes
+from lockzero.api.mcp.dispatcher import Dispatcher
+from lockzero.api.mcp.endpoint import McpEndpoint
+from lockzero.api.mcp.sessions import SessionStore
+from lockzero.api.pull import pull_endpoint
+from lockzero.api.ratelimit import RateLimiter
+from lockzero.api.telemetry import setup_tracing
+from lockzero.api.tools.detect_tool import DETECT_TOOLS
+from lockzero.api.tools.read_tools import READ_TOOLS
+from lockzero.api.tools.registry import Registry
+from lockzero.api.tools.runner import ToolRunner
+from lockzero.api.tools.saga_tools import SAGA_TOOLS
+from lockzero.engine import observability
+from lockzero.engine.app import Engine
+from lockzero.engine.audit.batcher import AuditBatcher
+from lockzero.engine.audit.flood import AuditFloodGuard
+from lockzero.engine.commands.rotations import SagaQueue
+from lockzero.engine.config import Settings
+from lockzero.engine.detection.anomalies import PullWatch
+from lockzero.engine.saga import notify
+from lockzero.eventstore import StoreUnavailable
 
 OTHER_MAX_BODY_BYTES = 64 * 1024
 

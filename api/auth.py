@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 from litestar import Request
 from litestar.response import Response
 
-from engine.aggregates.api_key import ApiKey
-from engine.app import Engine
-from engine.keys import authenticate
-from eventstore import StoreUnavailable
+from lockzero.engine.app import Engine
+from lockzero.engine.domain.aggregates.api_key import ApiKey
+from lockzero.engine.security.keys import authenticate
+from lockzero.eventstore import StoreUnavailable
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 

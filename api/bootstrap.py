@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from engine import events as ev
-from engine import keys, tenants
-from engine.app import Engine
-from engine.config import Settings
-from engine.errors import Conflict
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import tenants
+from lockzero.engine.config import Settings
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.errors import Conflict
+from lockzero.engine.security import keys
 
 DEFAULT_TENANT = "default"
 _BOOTSTRAP = ev.EventMeta(actor_id="lockzero:bootstrap", actor_type="system")

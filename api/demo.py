@@ -25,15 +25,16 @@ import redis.asyncio as aioredis
 import uvicorn
 from litestar import Litestar, Request, post
 
-from api.app import create_app
-from engine import dependents, keys, tenants
-from engine import events as ev
-from engine import secrets as secret_cmds
-from engine.app import Engine
-from engine.config import load_settings
-from engine.crypto import MasterKey
-from providers.deliveries import SIGNATURE_HEADER, signature
-from workers.inprocess import InProcessQueue
+from lockzero.api.app import create_app
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import dependents, tenants
+from lockzero.engine.commands import secrets as secret_cmds
+from lockzero.engine.config import load_settings
+from lockzero.engine.domain import events as ev
+from lockzero.engine.security import keys
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.providers.deliveries import SIGNATURE_HEADER, signature
+from lockzero.workers.inprocess import InProcessQueue
 
 ADMIN_REDIS = os.environ.get("LOCKZERO_DEMO_REDIS_URL", "redis://127.0.0.1:6379/0")
 DEMO = ev.EventMeta(actor_id="lockzero:demo", actor_type="operator")

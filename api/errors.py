@@ -5,8 +5,8 @@ The engine raises domain errors that know nothing of JSON-RPC; this is the one p
 
 from __future__ import annotations
 
-from api.mcp.jsonrpc import INTERNAL_ERROR
-from engine.errors import (
+from lockzero.api.mcp.jsonrpc import INTERNAL_ERROR
+from lockzero.engine.domain.errors import (
     ApprovalRequired,
     Conflict,
     Forbidden,

@@ -12,16 +12,16 @@ from typing import Any
 from litestar import Request
 from litestar.response import Response
 
-from api.auth import bearer_token, unauthorized
-from engine import events as ev
-from engine.anomalies import PullWatch
-from engine.app import Engine
-from engine.audit import make_record
-from engine.audit_batcher import AuditBatcher
-from engine.audit_flood import AuditFloodGuard
-from engine.errors import NotFound
-from engine.pull import current_for_dependent, identify
-from eventstore import StoreUnavailable
+from lockzero.api.auth import bearer_token, unauthorized
+from lockzero.engine.app import Engine
+from lockzero.engine.audit.batcher import AuditBatcher
+from lockzero.engine.audit.flood import AuditFloodGuard
+from lockzero.engine.audit.records import make_record
+from lockzero.engine.commands.pull import current_for_dependent, identify
+from lockzero.engine.detection.anomalies import PullWatch
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.errors import NotFound
+from lockzero.eventstore import StoreUnavailable
 
 log = logging.getLogger("lockzero.api")
 

@@ -11,15 +11,15 @@ from typing import Any
 
 import uvicorn
 
-from api.app import create_app
-from api.bootstrap import first_start
-from api.http_protocol import GuardedH11Protocol
-from engine import observability
-from engine.app import Engine
-from engine.config import ConfigError, Settings
-from engine.errors import Unavailable
-from workers.arq_worker import ArqQueue
-from workers.inprocess import InProcessQueue
+from lockzero.api.app import create_app
+from lockzero.api.bootstrap import first_start
+from lockzero.api.http_protocol import GuardedH11Protocol
+from lockzero.engine import observability
+from lockzero.engine.app import Engine
+from lockzero.engine.config import ConfigError, Settings
+from lockzero.engine.domain.errors import Unavailable
+from lockzero.workers.arq_worker import ArqQueue
+from lockzero.workers.inprocess import InProcessQueue
 
 
 async def serve(settings: Settings) -> None:

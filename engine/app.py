@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from engine import events as ev
-from engine import projections
-from engine.clock import Clock, SystemClock, iso
-from engine.config import ConfigError
-from engine.crypto import CryptoError, MasterKey, TenantKeys, TokenHasher
-from engine.errors import NotFound
-from engine.outbound import OutboundPolicy
-from engine.schema import ENGINE_MIGRATIONS
-from eventstore import (
+from lockzero.engine.config import ConfigError
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.clock import Clock, SystemClock, iso
+from lockzero.engine.domain.errors import NotFound
+from lockzero.engine.readmodels import projections
+from lockzero.engine.readmodels.schema import ENGINE_MIGRATIONS
+from lockzero.engine.security.crypto import CryptoError, MasterKey, TenantKeys, TokenHasher
+from lockzero.engine.security.outbound import OutboundPolicy
+from lockzero.eventstore import (
     ANY_VERSION,
     AppendResult,
     EventStore,

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.crypto import CryptoError, MasterKey
-from engine.outbound import OutboundPolicy
+from lockzero.engine.security.crypto import CryptoError, MasterKey
+from lockzero.engine.security.outbound import OutboundPolicy
 
 DEFAULT_DATABASE_URL = "sqlite:///./.lockzero/lockzero.db"
 

@@ -14,12 +14,12 @@ from typing import Generic, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from engine import events as ev
-from engine import naming
-from engine.aggregates.secret import Secret, fold_secret
-from engine.app import Engine
-from engine.errors import Conflict, NotFound
-from eventstore import ConcurrencyError, Transaction
+from lockzero.engine.app import Engine
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
+from lockzero.engine.domain.errors import Conflict, NotFound
+from lockzero.eventstore import ConcurrencyError, Transaction
 
 T = TypeVar("T")
 S = TypeVar("S")

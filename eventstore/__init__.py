@@ -1,7 +1,7 @@
 """Append-only event store with two backends (PostgreSQL, SQLite) behind one interface."""
 
-from eventstore.factory import open_store
-from eventstore.interface import (
+from lockzero.eventstore.factory import open_store
+from lockzero.eventstore.interface import (
     ANY_VERSION,
     NO_STREAM,
     AppendResult,

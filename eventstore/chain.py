@@ -7,7 +7,7 @@ transaction. PostgreSQL computes the hash inside ``lz_append_batch`` (migration 
 in :func:`chain_rows`; both must produce the bytes of :func:`canonical` exactly, and the tests check it.
 
 A plain hash chain proves order and integrity against edits of single rows; someone who rewrites a
-whole chain can recompute it, which is what the signed, witnessed checkpoints (engine/audit_chain.py)
+whole chain can recompute it, which is what the signed, witnessed checkpoints (engine/audit/chain.py)
 are for. Values are never in events (they live in lz_secret_versions), so crypto-shredding a value
 does not touch the chain.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from eventstore.interface import Transaction
+from lockzero.eventstore.interface import Transaction
 
 GENESIS = bytes(32)
 SYSTEM_CHAIN = "_system"

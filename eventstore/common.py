@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from eventstore.interface import IdempotencyError, NewEvent, OnAppend, RecordedEvent, Transaction
+from lockzero.eventstore.interface import IdempotencyError, NewEvent, OnAppend, RecordedEvent, Transaction
 
 EVENT_COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at"
 

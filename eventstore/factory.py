@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventstore.interface import EventStore, StoreUnavailable
+from lockzero.eventstore.interface import EventStore, StoreUnavailable
 
 
 class UnsupportedDatabaseURL(ValueError):
@@ -12,11 +12,11 @@ class UnsupportedDatabaseURL(ValueError):
 async def open_store(url: str, *, pool_size: int = 10) -> EventStore:
     """Open (and connect) the store; raises UnsupportedDatabaseURL or StoreUnavailable."""
     if url.startswith(("postgresql://", "postgres://")):
-        from eventstore.postgres import PostgresEventStore
+        from lockzero.eventstore.postgres import PostgresEventStore
 
         return await PostgresEventStore.open(url, pool_size=pool_size)
     if url.startswith("sqlite://"):
-        from eventstore.sqlite import SQLiteEventStore
+        from lockzero.eventstore.sqlite import SQLiteEventStore
 
         path = url.removeprefix("sqlite://")
         # sqlite:///rel/path and sqlite:////abs/path, as SQLAlchemy spells them.

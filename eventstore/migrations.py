@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from eventstore.interface import Migration
+from lockzero.eventstore.interface import Migration
 
 #: The group-commit append function as migration 2 created it. Migration text is history: a change to the
 #: function is a new migration (CREATE OR REPLACE), never an edit here, so every database gets the same steps.
@@ -196,7 +196,7 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
         namespace="eventstore",
         version=4,
         name="audit_checkpoints_and_export_cursors",
-        # Signed checkpoints of each tenant's chain head (engine/audit_chain.py), the tenant's Ed25519 key
+        # Signed checkpoints of each tenant's chain head (engine/audit/chain.py), the tenant's Ed25519 key
         # sealed under its data key, and where each export sink has got to (at-least-once, resumable).
         postgresql=(
             "CREATE TABLE lz_audit_signing_keys (tenant TEXT PRIMARY KEY, public_key BYTEA NOT NULL,"

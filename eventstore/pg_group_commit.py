@@ -20,7 +20,14 @@ from typing import Any
 
 import psycopg
 
-from eventstore.interface import AppendResult, EventStoreError, NewEvent, OnAppend, RecordedEvent, StoreUnavailable
+from lockzero.eventstore.interface import (
+    AppendResult,
+    EventStoreError,
+    NewEvent,
+    OnAppend,
+    RecordedEvent,
+    StoreUnavailable,
+)
 
 MAX_BATCH = 256
 

@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from eventstore.common import EVENT_COLUMNS, check_append, replay_pages
-from eventstore.interface import (
+from lockzero.eventstore.common import EVENT_COLUMNS, check_append, replay_pages
+from lockzero.eventstore.interface import (
     ANY_VERSION,
     AppendResult,
     ConcurrencyError,
@@ -33,9 +33,9 @@ from eventstore.interface import (
     StoreUnavailable,
     Transaction,
 )
-from eventstore.migrations import STORE_MIGRATIONS, pending
-from eventstore.pg_group_commit import GroupCommitter, PendingAppend
-from eventstore.subscription import subscribe_by_polling
+from lockzero.eventstore.migrations import STORE_MIGRATIONS, pending
+from lockzero.eventstore.pg_group_commit import GroupCommitter, PendingAppend
+from lockzero.eventstore.subscription import subscribe_by_polling
 
 _NOTIFY_CHANNEL = "lz_events"
 _POLL_WITHOUT_LISTENER = 0.5

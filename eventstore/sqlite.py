@@ -20,9 +20,9 @@ from typing import Any
 
 import aiosqlite
 
-from eventstore.chain import chain_rows
-from eventstore.common import EVENT_COLUMNS, check_append, replay_pages
-from eventstore.interface import (
+from lockzero.eventstore.chain import chain_rows
+from lockzero.eventstore.common import EVENT_COLUMNS, check_append, replay_pages
+from lockzero.eventstore.interface import (
     ANY_VERSION,
     AppendResult,
     ConcurrencyError,
@@ -35,8 +35,8 @@ from eventstore.interface import (
     StoreUnavailable,
     Transaction,
 )
-from eventstore.migrations import STORE_MIGRATIONS, pending
-from eventstore.subscription import subscribe_by_polling
+from lockzero.eventstore.migrations import STORE_MIGRATIONS, pending
+from lockzero.eventstore.subscription import subscribe_by_polling
 
 _CROSS_PROCESS_POLL = 0.2
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from eventstore.interface import RecordedEvent
+from lockzero.eventstore.interface import RecordedEvent
 
 
 class _Readable(Protocol):

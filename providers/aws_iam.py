@@ -38,7 +38,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
 
-from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
+from lockzero.providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
 
 # botocore logs every response body at DEBUG, CreateAccessKey's SecretAccessKey included.
 logging.getLogger("botocore.parsers").setLevel(logging.INFO)

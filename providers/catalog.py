@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.crypto import random_secret
-from engine.outbound import OutboundPolicy, OutboundRefused
+from lockzero.engine.security.crypto import random_secret
+from lockzero.engine.security.outbound import OutboundPolicy, OutboundRefused
 
-#: The http provider's hook URLs: outbound targets, checked like webhooks (engine/outbound.py).
+#: The http provider's hook URLs: outbound targets, checked like webhooks (engine/security/outbound.py).
 HTTP_HOOK_URL_KEYS = ("create_url", "validate_url", "retire_url", "revoke_url")
 
 

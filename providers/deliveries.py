@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from engine.outbound import OutboundPolicy, OutboundRefused, redact_url
+from lockzero.engine.security.outbound import OutboundPolicy, OutboundRefused, redact_url
 
 SIGNATURE_HEADER = "X-Lockzero-Signature"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.crypto import random_secret
-from providers.base import Auth, Credential, Usage, accepted, refused
+from lockzero.engine.security.crypto import random_secret
+from lockzero.providers.base import Auth, Credential, Usage, accepted, refused
 
 
 class GeneratedProvider:

@@ -40,9 +40,9 @@ from typing import Any
 import httpx
 import msgspec
 
-from engine.outbound import OutboundPolicy, OutboundRefused
-from providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
-from providers.deliveries import _TLS, SIGNATURE_HEADER, signature
+from lockzero.engine.security.outbound import OutboundPolicy, OutboundRefused
+from lockzero.providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
+from lockzero.providers.deliveries import _TLS, SIGNATURE_HEADER, signature
 
 MAX_VALUE_CHARS = 4096
 

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import pymysql
 
-from providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
+from lockzero.providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
 
 T = TypeVar("T")
 #: Login refused because of the account: access denied, account locked (MariaDB, MySQL).

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
+from lockzero.providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
 
 #: SQLSTATEs of a login refused for the credential: invalid_password, invalid_authorization_specification
 #: (unknown role, NOLOGIN, no matching pg_hba line). libpq hides the SQLSTATE of a failed connection,

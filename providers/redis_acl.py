@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
+from lockzero.providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
 
 
 class RedisAclProvider:

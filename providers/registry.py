@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.crypto import random_secret
-from engine.outbound import OutboundPolicy
-from providers.base import Provider
-from providers.generated import GeneratedProvider
-from providers.mysql_user import MysqlUserProvider
-from providers.postgres_role import PostgresRoleProvider
-from providers.redis_acl import RedisAclProvider
+from lockzero.engine.security.crypto import random_secret
+from lockzero.engine.security.outbound import OutboundPolicy
+from lockzero.providers.base import Provider
+from lockzero.providers.generated import GeneratedProvider
+from lockzero.providers.mysql_user import MysqlUserProvider
+from lockzero.providers.postgres_role import PostgresRoleProvider
+from lockzero.providers.redis_acl import RedisAclProvider
 
 
 class ProviderNotAvailable(Exception):
@@ -31,11 +31,11 @@ def build_provider(
     if name == "mysql_user":
         return MysqlUserProvider(config)
     if name == "aws_iam_access_key":
-        from providers.aws_iam import AwsIamKeyProvider  # boto3 costs ~0.2 s at import: only when used
+        from lockzero.providers.aws_iam import AwsIamKeyProvider  # boto3 costs ~0.2 s at import: only when used
 
         return AwsIamKeyProvider(config)
     if name == "http":
-        from providers.http_hooks import HttpHooksProvider
+        from lockzero.providers.http_hooks import HttpHooksProvider
 
         return HttpHooksProvider(config, outbound=outbound)
     raise ProviderNotAvailable(f"provider {name} cannot rotate in this build yet")

@@ -60,7 +60,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[object]:
-    from eventstore import open_store
+    from lockzero.eventstore import open_store
 
     s = await open_store(store_url)
     await s.migrate()

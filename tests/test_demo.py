@@ -10,7 +10,7 @@ from pathlib import Path
 
 def test_demo_remediates_the_leak(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "api.cli.main", "demo", "--json"],
+        [sys.executable, "-m", "lockzero.api.cli.main", "demo", "--json"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis
 
-from engine import secrets, tenants
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.errors import Conflict
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import secrets, tenants
+from lockzero.engine.domain.errors import Conflict
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
 from tests.engine.support import OPERATOR
 
 

@@ -25,7 +25,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_unreachable_redis_is_one_line_naming_the_variable(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "api.cli.main", "serve"],
+        [sys.executable, "-m", "lockzero.api.cli.main", "serve"],
         env=_env(tmp_path, LOCKZERO_REDIS_URL="redis://127.0.0.1:1/0", LOCKZERO_PORT=str(free_port())),
         cwd=tmp_path,
         capture_output=True,
@@ -42,7 +42,7 @@ def test_unreachable_redis_is_one_line_naming_the_variable(tmp_path: Path) -> No
 def test_readyz_reports_store_and_queue(tmp_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli.main", "serve"],
+        [sys.executable, "-m", "lockzero.api.cli.main", "serve"],
         env=_env(tmp_path, LOCKZERO_PORT=str(port)),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,

@@ -23,14 +23,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from redis.exceptions import RedisError
 
-from engine import observability
-from engine.anomalies import watch_pass
-from engine.app import Engine
-from engine.config import ConfigError, Settings, load_settings
-from engine.errors import Unavailable
-from engine.saga import RotationSaga
-from engine.scheduler import run_pass
-from workers.reconciler import stalled_rotations
+from lockzero.engine import observability
+from lockzero.engine.app import Engine
+from lockzero.engine.config import ConfigError, Settings, load_settings
+from lockzero.engine.detection.anomalies import watch_pass
+from lockzero.engine.domain.errors import Unavailable
+from lockzero.engine.saga.rotation import RotationSaga
+from lockzero.engine.saga.scheduler import run_pass
+from lockzero.workers.reconciler import stalled_rotations
 
 log = logging.getLogger("lockzero.worker")
 

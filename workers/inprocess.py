@@ -7,12 +7,12 @@ import asyncio
 import contextlib
 import logging
 
-from engine import observability
-from engine.anomalies import WATCH_EVERY_S, watch_pass
-from engine.app import Engine
-from engine.saga import RotationSaga
-from engine.scheduler import run_pass
-from workers.reconciler import stalled_rotations
+from lockzero.engine import observability
+from lockzero.engine.app import Engine
+from lockzero.engine.detection.anomalies import WATCH_EVERY_S, watch_pass
+from lockzero.engine.saga.rotation import RotationSaga
+from lockzero.engine.saga.scheduler import run_pass
+from lockzero.workers.reconciler import stalled_rotations
 
 log = logging.getLogger("lockzero.worker")
 STALL_AFTER_S = 5.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from engine.app import Engine
-from engine.clock import iso
+from lockzero.engine.app import Engine
+from lockzero.engine.domain.clock import iso
 
 
 async def stalled_rotations(engine: Engine, quiet_for_s: float) -> list[tuple[str, str, str]]:

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from api.cli.output import emit_json
-from api.errors import EXIT_FAILURE, EXIT_OK
-from engine import audit_chain
+from lockzero.api.cli.output import emit_json
+from lockzero.api.errors import EXIT_FAILURE, EXIT_OK
+from lockzero.engine.audit import chain as audit_chain
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
 
@@ -42,7 +42,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type[ar
 
 
 async def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from api.cli.handlers import open_engine
+    from lockzero.api.cli.handlers import open_engine
 
     witness = audit_chain.witness_from_url(os.environ.get("LOCKZERO_AUDIT_WITNESS"))
     async with open_engine() as engine:
@@ -60,7 +60,7 @@ async def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 async def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
-    from api.cli.handlers import open_engine
+    from lockzero.api.cli.handlers import open_engine
 
     witness = audit_chain.witness_from_url(os.environ.get("LOCKZERO_AUDIT_WITNESS"))
     async with open_engine() as engine:
@@ -80,7 +80,7 @@ async def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 async def cmd_audit_public_key(args: argparse.Namespace) -> None:
-    from api.cli.handlers import open_engine
+    from lockzero.api.cli.handlers import open_engine
 
     async with open_engine() as engine:
         pem = await audit_chain.public_key_pem(engine, args.tenant)
@@ -93,9 +93,9 @@ async def cmd_audit_public_key(args: argparse.Namespace) -> None:
 async def cmd_audit_export(args: argparse.Namespace) -> None:
     from datetime import datetime
 
-    from api.cli.handlers import open_engine
-    from engine import audit_export
-    from engine.errors import InvalidInput
+    from lockzero.api.cli.handlers import open_engine
+    from lockzero.engine.audit import export as audit_export
+    from lockzero.engine.domain.errors import InvalidInput
 
     after, since_time = 0, None
     if args.since.isdigit():

@@ -13,31 +13,22 @@ from typing import Any
 
 import msgspec
 
-from api.cli import audit_cmds, intake_cmds
-from api.cli.operator_cmds import HANDLERS as OPERATOR_HANDLERS
-from api.cli.output import emit_json, table
-from engine import (
-    approvals,
-    audit,
-    dependents,
-    keys,
-    notify,
-    policies,
-    rotations,
-    secrets,
-    tenants,
-    timeline,
-    tombstone,
-    verification,
-)
-from engine import events as ev
-from engine.app import Engine
-from engine.audit import audited
-from engine.config import ConfigError, Settings, check_tls, load_settings
-from engine.durations import format_duration, parse_duration
-from engine.errors import InvalidInput, Unavailable
-from engine.saga import RotationSaga
-from providers.catalog import PROVIDER_DOCS, PROVIDERS, describe_provider
+from lockzero.api.cli import audit_cmds, intake_cmds
+from lockzero.api.cli.operator_cmds import HANDLERS as OPERATOR_HANDLERS
+from lockzero.api.cli.output import emit_json, table
+from lockzero.engine.app import Engine
+from lockzero.engine.audit import records as audit
+from lockzero.engine.audit.records import audited
+from lockzero.engine.commands import approvals, dependents, policies, rotations, secrets, tenants, tombstone
+from lockzero.engine.config import ConfigError, Settings, check_tls, load_settings
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.durations import format_duration, parse_duration
+from lockzero.engine.domain.errors import InvalidInput, Unavailable
+from lockzero.engine.queries import timeline
+from lockzero.engine.saga import notify, verification
+from lockzero.engine.saga.rotation import RotationSaga
+from lockzero.engine.security import keys
+from lockzero.providers.catalog import PROVIDER_DOCS, PROVIDERS, describe_provider
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
 
@@ -418,7 +409,7 @@ async def cmd_dependent_add(args: argparse.Namespace) -> None:
 
 
 async def cmd_serve(args: argparse.Namespace) -> None:
-    from api.serve import serve
+    from lockzero.api.serve import serve
 
     settings = settings_with_key()
     if args.tls_cert or args.tls_key:
@@ -436,7 +427,7 @@ async def cmd_approve(args: argparse.Namespace) -> None:
         await tenants.get_tenant(engine, args.tenant)
         queue = None
         if settings.redis_url:
-            from workers.arq_worker import ArqQueue
+            from lockzero.workers.arq_worker import ArqQueue
 
             queue = await ArqQueue.connect(settings.redis_url)
         person = ev.EventMeta(actor_id=args.person, actor_type="person")
@@ -472,13 +463,13 @@ async def cmd_worker(args: argparse.Namespace) -> None:
     settings = settings_with_key()
     if not settings.redis_url:
         raise ConfigError("LOCKZERO_REDIS_URL is required for `lockzero worker` (embedded mode runs sagas in serve)")
-    from workers.arq_worker import run_worker
+    from lockzero.workers.arq_worker import run_worker
 
     await run_worker(settings)
 
 
 async def cmd_demo(args: argparse.Namespace) -> None:
-    from api.demo import run_demo
+    from lockzero.api.demo import run_demo
 
     await run_demo(as_json=args.json)
 

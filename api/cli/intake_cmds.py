@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from api.cli.output import emit_json, table
-from engine import intake
-from engine.audit import audited
+from lockzero.api.cli.output import emit_json, table
+from lockzero.engine.audit.records import audited
+from lockzero.engine.commands import intake
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
 
@@ -31,7 +31,7 @@ def add_parsers(
 
 
 async def cmd_intake_create(args: argparse.Namespace) -> None:
-    from api.cli.handlers import open_engine, operator
+    from lockzero.api.cli.handlers import open_engine, operator
 
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "intake.create"):
         created = await intake.create_intake(engine, args.tenant, operator(), name=args.name)
@@ -44,7 +44,7 @@ async def cmd_intake_create(args: argparse.Namespace) -> None:
 
 
 async def cmd_intake_list(args: argparse.Namespace) -> None:
-    from api.cli.handlers import open_engine
+    from lockzero.api.cli.handlers import open_engine
 
     async with open_engine() as engine:
         views = await intake.list_intakes(engine, args.tenant)
@@ -57,7 +57,7 @@ async def cmd_intake_list(args: argparse.Namespace) -> None:
 
 
 async def cmd_intake_revoke(args: argparse.Namespace) -> None:
-    from api.cli.handlers import open_engine, operator
+    from lockzero.api.cli.handlers import open_engine, operator
 
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "intake.revoke"):
         view = await intake.revoke_intake(engine, args.tenant, args.intake_id, operator())

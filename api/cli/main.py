@@ -8,14 +8,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from api.cli.handlers import HANDLERS
-from api.cli.output import error
-from api.cli.parser import build_parser
-from api.errors import EXIT_FAILURE, EXIT_OK, exit_code
-from engine.config import ConfigError
-from engine.crypto import CryptoError
-from engine.errors import LockzeroError
-from eventstore import EventStoreError, StoreUnavailable
+from lockzero.api.cli.handlers import HANDLERS
+from lockzero.api.cli.output import error
+from lockzero.api.cli.parser import build_parser
+from lockzero.api.errors import EXIT_FAILURE, EXIT_OK, exit_code
+from lockzero.engine.config import ConfigError
+from lockzero.engine.domain.errors import LockzeroError
+from lockzero.engine.security.crypto import CryptoError
+from lockzero.eventstore import EventStoreError, StoreUnavailable
 
 
 def _configure_logging() -> None:

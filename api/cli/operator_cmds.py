@@ -1,4 +1,4 @@
-"""`lockzero operator add|list|remove`: the people who sign in to the console (engine/operators.py).
+"""`lockzero operator add|list|remove`: the people who sign in to the console (engine/security/operators.py).
 
 Kept apart from parser.py/handlers.py so those shared files only gain one registration line each.
 """
@@ -12,10 +12,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import quote
 
-from api.cli.output import emit_json, table
-from engine import operators
-from engine.audit import audited
-from engine.config import Settings
+from lockzero.api.cli.output import emit_json, table
+from lockzero.engine.audit.records import audited
+from lockzero.engine.config import Settings
+from lockzero.engine.security import operators
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
 
@@ -56,7 +56,7 @@ def console_base(settings: Settings) -> str:
 
 
 async def cmd_operator_add(args: argparse.Namespace) -> None:
-    from api.cli.handlers import open_engine, operator, settings_with_key
+    from lockzero.api.cli.handlers import open_engine, operator, settings_with_key
 
     settings = settings_with_key()
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "operator.add"):
@@ -77,7 +77,7 @@ async def cmd_operator_add(args: argparse.Namespace) -> None:
 
 
 async def cmd_operator_list(args: argparse.Namespace) -> None:
-    from api.cli.handlers import open_engine
+    from lockzero.api.cli.handlers import open_engine
 
     async with open_engine() as engine:
         found = await operators.list_operators(engine, args.tenant)
@@ -100,7 +100,7 @@ async def cmd_operator_list(args: argparse.Namespace) -> None:
 
 
 async def cmd_operator_remove(args: argparse.Namespace) -> None:
-    from api.cli.handlers import open_engine, operator
+    from lockzero.api.cli.handlers import open_engine, operator
 
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "operator.remove"):
         removed = await operators.remove_operator(engine, args.tenant, args.name, operator())
@@ -111,7 +111,7 @@ async def cmd_operator_remove(args: argparse.Namespace) -> None:
 
 
 async def cmd_operator_require_totp(args: argparse.Namespace) -> None:
-    from api.cli.handlers import open_engine, operator
+    from lockzero.api.cli.handlers import open_engine, operator
 
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "operator.require_totp"):
         changed = await operators.require_totp(engine, args.tenant, args.name, operator())

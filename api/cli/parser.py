@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any, get_args
 
-from api.cli import audit_cmds, intake_cmds
-from api.cli.operator_cmds import add_parsers as add_operator_parsers
-from engine.events import SecretStatus
-from providers.catalog import PROVIDERS, describe_provider
+from lockzero.api.cli import audit_cmds, intake_cmds
+from lockzero.api.cli.operator_cmds import add_parsers as add_operator_parsers
+from lockzero.engine.domain.events import SecretStatus
+from lockzero.providers.catalog import PROVIDERS, describe_provider
 
 PROVIDER_NAMES = tuple(PROVIDERS)
 

@@ -1,1 +1,1 @@
-"""The operator console: server-rendered pages at / for people who sign in (engine/operators.py)."""
+"""The operator console: server-rendered pages at / for people who sign in (engine/security/operators.py)."""

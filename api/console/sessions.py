@@ -13,9 +13,9 @@ from datetime import timedelta
 
 import msgspec
 
-from engine.app import Engine
-from engine.clock import iso, parse_iso
-from engine.operators import OperatorView, get_operator
+from lockzero.engine.app import Engine
+from lockzero.engine.domain.clock import iso, parse_iso
+from lockzero.engine.security.operators import OperatorView, get_operator
 
 COOKIE = "__Host-lz_session"
 #: Signed-out forms (sign-in, set-up) use a double-submit cookie: SameSite=Strict keeps other sites from sending it.

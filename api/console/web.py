@@ -22,7 +22,7 @@ from litestar.datastructures import Cookie
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Response
 
-from api.console.sessions import (
+from lockzero.api.console.sessions import (
     COOKIE,
     PRE_COOKIE,
     ConsoleSession,
@@ -31,15 +31,17 @@ from api.console.sessions import (
     open_session,
     same,
 )
-from engine import approvals, console_queries, keys, operators, rotations, tenants
-from engine import events as ev
-from engine.app import Engine
-from engine.audit import audited, record
-from engine.errors import Conflict, InvalidInput, LockzeroError, NotFound
-from engine.history import rotation_history
-from engine.metadata import secret_metadata
-from engine.rotations import SagaQueue
-from engine.timeline import incident_timeline
+from lockzero.engine.app import Engine
+from lockzero.engine.audit.records import audited, record
+from lockzero.engine.commands import approvals, rotations, tenants
+from lockzero.engine.commands.rotations import SagaQueue
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.errors import Conflict, InvalidInput, LockzeroError, NotFound
+from lockzero.engine.queries import console_queries
+from lockzero.engine.queries.history import rotation_history
+from lockzero.engine.queries.metadata import secret_metadata
+from lockzero.engine.queries.timeline import incident_timeline
+from lockzero.engine.security import keys, operators
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self';"
@@ -58,12 +60,12 @@ _STATUS["rate_limited"] = 429
 _EXPIRY_DAYS = {"7": 7, "30": 30, "90": 90, "365": 365, "never": None}
 
 _templates = Environment(
-    loader=PackageLoader("api.console", "templates"),
+    loader=PackageLoader("lockzero.api.console", "templates"),
     autoescape=select_autoescape(default=True, default_for_string=True),
     undefined=StrictUndefined,
 )
 _STATIC = {
-    name: (files("api.console").joinpath("static", name).read_bytes(), media)
+    name: (files("lockzero.api.console").joinpath("static", name).read_bytes(), media)
     for name, media in (("console.css", "text/css"), ("console.js", "text/javascript"))
 }
 

@@ -8,9 +8,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from api.errors import rpc_code
-from api.mcp import versions
-from api.mcp.jsonrpc import (
+from lockzero.api.errors import rpc_code
+from lockzero.api.mcp import versions
+from lockzero.api.mcp.jsonrpc import (
     HEADER_MISMATCH,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
@@ -21,10 +21,10 @@ from api.mcp.jsonrpc import (
     Message,
     RpcError,
 )
-from api.mcp.sessions import Session, SessionStore
-from api.tools.runner import ToolRunner, UnknownTool
-from engine.aggregates.api_key import ApiKey
-from engine.errors import InvalidInput, LockzeroError, RateLimited
+from lockzero.api.mcp.sessions import Session, SessionStore
+from lockzero.api.tools.runner import ToolRunner, UnknownTool
+from lockzero.engine.domain.aggregates.api_key import ApiKey
+from lockzero.engine.domain.errors import InvalidInput, LockzeroError, RateLimited
 
 Era = Literal["modern", "handshake", "direct"]
 

@@ -19,10 +19,10 @@ from litestar import Request
 from litestar.exceptions import HTTPException
 from litestar.response import Response
 
-from api.auth import authenticate_key, origin_allowed, try_authenticate
-from api.mcp import versions
-from api.mcp.dispatcher import CallState, Dispatcher, ProtocolError, audit_label
-from api.mcp.jsonrpc import (
+from lockzero.api.auth import authenticate_key, origin_allowed, try_authenticate
+from lockzero.api.mcp import versions
+from lockzero.api.mcp.dispatcher import CallState, Dispatcher, ProtocolError, audit_label
+from lockzero.api.mcp.jsonrpc import (
     HEADER_MISMATCH,
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -36,11 +36,11 @@ from api.mcp.jsonrpc import (
     parse_message,
     result_body,
 )
-from api.mcp.sessions import Session
-from api.tools.runner import actor_of
-from engine.aggregates.api_key import ApiKey
-from engine.app import Engine
-from eventstore import StoreUnavailable
+from lockzero.api.mcp.sessions import Session
+from lockzero.api.tools.runner import actor_of
+from lockzero.engine.app import Engine
+from lockzero.engine.domain.aggregates.api_key import ApiKey
+from lockzero.eventstore import StoreUnavailable
 
 log = logging.getLogger("lockzero.api")
 

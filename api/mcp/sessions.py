@@ -24,8 +24,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from engine.clock import Clock, SystemClock, iso, parse_iso
-from eventstore import EventStore
+from lockzero.engine.domain.clock import Clock, SystemClock, iso, parse_iso
+from lockzero.eventstore import EventStore
 
 IDLE_TIMEOUT_S = 3600.0
 MAX_SESSIONS_PER_KEY = 1_000

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import msgspec
 
-from api.tools.registry import Annotations, CallContext, Tool
-from engine.detection import MAX_TEXT_BYTES, ExposureReport, detect_exposure
+from lockzero.api.tools.registry import Annotations, CallContext, Tool
+from lockzero.engine.detection import MAX_TEXT_BYTES, ExposureReport, detect_exposure
 
 
 class DetectArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -6,11 +6,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from api.tools.registry import Annotations, CallContext, Tool
-from engine import audit_log, blast_radius, history, incidents, metadata, secrets
-from engine import events as ev
-from engine.errors import Forbidden
-from engine.scopes import like_patterns
+from lockzero.api.tools.registry import Annotations, CallContext, Tool
+from lockzero.engine.audit import log as audit_log
+from lockzero.engine.commands import incidents, secrets
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.errors import Forbidden
+from lockzero.engine.queries import blast_radius, history, metadata
+from lockzero.engine.security.scopes import like_patterns
 
 SecretId = Annotated[
     str,

@@ -10,11 +10,11 @@ from typing import Any
 
 import msgspec
 
-from engine import events as ev
-from engine.aggregates.api_key import ApiKey
-from engine.app import Engine
-from engine.errors import InvalidInput
-from engine.rotations import SagaQueue
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.rotations import SagaQueue
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.aggregates.api_key import ApiKey
+from lockzero.engine.domain.errors import InvalidInput
 
 
 @dataclass

@@ -10,19 +10,19 @@ from typing import Any
 import msgspec
 from opentelemetry.trace import Status, StatusCode
 
-from api.ratelimit import RateLimiter
-from api.telemetry import tracer
-from api.tools.registry import CallContext, Registry, Tool
-from engine import events as ev
-from engine import observability
-from engine.aggregates.api_key import ApiKey
-from engine.app import Engine
-from engine.audit import make_record, outcome_of
-from engine.audit_batcher import AuditBatcher
-from engine.audit_flood import AuditFloodGuard
-from engine.errors import Forbidden, LockzeroError, RateLimited, Unavailable
-from engine.rotations import SagaQueue
-from eventstore import EventStoreError, StoreUnavailable
+from lockzero.api.ratelimit import RateLimiter
+from lockzero.api.telemetry import tracer
+from lockzero.api.tools.registry import CallContext, Registry, Tool
+from lockzero.engine import observability
+from lockzero.engine.app import Engine
+from lockzero.engine.audit.batcher import AuditBatcher
+from lockzero.engine.audit.flood import AuditFloodGuard
+from lockzero.engine.audit.records import make_record, outcome_of
+from lockzero.engine.commands.rotations import SagaQueue
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.aggregates.api_key import ApiKey
+from lockzero.engine.domain.errors import Forbidden, LockzeroError, RateLimited, Unavailable
+from lockzero.eventstore import EventStoreError, StoreUnavailable
 
 log = logging.getLogger("lockzero.api")
 

@@ -6,10 +6,11 @@ from typing import Annotated
 
 import msgspec
 
-from api.tools.read_tools import SecretId, in_scope
-from api.tools.registry import Annotations, CallContext, Tool
-from engine import rotations, verification
-from engine.errors import Unavailable
+from lockzero.api.tools.read_tools import SecretId, in_scope
+from lockzero.api.tools.registry import Annotations, CallContext, Tool
+from lockzero.engine.commands import rotations
+from lockzero.engine.domain.errors import Unavailable
+from lockzero.engine.saga import verification
 
 Reason = Annotated[
     str, msgspec.Meta(min_length=1, max_length=500, description="Why: shown in history, audit and incidents")

@@ -16,17 +16,24 @@ from typing import Literal
 
 import msgspec
 
-from engine import events as ev
-from engine import naming
-from engine.aggregates.secret import VersionStatus, fold_secret
-from engine.app import Engine
-from engine.compromise import mark_compromised
-from engine.crypto import TenantKeys, new_id
-from engine.detection.managed import ManagedHit, ManagedMatcher, SealedVersion, load_sealed
-from engine.detection.scanner import MANAGED_DETECTOR, MANAGED_SPECIFICITY, Candidate, locate, resolve, scan_formats
-from engine.detection.validators import redact
-from engine.errors import PayloadTooLarge
-from eventstore import NO_STREAM, ConcurrencyError
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.compromise import mark_compromised
+from lockzero.engine.detection.managed import ManagedHit, ManagedMatcher, SealedVersion, load_sealed
+from lockzero.engine.detection.scanner import (
+    MANAGED_DETECTOR,
+    MANAGED_SPECIFICITY,
+    Candidate,
+    locate,
+    resolve,
+    scan_formats,
+)
+from lockzero.engine.detection.validators import redact
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import VersionStatus, fold_secret
+from lockzero.engine.domain.errors import PayloadTooLarge
+from lockzero.engine.security.crypto import TenantKeys, new_id
+from lockzero.eventstore import NO_STREAM, ConcurrencyError
 
 MAX_TEXT_BYTES = 5 * 1024 * 1024
 #: A result lists at most this many findings (the first, by position); incidents still count them all.

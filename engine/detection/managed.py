@@ -26,8 +26,8 @@ from urllib.parse import quote, quote_plus, unquote_to_bytes
 import hyperscan
 import msgspec
 
-from engine.app import Engine
-from engine.crypto import CryptoError, TenantKeys
+from lockzero.engine.app import Engine
+from lockzero.engine.security.crypto import CryptoError, TenantKeys
 
 #: Shorter values are not matched: they occur by chance and their base64 forms would be a few characters.
 MIN_VALUE_BYTES = 8

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import hyperscan
 import re2  # type: ignore[import-untyped]
 
-from engine.detection import validators as v
-from engine.detection.rules import B64_TRIGGER_TAIL, B64_TRIGGERS, RULES, Rule, Verdict
+from lockzero.engine.detection import validators as v
+from lockzero.engine.detection.rules import B64_TRIGGER_TAIL, B64_TRIGGERS, RULES, Rule, Verdict
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,7 +104,7 @@ class Server:
         self.env["LOCKZERO_PORT"] = str(self.port)
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli.main", "serve", *self.serve_args],
+                [sys.executable, "-m", "lockzero.api.cli.main", "serve", *self.serve_args],
                 cwd=self.workdir,
                 env=self.env,
                 stdout=out,
@@ -146,7 +146,7 @@ class Server:
 
     def cli(self, *args: str, stdin: bytes | None = None, check: bool = True) -> Any:
         proc = subprocess.run(
-            [sys.executable, "-m", "api.cli.main", *args, "--json"],
+            [sys.executable, "-m", "lockzero.api.cli.main", *args, "--json"],
             cwd=self.workdir,
             env=self.env,
             input=stdin if stdin is not None else b"",

@@ -13,20 +13,20 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
-from engine import events as ev
-from engine import naming
-from engine.app import Engine
-from engine.config import Settings
-from engine.crypto import MasterKey
-from engine.intake import create_intake, revoke_intake
-from engine.keys import create_key
-from engine.secrets import register_secret
-from engine.tenants import create_tenant
-from eventstore import open_store
+from lockzero.api.app import create_app
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.intake import create_intake, revoke_intake
+from lockzero.engine.commands.secrets import register_secret
+from lockzero.engine.commands.tenants import create_tenant
+from lockzero.engine.config import Settings
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.engine.security.keys import create_key
+from lockzero.eventstore import open_store
+from lockzero.workers.inprocess import InProcessQueue
 from tests.engine.support import OPERATOR
 from tests.saga.support import AclUser
-from workers.inprocess import InProcessQueue
 
 TENANT = "acme"
 

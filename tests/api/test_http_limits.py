@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from api.http_protocol import DRAIN_TIMEOUT_S
+from lockzero.api.http_protocol import DRAIN_TIMEOUT_S
 from tests.api.conftest import running_server
 from tests.api.support import Key, Server
 

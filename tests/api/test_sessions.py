@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from api.mcp.sessions import MAX_SESSIONS_PER_KEY, SessionStore
-from engine.schema import ENGINE_MIGRATIONS
-from eventstore import EventStore, open_store
+from lockzero.api.mcp.sessions import MAX_SESSIONS_PER_KEY, SessionStore
+from lockzero.engine.readmodels.schema import ENGINE_MIGRATIONS
+from lockzero.eventstore import EventStore, open_store
 from tests.api.support import Server
 from tests.engine.support import ManualClock
 

@@ -143,7 +143,7 @@ def test_flags_serve_https_too(certs: TlsFiles, tmp_path: Path) -> None:
 def _serve_fails(workdir: Path, *args: str, **env: str) -> str:
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "api.cli.main", "serve", *args],
+        [sys.executable, "-m", "lockzero.api.cli.main", "serve", *args],
         cwd=workdir,
         env=_env(workdir, LOCKZERO_PORT="1", **env),
         capture_output=True,

@@ -24,10 +24,10 @@ from typing import Any
 
 import psycopg
 
-from engine import events as ev
-from engine import naming
-from engine.aggregates.secret import Rotation, fold_secret
-from eventstore import open_store
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import Rotation, fold_secret
+from lockzero.eventstore import open_store
 
 SIGNATURE_HEADER = "X-Lockzero-Signature"
 STOP_TIMEOUT_S = 10.0
@@ -129,7 +129,7 @@ class WorkerProcess:
             (self.workdir / f"{self.name}.stderr").open("wb") as err,
         ):
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "api.cli.main", "worker"],
+                [sys.executable, "-m", "lockzero.api.cli.main", "worker"],
                 cwd=self.workdir,
                 env=self.env,
                 stdout=out,

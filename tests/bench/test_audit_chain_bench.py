@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import audit_chain
-from engine.app import Engine
-from engine.crypto import MasterKey
-from eventstore import EventStore, NewEvent, open_store
-from eventstore.migrations import _APPEND_BATCH_FUNCTION_V2
+from lockzero.engine.app import Engine
+from lockzero.engine.audit import chain as audit_chain
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import EventStore, NewEvent, open_store
+from lockzero.eventstore.migrations import _APPEND_BATCH_FUNCTION_V2
 from tests.conftest import fresh_pg_database
 from tests.engine.support import ManualClock
 from tests.engine.test_audit_chain import mixed_calls
@@ -83,7 +83,7 @@ async def _compare(name: str, on: EventStore, off: EventStore) -> tuple[float, f
         f"   cost {100 * (1 - on_rate / off_rate):5.1f} %   (goal <= 10 %)"
     )
     async with on.reader() as tx:
-        from eventstore.chain import verify_chain
+        from lockzero.eventstore.chain import verify_chain
 
         report = await verify_chain(tx)
     assert report.ok and report.records == APPENDS // WRITERS * WRITERS * (ROUNDS + 1)

@@ -37,9 +37,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.crypto import MasterKey, random_secret
-from engine.detection import scanner
-from engine.detection.managed import ManagedMatcher, SealedVersion
+from lockzero.engine.detection import scanner
+from lockzero.engine.detection.managed import ManagedMatcher, SealedVersion
+from lockzero.engine.security.crypto import MasterKey, random_secret
 from tests.detection import corpus_families
 from tests.detection.corpus import Label, concatenated
 from tests.detection.test_families import RECALL_FLOOR, score

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from eventstore import EventStore, NewEvent, open_store
+from lockzero.eventstore import EventStore, NewEvent, open_store
 from tests.conftest import fresh_pg_database
 
 pytestmark = pytest.mark.bench

@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from engine.events import AuditRecorded
+from lockzero.engine.domain.events import AuditRecorded
 from tests.conftest import fresh_pg_database
 
 pytestmark = pytest.mark.bench
@@ -73,7 +73,7 @@ def base_env(url: str, master_key: str) -> dict[str, str]:
 
 def cli(env: dict[str, str], *args: str) -> Any:
     proc = subprocess.run(
-        [sys.executable, "-m", "api.cli.main", *args, "--json"],
+        [sys.executable, "-m", "lockzero.api.cli.main", *args, "--json"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -312,7 +312,7 @@ def _bench(url: str, tmp: Path) -> None:
         with psycopg.connect(url, autocommit=True) as monitor:
             # ---- the real server; capture one answer for the bare endpoint ------------------------
             served_from = datetime.now(UTC)  # audit appends from here on are the server's (not the CLI's)
-            lz = start_server([sys.executable, "-m", "api.cli.main", "serve"], lz_env, lz_log)
+            lz = start_server([sys.executable, "-m", "lockzero.api.cli.main", "serve"], lz_env, lz_log)
             wait_listening(lz, lz_port, lz_log)
             status, captured = post_raw(lz_port, token, rpc_body(1, secret_ids[0]))
             assert status == 200, captured

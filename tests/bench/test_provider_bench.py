@@ -39,18 +39,18 @@ from typing import Any
 
 import pytest
 
-from engine import events as ev
-from engine import naming
-from engine.aggregates.secret import Secret, fold_secret
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.provider_access import credential
-from engine.rotations import rotate
-from engine.saga import RotationSaga
-from engine.secrets import register_secret
-from engine.tenants import create_tenant
-from eventstore import open_store
-from providers.base import Credential
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.rotations import rotate
+from lockzero.engine.commands.secrets import register_secret
+from lockzero.engine.commands.tenants import create_tenant
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
+from lockzero.engine.saga.provider_access import credential
+from lockzero.engine.saga.rotation import RotationSaga
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
+from lockzero.providers.base import Credential
 from tests.bench.saga_support import median, percentile
 from tests.engine.support import OPERATOR
 from tests.providers.support import PgCluster, new_account

@@ -51,11 +51,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, ResponseError
 
-from engine import events as ev
-from engine import secrets as secret_cmds
-from engine.app import Engine
-from engine.crypto import MasterKey
-from eventstore import NewEvent, open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import secrets as secret_cmds
+from lockzero.engine.domain import events as ev
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import NewEvent, open_store
 from tests.api.support import Key, Server, start_server
 from tests.bench.saga_support import (
     PHASES,

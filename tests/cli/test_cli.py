@@ -24,14 +24,14 @@ import msgspec
 import psycopg
 import pytest
 
-from engine import secrets as engine_secrets
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.outbound import redact_url
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import secrets as engine_secrets
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.engine.security.outbound import redact_url
+from lockzero.eventstore import open_store
 
 _SCRIPT = Path(sys.executable).with_name("lockzero")
-LOCKZERO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-W", "ignore", "-m", "api.cli.main"]
+LOCKZERO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-W", "ignore", "-m", "lockzero.api.cli.main"]
 TIMEOUT = 60
 
 
@@ -235,7 +235,7 @@ async def test_key_create_list_revoke(cli: Cli) -> None:
 
     engine = await cli.engine()
     try:
-        from engine import keys
+        from lockzero.engine.security import keys
 
         key = await keys.authenticate(engine, rw["key"])
         assert key is not None and key.key_id == rw["key_id"] and not key.read_only

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import tenants
-from engine.app import Engine
-from engine.config import ConfigError
-from engine.crypto import MasterKey
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import tenants
+from lockzero.engine.config import ConfigError
+from lockzero.engine.security.crypto import MasterKey
 from tests.api.support import free_port
 from tests.cli.test_cli import Cli, Result, assert_one_error_line, base_env, is_pg, new_key_b64, run
 from tests.engine.support import OPERATOR

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.app import Engine
-from engine.crypto import MasterKey
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
 from tests.engine.support import ManualClock
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.detection import scanner
-from engine.detection.rules import KINDS
+from lockzero.engine.detection import scanner
+from lockzero.engine.detection.rules import KINDS
 from tests.detection.corpus import Document, concatenated, generate
 
 SEED = 20260601

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.detection import scanner
+from lockzero.engine.detection import scanner
 from tests.detection.corpus_families import FAMILIES, FamilyDocument, generate
 
 SEED = 20260601

@@ -14,15 +14,16 @@ from urllib.parse import quote
 import msgspec
 import pytest
 
-from engine import events as ev
-from engine import naming, secrets, tenants
-from engine.app import Engine
-from engine.clock import iso
-from engine.crypto import MasterKey
-from engine.detection import detect_exposure
-from engine.detection.managed import ManagedMatcher, SealedVersion, literal_forms
-from engine.incidents import active_incidents
-from eventstore import ANY_VERSION, Transaction
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import secrets, tenants
+from lockzero.engine.commands.incidents import active_incidents
+from lockzero.engine.detection import detect_exposure
+from lockzero.engine.detection.managed import ManagedMatcher, SealedVersion, literal_forms
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.clock import iso
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import ANY_VERSION, Transaction
 from tests.engine.support import OPERATOR, all_events, table_rows
 
 AGENT = ev.EventMeta(actor_id="key_test", actor_type="agent")
@@ -238,7 +239,7 @@ async def test_the_value_is_never_stored_or_returned(engine: Engine, acme: str) 
 def _github_token() -> str:
     import binascii
 
-    from engine.detection.validators import base62_encode
+    from lockzero.engine.detection.validators import base62_encode
 
     body = "Zq8Lm3Nx7Pw2Rt5Vy9Ab4Cd6Ef1Gh0Jk"[:30]
     return "ghp_" + body + base62_encode(binascii.crc32(body.encode())).decode()

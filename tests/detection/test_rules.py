@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from engine.detection import scanner
-from engine.detection import validators as v
-from engine.detection.rules import KINDS, RULES
+from lockzero.engine.detection import scanner
+from lockzero.engine.detection import validators as v
+from lockzero.engine.detection.rules import KINDS, RULES
 from tests.detection.corpus import Maker
 
 

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.outbound import OutboundPolicy
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.engine.security.outbound import OutboundPolicy
+from lockzero.eventstore import open_store
 from tests.engine.support import ManualClock
 
 

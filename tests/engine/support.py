@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine import events as ev
-from engine.app import Engine
+from lockzero.engine.app import Engine
+from lockzero.engine.domain import events as ev
 
 OPERATOR = ev.EventMeta(actor_id="test:operator", actor_type="operator")
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)

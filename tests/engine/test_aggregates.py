@@ -6,11 +6,11 @@ from datetime import timedelta
 
 import pytest
 
-from engine import events as ev
-from engine.aggregates.api_key import fold_api_key
-from engine.aggregates.incident import fold_incident
-from engine.aggregates.secret import fold_secret
-from engine.aggregates.tenant import fold_tenant
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.aggregates.api_key import fold_api_key
+from lockzero.engine.domain.aggregates.incident import fold_incident
+from lockzero.engine.domain.aggregates.secret import fold_secret
+from lockzero.engine.domain.aggregates.tenant import fold_tenant
 from tests.engine.support import T0
 
 

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from engine import audit, audit_chain, incidents, policies, tenants, tombstone
-from engine import events as ev
-from engine import secrets as engine_secrets
-from engine.app import Engine
-from eventstore.chain import GENESIS, chain_of, link
+from lockzero.engine.app import Engine
+from lockzero.engine.audit import chain as audit_chain
+from lockzero.engine.audit import records as audit
+from lockzero.engine.commands import incidents, policies, tenants, tombstone
+from lockzero.engine.commands import secrets as engine_secrets
+from lockzero.engine.domain import events as ev
+from lockzero.eventstore.chain import GENESIS, chain_of, link
 from tests.engine.support import OPERATOR
 
 #: `make test` runs a smaller mix; tests/bench/test_audit_chain_bench.py runs the issue's 10,000 calls.

@@ -21,10 +21,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from engine import audit_chain
-from engine.app import Engine
-from engine.scheduler import run_pass
-from eventstore.chain import GENESIS, chain_of, link
+from lockzero.engine.app import Engine
+from lockzero.engine.audit import chain as audit_chain
+from lockzero.engine.saga.scheduler import run_pass
+from lockzero.eventstore.chain import GENESIS, chain_of, link
 from tests.engine.test_audit_chain import mixed_calls, positions_of, sql
 from tests.providers_ext.support import MotoServer
 

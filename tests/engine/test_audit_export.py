@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from engine import audit, audit_export, tenants
-from engine import secrets as engine_secrets
-from engine.app import Engine
-from engine.errors import Unavailable
+from lockzero.engine.app import Engine
+from lockzero.engine.audit import export as audit_export
+from lockzero.engine.audit import records as audit
+from lockzero.engine.commands import secrets as engine_secrets
+from lockzero.engine.commands import tenants
+from lockzero.engine.domain.errors import Unavailable
 from tests.engine.support import OPERATOR
 
 CANARY = "canary-Zq81kP0vLx7Ww3-not-to-be-exported"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import DEFAULT_DATABASE_URL, ConfigError, load_settings
-from engine.crypto import MasterKey
+from lockzero.engine.config import DEFAULT_DATABASE_URL, ConfigError, load_settings
+from lockzero.engine.security.crypto import MasterKey
 
 PG = "postgresql://u:canarypw@127.0.0.1:5432/lz"
 

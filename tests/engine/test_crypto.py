@@ -1,4 +1,4 @@
-"""Envelope encryption, fingerprints and token hashing (engine/crypto.py). No database."""
+"""Envelope encryption, fingerprints and token hashing (engine/security/crypto.py). No database."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.crypto import (
+from lockzero.engine.security.crypto import (
     KEY_BYTES,
     MCP_KEY_PREFIX,
     SERVICE_TOKEN_PREFIX,

@@ -1,4 +1,4 @@
-"""Dependents, rotation policies, tenants and audit records (engine/dependents.py, policies.py,
+"""Dependents, rotation policies, tenants and audit records (engine/commands/dependents.py, policies.py,
 tenants.py, audit.py) on both backends."""
 
 from __future__ import annotations
@@ -6,12 +6,14 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine import audit, dependents, naming, policies, secrets, tenants
-from engine import events as ev
-from engine.aggregates.secret import fold_secret
-from engine.app import Engine
-from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
-from engine.outbound import redact_url
+from lockzero.engine.app import Engine
+from lockzero.engine.audit import records as audit
+from lockzero.engine.commands import dependents, policies, secrets, tenants
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import fold_secret
+from lockzero.engine.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from lockzero.engine.security.outbound import redact_url
 from tests.engine.support import OPERATOR, T0, all_events, table_rows
 
 

@@ -3,10 +3,10 @@ it, so a retry after that rotation ended returns it again instead of starting a 
 
 from __future__ import annotations
 
-from engine import secrets, tenants
-from engine.app import Engine
-from engine.rotations import rotate
-from engine.saga import RotationSaga
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import secrets, tenants
+from lockzero.engine.commands.rotations import rotate
+from lockzero.engine.saga.rotation import RotationSaga
 from tests.engine.support import OPERATOR
 
 

@@ -1,4 +1,4 @@
-"""MCP API keys (engine/keys.py) on both backends: creation, authentication, revocation, expiry, scopes."""
+"""MCP API keys (engine/security/keys.py) on both backends: creation, authentication, revocation, expiry, scopes."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from datetime import timedelta
 
 import pytest
 
-from engine import keys, tenants
-from engine.aggregates.api_key import ApiKey
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.errors import Conflict, InvalidInput, NotFound
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import tenants
+from lockzero.engine.domain.aggregates.api_key import ApiKey
+from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
+from lockzero.engine.security import keys
+from lockzero.engine.security.crypto import MasterKey
 from tests.engine.support import OPERATOR, T0, ManualClock, all_events, table_rows
 
 

@@ -21,18 +21,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine import delivery, dependents, naming, notify, policies, tenants
-from engine import events as ev
-from engine import secrets as engine_secrets
-from engine.aggregates.secret import fold_secret
-from engine.app import Engine
-from engine.config import ConfigError, load_settings
-from engine.errors import InvalidInput
-from engine.metadata import policy_view
-from engine.outbound import OutboundPolicy, redact_url
-from providers.base import Credential, ProviderError
-from providers.deliveries import DeliveryError, post_webhook
-from providers.http_hooks import HttpHooksProvider
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import dependents, policies, tenants
+from lockzero.engine.commands import secrets as engine_secrets
+from lockzero.engine.config import ConfigError, load_settings
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import fold_secret
+from lockzero.engine.domain.errors import InvalidInput
+from lockzero.engine.queries.metadata import policy_view
+from lockzero.engine.saga import delivery, notify
+from lockzero.engine.security.outbound import OutboundPolicy, redact_url
+from lockzero.providers.base import Credential, ProviderError
+from lockzero.providers.deliveries import DeliveryError, post_webhook
+from lockzero.providers.http_hooks import HttpHooksProvider
 from tests.engine.support import OPERATOR, all_events
 
 STRICT = OutboundPolicy()

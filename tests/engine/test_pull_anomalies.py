@@ -8,17 +8,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine import events as ev
-from engine import naming
-from engine.anomalies import PullWatch
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.dependents import add_dependent
-from engine.incidents import active_incidents
-from engine.pull import current_for_dependent, identify
-from engine.secrets import register_secret
-from engine.tenants import create_tenant
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.dependents import add_dependent
+from lockzero.engine.commands.incidents import active_incidents
+from lockzero.engine.commands.pull import current_for_dependent, identify
+from lockzero.engine.commands.secrets import register_secret
+from lockzero.engine.commands.tenants import create_tenant
+from lockzero.engine.detection.anomalies import PullWatch
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
 from tests.engine.support import OPERATOR, ManualClock
 
 TENANT = "acme"

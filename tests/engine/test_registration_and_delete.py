@@ -11,15 +11,16 @@ from typing import Any
 import pytest
 import redis
 
-from engine import approvals, naming, secrets, tenants
-from engine import events as ev
-from engine.aggregates.secret import fold_secret
-from engine.app import Engine
-from engine.errors import Conflict, InvalidInput, NotFound
-from engine.policies import update_policy
-from engine.rotations import revoke, rollback, rotate
-from engine.saga import RotationSaga
-from engine.tombstone import delete_secret
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import approvals, secrets, tenants
+from lockzero.engine.commands.policies import update_policy
+from lockzero.engine.commands.rotations import revoke, rollback, rotate
+from lockzero.engine.commands.tombstone import delete_secret
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import fold_secret
+from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
+from lockzero.engine.saga.rotation import RotationSaga
 from tests.engine.support import OPERATOR
 from tests.saga.support import AclUser
 

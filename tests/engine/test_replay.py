@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from engine import audit, dependents, keys, naming, policies, secrets, tenants
-from engine import events as ev
-from engine.app import Engine
-from engine.schema import PROJECTION_TABLES
-from engine.secrets import SecretFilter
+from lockzero.engine.app import Engine
+from lockzero.engine.audit import records as audit
+from lockzero.engine.commands import dependents, policies, secrets, tenants
+from lockzero.engine.commands.secrets import SecretFilter
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.readmodels.schema import PROJECTION_TABLES
+from lockzero.engine.security import keys
 from tests.engine.support import OPERATOR, T0, ManualClock, all_events, snapshot
 
 SIDE_TABLES = ("lz_tenant_keys", "lz_secret_versions", "lz_sealed")

@@ -1,4 +1,4 @@
-"""Secrets (engine/secrets.py) on both backends: registration, encrypted values, the list query."""
+"""Secrets (engine/commands/secrets.py) on both backends: registration, encrypted values, the list query."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import events as ev
-from engine import naming, policies, secrets, tenants
-from engine.app import Engine
-from engine.crypto import CryptoError, MasterKey
-from engine.errors import Conflict, InvalidInput, NotFound
-from engine.secrets import SecretFilter
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import policies, secrets, tenants
+from lockzero.engine.commands.secrets import SecretFilter
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
+from lockzero.engine.security.crypto import CryptoError, MasterKey
+from lockzero.eventstore import open_store
 from tests.engine.support import OPERATOR, ManualClock, all_events, table_rows
 
 REDIS = {"url": "redis://default:admin-canary-pw@127.0.0.1:6379/0", "username": "app"}

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 
-from engine import audit, incidents, secrets, tenants, timeline
-from engine import events as ev
-from engine.app import Engine
-from engine.naming import secret_stream
+from lockzero.engine.app import Engine
+from lockzero.engine.audit import records as audit
+from lockzero.engine.commands import incidents, secrets, tenants
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.naming import secret_stream
+from lockzero.engine.queries import timeline
 from tests.engine.support import OPERATOR, ManualClock
 
 AGENT = ev.EventMeta(actor_id="key_agent", actor_type="agent")

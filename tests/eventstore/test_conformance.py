@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eventstore import (
+from lockzero.eventstore import (
     ANY_VERSION,
     NO_STREAM,
     AppendResult,

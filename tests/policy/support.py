@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from engine import events as ev
-from engine.app import Engine
-from engine.crypto import MasterKey
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.domain import events as ev
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
 from tests.api.support import Key, Server
 
 T = TypeVar("T")
@@ -40,7 +40,7 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
 def run_cli(server: Server, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
     """The real CLI, as a person types it (no --json unless given): exit code, stdout, stderr."""
     return subprocess.run(
-        [sys.executable, "-m", "api.cli.main", *args],
+        [sys.executable, "-m", "lockzero.api.cli.main", *args],
         cwd=server.workdir,
         env=server.env,
         input=stdin.decode(),

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from engine import events as ev
-from engine.incidents import open_incident
-from engine.secrets import read_version_value
+from lockzero.engine.commands.incidents import open_incident
+from lockzero.engine.commands.secrets import read_version_value
+from lockzero.engine.domain import events as ev
 from tests.api.support import Key, Server, jsonrpc_error, unique
 from tests.policy.support import run_cli, tool, wait_for, wait_verified, with_engine
 

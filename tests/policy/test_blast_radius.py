@@ -7,8 +7,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from engine import events as ev
-from engine.incidents import open_incident
+from lockzero.engine.commands.incidents import open_incident
+from lockzero.engine.domain import events as ev
 from tests.api.support import Key, Server
 from tests.policy.support import wait_for, wait_verified, with_engine
 from tests.saga.support import AclUser

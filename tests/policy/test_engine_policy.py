@@ -8,17 +8,18 @@ from datetime import timedelta
 
 import pytest
 
-from engine import approvals, naming, policies, secrets, tenants
-from engine import events as ev
-from engine.aggregates.secret import Secret, fold_secret
-from engine.app import Engine
-from engine.errors import Conflict, Forbidden, InvalidInput, NotFound
-from engine.history import rotation_history
-from engine.incidents import active_incidents, open_incident
-from engine.rotations import rollback, rotate
-from engine.scheduler import run_pass
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import approvals, policies, secrets, tenants
+from lockzero.engine.commands.incidents import active_incidents, open_incident
+from lockzero.engine.commands.rotations import rollback, rotate
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
+from lockzero.engine.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from lockzero.engine.queries.history import rotation_history
+from lockzero.engine.saga.scheduler import run_pass
+from lockzero.workers.inprocess import InProcessQueue
 from tests.engine.support import OPERATOR, T0, ManualClock
-from workers.inprocess import InProcessQueue
 
 AGENT = ev.EventMeta(actor_id="key_agent_1", actor_type="agent")
 DAY = 86400
@@ -391,7 +392,9 @@ async def test_failed_rotation_opens_rotation_failed_and_keeps_the_leak_open(
     """A real failure: the Redis user is disabled (`off`), so Redis refuses every AUTH and validate fails."""
     from tests.saga.support import AclUser
 
-    monkeypatch.setattr("engine.saga.VALIDATE_ATTEMPTS", 1)  # one refusal is enough; no need to wait out retries
+    monkeypatch.setattr(
+        "lockzero.engine.saga.rotation.VALIDATE_ATTEMPTS", 1
+    )  # one refusal is enough; no need to wait out retries
     await tenants.create_tenant(engine, "acme", OPERATOR)
     user = AclUser.create()
     try:
@@ -422,7 +425,7 @@ async def test_failed_rotation_opens_rotation_failed_and_keeps_the_leak_open(
 
 
 async def test_pending_approval_does_not_block_an_emergency_revoke(engine: Engine) -> None:
-    from engine.rotations import revoke
+    from lockzero.engine.commands.rotations import revoke
 
     await setup(engine, required_approvals=2)
     q = RecordingQueue()

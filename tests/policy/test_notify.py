@@ -9,11 +9,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from engine import events as ev
-from engine import naming
-from engine.notify import _body
-from engine.outbound import redact_url
-from engine.secrets import read_version_value
+from lockzero.engine.commands.secrets import read_version_value
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.saga.notify import _body
+from lockzero.engine.security.outbound import redact_url
 from tests.api.support import Server
 from tests.policy.support import Receiver, run_cli, stream_events, wait_for, wait_verified, with_engine
 

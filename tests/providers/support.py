@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 import pymysql
 
-from providers.base import Credential
+from lockzero.providers.base import Credential
 
 MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 
@@ -112,10 +112,10 @@ class Account:
 
     def build(self, **extra: Any) -> Any:
         if self.kind == "postgres":
-            from providers.postgres_role import PostgresRoleProvider
+            from lockzero.providers.postgres_role import PostgresRoleProvider
 
             return PostgresRoleProvider(self.config(**extra))
-        from providers.mysql_user import MysqlUserProvider
+        from lockzero.providers.mysql_user import MysqlUserProvider
 
         return MysqlUserProvider(self.config(**extra))
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from providers.base import Credential
+from lockzero.providers.base import Credential
 from tests.providers.support import Account, PgCluster, new_account, secret_value
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from providers.base import Credential
+from lockzero.providers.base import Credential
 from tests.providers.support import Account, secret_value
 
 

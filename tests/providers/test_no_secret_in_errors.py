@@ -5,9 +5,9 @@ from __future__ import annotations
 import traceback
 from typing import Any
 
-from providers.base import Credential, ProviderError
-from providers.mysql_user import MysqlUserProvider
-from providers.postgres_role import PostgresRoleProvider
+from lockzero.providers.base import Credential, ProviderError
+from lockzero.providers.mysql_user import MysqlUserProvider
+from lockzero.providers.postgres_role import PostgresRoleProvider
 from tests.providers.support import MYSQL_PORT, PgCluster, free_port
 
 CANARY = "Canary-Admin-Pw-7f3e9a"

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from providers.base import Credential
+from lockzero.providers.base import Credential
 from tests.providers.support import Account, PgCluster, new_account, secret_value
 
 #: How long a dependent takes to adopt a new value after it exists (e.g. its pull interval).

@@ -7,17 +7,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from engine.app import Engine
-from engine.blast_radius import assess
-from engine.crypto import MasterKey
-from engine.provider_access import credential
-from engine.rotations import revoke, rollback, rotate
-from engine.saga import RotationSaga
-from engine.secrets import register_secret
-from engine.tenants import create_tenant
-from engine.verification import verify
-from eventstore import open_store
-from providers.base import Credential
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.rotations import revoke, rollback, rotate
+from lockzero.engine.commands.secrets import register_secret
+from lockzero.engine.commands.tenants import create_tenant
+from lockzero.engine.queries.blast_radius import assess
+from lockzero.engine.saga.provider_access import credential
+from lockzero.engine.saga.rotation import RotationSaga
+from lockzero.engine.saga.verification import verify
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
+from lockzero.providers.base import Credential
 from tests.engine.support import OPERATOR
 from tests.providers.support import Account
 
@@ -45,7 +45,7 @@ class Queue:
 
 
 async def current(engine: Engine, secret_id: str, version: int) -> Credential:
-    from engine.unit_of_work import load_secret
+    from lockzero.engine.unit_of_work import load_secret
 
     secret, _ = await load_secret(engine, TENANT, secret_id)
     cred = await credential(engine, secret, version)

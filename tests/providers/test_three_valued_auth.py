@@ -34,15 +34,15 @@ import psycopg
 import pymysql
 import pytest
 
-from engine.outbound import OutboundPolicy
-from engine.verification import rejected, valid
-from providers.aws_iam import AwsIamKeyProvider
-from providers.base import Auth, Credential, Provider
-from providers.generated import GeneratedProvider
-from providers.http_hooks import HttpHooksProvider
-from providers.mysql_user import MysqlUserProvider
-from providers.postgres_role import PostgresRoleProvider
-from providers.redis_acl import RedisAclProvider
+from lockzero.engine.saga.verification import rejected, valid
+from lockzero.engine.security.outbound import OutboundPolicy
+from lockzero.providers.aws_iam import AwsIamKeyProvider
+from lockzero.providers.base import Auth, Credential, Provider
+from lockzero.providers.generated import GeneratedProvider
+from lockzero.providers.http_hooks import HttpHooksProvider
+from lockzero.providers.mysql_user import MysqlUserProvider
+from lockzero.providers.postgres_role import PostgresRoleProvider
+from lockzero.providers.redis_acl import RedisAclProvider
 from tests.providers.support import MYSQL_HOST, MYSQL_PORT, PgCluster, free_port, new_account
 from tests.providers_ext.support import HookService, MotoServer, _policy
 from tests.saga.support import REDIS_HOST, REDIS_PORT, AclUser

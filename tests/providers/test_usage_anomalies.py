@@ -11,23 +11,23 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from engine import events as ev
-from engine import naming
-from engine.anomalies import watch_pass
-from engine.app import Engine
-from engine.blast_radius import assess
-from engine.crypto import MasterKey
-from engine.incidents import active_incidents
-from engine.rotations import rotate
-from engine.saga import RotationSaga
-from engine.secrets import register_secret
-from engine.tenants import create_tenant
-from engine.timeline import incident_timeline
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.incidents import active_incidents
+from lockzero.engine.commands.rotations import rotate
+from lockzero.engine.commands.secrets import register_secret
+from lockzero.engine.commands.tenants import create_tenant
+from lockzero.engine.detection.anomalies import watch_pass
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.queries.blast_radius import assess
+from lockzero.engine.queries.timeline import incident_timeline
+from lockzero.engine.saga.rotation import RotationSaga
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
+from lockzero.workers.inprocess import InProcessQueue
 from tests.engine.support import OPERATOR
 from tests.providers.support import Account, new_account
 from tests.saga.support import AclUser
-from workers.inprocess import InProcessQueue
 
 TENANT = "acme"
 

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 import httpx
 
-from providers.deliveries import SIGNATURE_HEADER
+from lockzero.providers.deliveries import SIGNATURE_HEADER
 
 #: Requests moto serves before it starts checking signatures and policies: the bootstrap below.
 BOOTSTRAP_REQUESTS = 3

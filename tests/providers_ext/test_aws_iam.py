@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from providers import aws_iam
-from providers.aws_iam import AwsIamKeyProvider
-from providers.base import Credential, ProviderError
+from lockzero.providers import aws_iam
+from lockzero.providers.aws_iam import AwsIamKeyProvider
+from lockzero.providers.base import Credential, ProviderError
 from tests.providers_ext.support import MotoServer, accepts
 
 

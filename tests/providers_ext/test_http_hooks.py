@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from engine.outbound import OutboundPolicy
-from providers.base import Credential, ProviderError
-from providers.http_hooks import HttpHooksProvider
+from lockzero.engine.security.outbound import OutboundPolicy
+from lockzero.providers.base import Credential, ProviderError
+from lockzero.providers.http_hooks import HttpHooksProvider
 from tests.providers_ext.support import HookService, accepts, free_port
 
 #: The test's hook service listens on loopback, which outbound targets may not reach by default.

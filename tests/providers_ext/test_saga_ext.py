@@ -6,17 +6,18 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from engine import naming, secrets, tenants
-from engine import provider_access as access
-from engine.aggregates.secret import Secret, fold_secret
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.outbound import OutboundPolicy
-from engine.rotations import revoke, rollback, rotate
-from engine.saga import RotationSaga
-from engine.scheduler import run_pass
-from eventstore import open_store
-from providers.base import Credential
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import secrets, tenants
+from lockzero.engine.commands.rotations import revoke, rollback, rotate
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
+from lockzero.engine.saga import provider_access as access
+from lockzero.engine.saga.rotation import RotationSaga
+from lockzero.engine.saga.scheduler import run_pass
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.engine.security.outbound import OutboundPolicy
+from lockzero.eventstore import open_store
+from lockzero.providers.base import Credential
 from tests.engine.support import OPERATOR, ManualClock
 from tests.providers_ext.support import HookService, MotoServer
 

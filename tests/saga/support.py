@@ -332,7 +332,7 @@ class Stack:
         out = (self.workdir / f"worker{n}.stdout").open("wb")
         err = (self.workdir / f"worker{n}.stderr").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli.main", "worker"],
+            [sys.executable, "-m", "lockzero.api.cli.main", "worker"],
             cwd=self.workdir,
             env=self.server.env,
             stdout=out,

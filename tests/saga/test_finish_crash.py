@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from engine import naming, secrets, tenants
-from engine.aggregates.incident import fold_incident
-from engine.aggregates.secret import fold_secret
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.incidents import active_incidents
-from engine.rotations import rotate
-from engine.saga import Finish, RotationSaga, failure_incident_id, next_action
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import secrets, tenants
+from lockzero.engine.commands.incidents import active_incidents
+from lockzero.engine.commands.rotations import rotate
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.incident import fold_incident
+from lockzero.engine.domain.aggregates.secret import fold_secret
+from lockzero.engine.saga.rotation import Finish, RotationSaga, failure_incident_id, next_action
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
 from tests.engine.support import OPERATOR
 from tests.saga.support import AclUser
 
@@ -51,7 +52,9 @@ def user() -> Iterator[AclUser]:
 async def test_a_runner_dying_while_finishing_a_failed_saga_leaves_exactly_one_incident(
     engine: Engine, user: AclUser, crash: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("engine.saga.VALIDATE_ATTEMPTS", 1)  # one WRONGPASS is enough to fail validate
+    monkeypatch.setattr(
+        "lockzero.engine.saga.rotation.VALIDATE_ATTEMPTS", 1
+    )  # one WRONGPASS is enough to fail validate
     sid = f"prod/redis/{user.name}"
     await secrets.register_secret(
         engine, "acme", OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",

@@ -23,17 +23,18 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from engine import events as ev
-from engine import naming, rotations
-from engine.aggregates.secret import Secret, fold_secret
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.errors import Conflict
-from engine.provider_access import credential, open_provider
-from engine.saga import Do, RotationSaga, next_action
-from engine.secrets import register_secret
-from engine.tenants import create_tenant
-from eventstore import open_store
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import rotations
+from lockzero.engine.commands.secrets import register_secret
+from lockzero.engine.commands.tenants import create_tenant
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
+from lockzero.engine.domain.errors import Conflict
+from lockzero.engine.saga.provider_access import credential, open_provider
+from lockzero.engine.saga.rotation import Do, RotationSaga, next_action
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
 from tests.saga.support import AclUser, StallingProxy
 
 TENANT = "model"

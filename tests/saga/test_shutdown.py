@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from lockzero.workers.arq_worker import SAGA_LOCK_TTL_MS, STALL_AFTER_S
 from tests.saga.support import (
     ARQ,
     EMBEDDED,
@@ -22,7 +23,6 @@ from tests.saga.support import (
     running_stack,
     wait_for,
 )
-from workers.arq_worker import SAGA_LOCK_TTL_MS, STALL_AFTER_S
 
 REDIS_DB = 11
 

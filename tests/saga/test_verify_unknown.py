@@ -16,17 +16,17 @@ from contextlib import suppress
 
 import pytest
 
-from engine.app import Engine
-from engine.crypto import MasterKey
-from engine.provider_access import credential
-from engine.rotations import rotate
-from engine.saga import RotationSaga
-from engine.secrets import register_secret
-from engine.tenants import create_tenant
-from engine.unit_of_work import load_secret
-from engine.verification import verify
-from eventstore import open_store
-from providers.base import Credential
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.rotations import rotate
+from lockzero.engine.commands.secrets import register_secret
+from lockzero.engine.commands.tenants import create_tenant
+from lockzero.engine.saga.provider_access import credential
+from lockzero.engine.saga.rotation import RotationSaga
+from lockzero.engine.saga.verification import verify
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.engine.unit_of_work import load_secret
+from lockzero.eventstore import open_store
+from lockzero.providers.base import Credential
 from tests.engine.support import OPERATOR
 from tests.saga.support import REDIS_HOST, REDIS_PORT, AclUser
 

@@ -1,0 +1,1 @@
+"""Audit records, their group commit, the hash chain's verification, export and flood control."""

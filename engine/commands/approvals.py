@@ -1,0 +1,72 @@
+"""Human approvals of a rotation that policy holds back: N distinct people, then the saga starts."""
+
+from __future__ import annotations
+
+import msgspec
+
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.rotations import SagaQueue
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.aggregates.secret import Secret
+from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
+from lockzero.engine.unit_of_work import Decision, change_secret
+
+
+class ApprovalResult(msgspec.Struct, frozen=True):
+    rotation_id: str
+    secret_id: str
+    approvers: list[str]
+    required: int
+    status: str
+
+
+async def approve(
+    engine: Engine, tenant: str, rotation_id: str, person: str, queue: SagaQueue | None = None
+) -> ApprovalResult:
+    person = person.strip()
+    if not person or len(person) > 128 or any(ord(c) < 32 for c in person):
+        raise InvalidInput("--as must name the approving person (1-128 printable characters)")
+    async with engine.store.reader() as tx:
+        row = await tx.fetchone(
+            "SELECT secret_id FROM rm_rotations WHERE tenant = ? AND rotation_id = ?", (tenant, rotation_id)
+        )
+    if row is None:
+        raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
+    secret_id = str(row[0])
+    actor = ev.EventMeta(actor_id=person, actor_type="person")
+
+    def decide(secret: Secret | None) -> Decision[ApprovalResult]:
+        rotation = secret.rotation(rotation_id) if secret else None
+        if rotation is None:
+            raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
+        if rotation.approved:
+            raise Conflict(f"rotation {rotation_id} needs no (more) approvals; it is {rotation.status}")
+        if person in rotation.approvers:
+            raise Conflict(f"{person} already approved {rotation_id}; approvals must come from distinct people")
+        now = engine.clock.now()
+        approvers = (*rotation.approvers, person)
+        new: list[ev.Event] = [
+            ev.RotationApproved(at=now, tenant=tenant, secret_id=secret_id, rotation_id=rotation_id, by=person)
+        ]
+        met = len(approvers) >= rotation.required_approvals
+        if met:
+            new.append(
+                ev.RotationApprovalsMet(
+                    at=now, tenant=tenant, secret_id=secret_id, rotation_id=rotation_id, approvers=approvers
+                )
+            )
+
+        async def start_saga() -> None:
+            if queue is not None:
+                await queue.enqueue(tenant, secret_id, rotation_id)
+
+        result = ApprovalResult(
+            rotation_id,
+            secret_id,
+            list(approvers),
+            rotation.required_approvals,
+            "in_progress" if met else "pending_approval",
+        )
+        return Decision(result, new, then=start_saga if met else None)
+
+    return await change_secret(engine, tenant, secret_id, actor, decide)

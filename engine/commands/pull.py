@@ -1,0 +1,100 @@
+"""The pull delivery: a dependent fetches the current version with its lz_svc_ token; the read records
+that it adopted that version (what the saga waits for before retiring the old credential)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lockzero.engine.app import SYSTEM, Engine
+from lockzero.engine.commands.secrets import read_version_value
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import fold_secret
+from lockzero.engine.domain.clock import iso
+from lockzero.engine.domain.errors import NotFound
+from lockzero.engine.saga.delivery import record_adoption
+from lockzero.engine.saga.verification import settle_leaks
+from lockzero.engine.security.crypto import SERVICE_TOKEN_PREFIX
+
+
+@dataclass(frozen=True)
+class PullDependent:
+    """The dependent a lz_svc_ token belongs to, looked up once per pull (the audit names it, the read uses it)."""
+
+    tenant: str
+    dependent_id: str
+    secret_id: str
+    adopted_version: int | None
+
+
+async def identify(engine: Engine, token: str) -> PullDependent | None:
+    """The token's dependent, or None for anything that is not a live dependent token."""
+    if not token.startswith(SERVICE_TOKEN_PREFIX) or len(token) > 200:
+        return None
+    async with engine.store.reader() as tx:
+        row = await tx.fetchone(
+            "SELECT tenant, dependent_id, secret_id, adopted_version, token_hash FROM rm_dependents"
+            " WHERE token_hash = ?",
+            (engine.tokens.hash(token),),
+        )
+    if row is None or not engine.tokens.matches(token, str(row[4])):
+        return None
+    return PullDependent(str(row[0]), str(row[1]), str(row[2]), None if row[3] is None else int(row[3]))
+
+
+async def current_for_dependent(engine: Engine, dep: PullDependent, secret_id: str) -> dict[str, Any]:
+    tenant, dependent_id, adopted = dep.tenant, dep.dependent_id, dep.adopted_version
+    if dep.secret_id != secret_id:
+        raise NotFound("this dependent is not attached to that secret")
+    async with engine.store.reader() as tx:
+        row = await tx.fetchone(
+            "SELECT current_version, status FROM rm_secrets WHERE tenant = ? AND secret_id = ?", (tenant, secret_id)
+        )
+    if row is None or row[0] is None or row[1] == "revoked":
+        raise NotFound("the secret has no current version (revoked or removed)")
+    version = int(row[0])
+    value = await read_version_value(engine, tenant, secret_id, version)
+    if value is None:
+        raise NotFound("the current version's value was destroyed")
+    if adopted != version:
+        await record_adoption(engine, tenant, secret_id, dependent_id, version, "pull")
+        # The last dependent to adopt may be what a leak incident waits for.
+        await settle_leaks(engine, tenant, secret_id, SYSTEM)
+    async with engine.store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO lz_dependent_seen (tenant, dependent_id, last_seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (tenant, dependent_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+            (tenant, dependent_id, iso(engine.clock.now())),
+        )
+    body: dict[str, Any] = {
+        "secret_id": secret_id,
+        "version": f"v{version}",
+        "version_arn": naming.version_arn(tenant, secret_id, version),
+        "value": value.decode(),
+    }
+    username = await _username(engine, tenant, secret_id, version)
+    if username:
+        body["username"] = username
+    return body
+
+
+_usernames: dict[tuple[str, str, int], str | None] = {}
+
+
+async def _username(engine: Engine, tenant: str, secret_id: str, version: int) -> str | None:
+    # A version's username never changes once created: remember it instead of folding on every pull.
+    key = (tenant, secret_id, version)
+    if key in _usernames:
+        return _usernames[key]
+    username = await _fold_username(engine, tenant, secret_id, version)
+    if len(_usernames) > 100_000:
+        _usernames.clear()
+    _usernames[key] = username
+    return username
+
+
+async def _fold_username(engine: Engine, tenant: str, secret_id: str, version: int) -> str | None:
+    events, _ = await engine.load(naming.secret_stream(tenant, secret_id))
+    secret = fold_secret(events)
+    v = secret.version(version) if secret else None
+    return v.username if v else None

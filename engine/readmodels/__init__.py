@@ -1,0 +1,1 @@
+"""Read models: the tables inline projections keep, and the projections themselves."""

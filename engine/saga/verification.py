@@ -1,0 +1,364 @@
+"""The live proof of a remediation (verify_remediation) and what it settles (leak incidents).
+
+Every check is three-valued. ``passed`` needs a protocol-level answer from the provider (the new
+credential authenticated; the old one was refused at authentication). Anything that gave no such
+answer (a timeout, an unreachable system, a permission error) is ``unknown`` with its reason, and
+``verified`` is true only when every check passed. While a rotation waits for dependents the result
+names each one, what it waits for and since when; it never advises a rollback because one is slow.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+import msgspec
+
+from lockzero.engine.app import Engine
+from lockzero.engine.commands.incidents import mark_mitigated, open_incident_ids, resolve_for_secret
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import Dependent, Rotation, Secret
+from lockzero.engine.domain.clock import parse_iso
+from lockzero.engine.domain.errors import NotFound
+from lockzero.engine.saga.delivery import adopted_versions
+from lockzero.engine.saga.provider_access import credential, open_provider
+from lockzero.engine.unit_of_work import load_secret
+from lockzero.providers.base import Auth, Provider
+
+CheckState = Literal["passed", "failed", "unknown"]
+
+LEAK_KINDS: tuple[ev.IncidentKind, ...] = ("leaked_credential",)
+
+
+class PendingDependent(msgspec.Struct, frozen=True):
+    service: str
+    delivery: str
+    #: What adoption would be: "a pull of v3", "a 2xx answer to the webhook carrying v3", "the file write of v3".
+    waiting_for: str
+    #: When delivery of the version began (the saga's shift step); None before it began.
+    since: str | None
+
+
+class AdoptionCheck(msgspec.Struct, frozen=True):
+    adopted: int
+    total: int
+    pending: list[PendingDependent]
+
+
+class Checks(msgspec.Struct, frozen=True):
+    #: None where the check does not apply (a revocation issues no new credential).
+    new_credential_valid: CheckState | None
+    old_credential_rejected: CheckState | None
+    dependents_adopted: AdoptionCheck
+    #: One short line per check that did not pass, keyed by the check's name.
+    reasons: dict[str, str] = {}
+
+
+class Verification(msgspec.Struct, frozen=True):
+    verified: bool
+    status: str
+    rotation_id: str | None
+    checks: Checks
+    completed_at: str | None
+    next_action: str
+    #: While the saga waits for dependents: when it stops waiting and retires the old credential anyway.
+    adoption_deadline_at: str | None = None
+    #: Versions of this secret seen in a leak (never restored without force).
+    compromised_versions: list[str] = []
+
+
+def valid(auth: Auth) -> CheckState:
+    return {"accepted": "passed", "refused": "failed", "unknown": "unknown"}[auth.verdict]  # type: ignore[return-value]
+
+
+def rejected(auth: Auth) -> CheckState:
+    return {"refused": "passed", "accepted": "failed", "unknown": "unknown"}[auth.verdict]  # type: ignore[return-value]
+
+
+def _v(n: int | None) -> str:
+    return f"v{n}" if n is not None else "none"
+
+
+async def _load(engine: Engine, tenant: str, secret_id: str) -> Secret:
+    secret, _ = await load_secret(engine, tenant, secret_id)
+    return secret
+
+
+def _waiting_for(dep: Dependent, secret_id: str, version: int) -> str:
+    if dep.delivery == "pull":
+        return f"a pull of v{version} (GET /api/v1/secrets/{secret_id}/current with its lz_svc_ token)"
+    if dep.delivery == "webhook":
+        return f"a 2xx answer to the signed webhook carrying v{version}"
+    return f"the file write of v{version}"
+
+
+async def pending_dependents(
+    engine: Engine, secret: Secret, version: int | None, since: datetime | None
+) -> tuple[int, list[PendingDependent]]:
+    adopted = await adopted_versions(engine, secret.tenant, secret.secret_id)
+    behind = [d for d in secret.dependents if version is None or adopted.get(d.dependent_id) != version]
+    stamp = since.isoformat() if since else None
+    pending = [
+        PendingDependent(d.service, d.delivery, _waiting_for(d, secret.secret_id, version or 0), stamp)
+        for d in behind
+        if version is not None
+    ]
+    return len(secret.dependents) - len(pending), pending
+
+
+def _names(pending: list[PendingDependent]) -> str:
+    shown = ", ".join(f"{p.service} ({p.delivery})" for p in pending[:5])
+    return shown + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
+
+
+async def _auth(provider: Provider, engine: Engine, secret: Secret, version: int | None) -> Auth | None:
+    cred = await credential(engine, secret, version)
+    if cred is None:
+        return None
+    return await provider.authenticate(cred)
+
+
+async def verify(engine: Engine, tenant: str, secret_id: str, rotation_id: str | None = None) -> Verification:
+    """Live checks against the provider, not a replay of what the saga recorded."""
+    secret = await _load(engine, tenant, secret_id)
+    rotation = secret.rotation(rotation_id) if rotation_id else (secret.rotations[-1] if secret.rotations else None)
+    if rotation is None and rotation_id is not None:
+        raise NotFound(f"no rotation {rotation_id!r} of secret {secret_id!r}")
+    if rotation is None:
+        return await _never_rotated(engine, secret)
+    if rotation.status == "pending_approval":
+        missing = rotation.required_approvals - len(rotation.approvers)
+        return Verification(
+            False,
+            rotation.status,
+            rotation.rotation_id,
+            Checks(None, None, AdoptionCheck(0, len(secret.dependents), []), {"approval": "not approved yet"}),
+            None,
+            f"waiting for {missing} more human approval(s) (`lockzero approve {rotation.rotation_id} --as NAME`);"
+            " nothing has changed yet",
+            compromised_versions=_compromised(secret),
+        )
+    if rotation.kind == "revoke":
+        return await _verify_revoke(engine, secret, rotation)
+    return await _verify_rotation(engine, secret, rotation)
+
+
+def _compromised(secret: Secret) -> list[str]:
+    return [f"v{v.number}" for v in secret.versions if v.compromised]
+
+
+async def _verify_rotation(engine: Engine, secret: Secret, rotation: Rotation) -> Verification:
+    shift = rotation.last("shift")
+    delivering_since = shift.started_at if shift else None
+    adopted, pending = await pending_dependents(engine, secret, rotation.to_version, delivering_since)
+    adoption = AdoptionCheck(adopted, len(secret.dependents), pending)
+    reasons: dict[str, str] = {}
+    provider = await open_provider(engine, secret)
+    try:
+        new_auth = await _auth(provider, engine, secret, rotation.to_version)
+        old_auth = await _auth(provider, engine, secret, rotation.from_version)
+    finally:
+        await provider.close()
+    new_state: CheckState = valid(new_auth) if new_auth else "unknown"
+    old_state: CheckState = rejected(old_auth) if old_auth else "unknown"
+    if new_state != "passed":
+        reasons["new_credential_valid"] = new_auth.reason if new_auth else f"{_v(rotation.to_version)} has no value"
+    if old_state != "passed":
+        reasons["old_credential_rejected"] = (
+            old_auth.reason if old_auth else f"{_v(rotation.from_version)} has no stored value to try"
+        )
+    if pending:
+        reasons["dependents_adopted"] = f"{len(pending)} of {len(secret.dependents)} not on {_v(rotation.to_version)}"
+    status = rotation.status
+    verified = status == "completed" and new_state == "passed" and old_state == "passed" and not pending
+    deadline_at = None
+    if status == "in_progress" and delivering_since is not None:
+        deadline_at = (delivering_since + timedelta(seconds=secret.policy.adoption_deadline_s)).isoformat()
+    hint = _next_action(secret, rotation, new_state, old_state, pending, deadline_at, reasons, verified)
+    return Verification(
+        verified,
+        status,
+        rotation.rotation_id,
+        Checks(new_state, old_state, adoption, reasons),
+        rotation.finished_at.isoformat() if rotation.finished_at else None,
+        hint,
+        deadline_at,
+        _compromised(secret),
+    )
+
+
+def _next_action(
+    secret: Secret,
+    rotation: Rotation,
+    new_state: CheckState,
+    old_state: CheckState,
+    pending: list[PendingDependent],
+    deadline_at: str | None,
+    reasons: dict[str, str],
+    verified: bool,
+) -> str:
+    new, old = _v(rotation.to_version), _v(rotation.from_version)
+    if verified:
+        return "remediation verified; nothing more to do"
+    status = rotation.status
+    if status in ("in_progress", "compensating"):
+        if status == "in_progress" and deadline_at is not None and pending:
+            waits = "; ".join(f"{p.service}: {p.waiting_for}, since {p.since}" for p in pending[:5])
+            return (
+                f"waiting for {len(pending)} dependent(s) to adopt {new}: {waits}. At {deadline_at} (the adoption"
+                f" deadline) {old} is retired whether or not they adopted; poll verify_remediation again"
+            )
+        step = next((s.step for s in reversed(rotation.steps)), "start")
+        what = "undoing the rotation" if status == "compensating" else f"at step {step}"
+        return f"the saga is {what}; poll verify_remediation again in a second or two"
+    if status == "completed":
+        if new_state == "failed":
+            previous = secret.version(rotation.from_version)
+            back = (
+                ""
+                if previous is not None and previous.compromised
+                else f", or rollback_secret ({old} is not known to be compromised)"
+            )
+            return (
+                f"{new} is refused at the provider now ({reasons['new_credential_valid']}): rotate_secret again{back}"
+            )
+        if old_state == "failed":
+            return (
+                f"{old} still authenticates at the provider ({reasons['old_credential_rejected']}): rotate_secret"
+                " again to retire it, or revoke_secret if it is being abused now"
+            )
+        if pending:
+            return (
+                f"rotation completed and {old} is retired, but {len(pending)} dependent(s) still hold it and will fail"
+                f" until they take {new}: {_names(pending)}. Make each fetch {new} (restart it, or fix its webhook"
+                f" endpoint); do not roll back to {old}"
+            )
+        unknown = "; ".join(f"{k}: {v}" for k, v in reasons.items())
+        return f"the rotation completed but not every check could be proven ({unknown}); poll again later"
+    current = _v(secret.current_version)
+    return f"the rotation {status}; the secret is on a working credential ({current}). See get_active_incidents"
+
+
+async def _verify_revoke(engine: Engine, secret: Secret, rotation: Rotation) -> Verification:
+    provider = await open_provider(engine, secret)
+    try:
+        auths = [await _auth(provider, engine, secret, v.number) for v in secret.versions if v.status == "revoked"]
+    finally:
+        await provider.close()
+    states = [rejected(a) for a in auths if a is not None]
+    old_state: CheckState = "failed" if "failed" in states else ("unknown" if "unknown" in states else "passed")
+    reasons = {"old_credential_rejected": next(a.reason for a in auths if a and rejected(a) == old_state)}
+    if old_state == "passed":
+        reasons = {}
+    verified = rotation.status == "completed" and old_state == "passed"
+    hint = (
+        "revocation verified: no revoked version authenticates"
+        if verified
+        else (
+            f"the revocation is {rotation.status}; a revoked version is not proven refused: "
+            f"{reasons.get('old_credential_rejected', 'still running')}"
+        )
+    )
+    return Verification(
+        verified,
+        rotation.status,
+        rotation.rotation_id,
+        Checks(None, old_state, AdoptionCheck(0, 0, []), reasons),
+        rotation.finished_at.isoformat() if rotation.finished_at else None,
+        hint,
+        compromised_versions=_compromised(secret),
+    )
+
+
+async def _never_rotated(engine: Engine, secret: Secret) -> Verification:
+    """Nothing to verify yet; still report, live, whether the current credential works."""
+    adopted, pending = await pending_dependents(engine, secret, secret.current_version, None)
+    provider = await open_provider(engine, secret)
+    try:
+        auth = await _auth(provider, engine, secret, secret.current_version)
+    finally:
+        await provider.close()
+    state: CheckState = valid(auth) if auth else "unknown"
+    reasons = {} if state == "passed" else {"new_credential_valid": auth.reason if auth else "no current value"}
+    return Verification(
+        False,
+        "never_rotated",
+        None,
+        Checks(state, None, AdoptionCheck(adopted, len(secret.dependents), pending), reasons),
+        None,
+        "this secret has not been rotated; if it leaked, call rotate_secret and poll verify_remediation",
+        compromised_versions=_compromised(secret),
+    )
+
+
+async def settle_leaks(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta) -> None:
+    """Resolve the secret's leak incidents once a rotation away from every compromised version is verified
+    live; until then record how far it got ("mitigated: …") and leave them open, linked to the rotation."""
+    incidents = await open_incident_ids(engine, tenant, secret_id, LEAK_KINDS)
+    anomalies = await open_incident_ids(engine, tenant, secret_id, ("usage_anomaly",))
+    if not incidents and not anomalies:
+        return
+    try:
+        secret = await _load(engine, tenant, secret_id)
+    except NotFound:
+        return
+    done = [r for r in secret.rotations if r.kind == "rotate" and r.outcome == "completed"]
+    if not done or secret.in_flight is not None or done[-1].to_version != secret.current_version:
+        return
+    rotation = done[-1]
+    current = secret.version(secret.current_version)
+    result = await _verify_rotation(engine, secret, rotation)
+    if anomalies and result.verified:
+        await _settle_anomalies(engine, tenant, [i for i, _ in anomalies], rotation, actor)
+    if not incidents:
+        return
+    if result.verified and current is not None and not current.compromised:
+        await resolve_for_secret(
+            engine,
+            tenant,
+            secret_id,
+            LEAK_KINDS,
+            resolution=f"rotation {rotation.rotation_id} verified: {_v(rotation.to_version)} authenticates,"
+            f" {_v(rotation.from_version)} is refused, every dependent adopted",
+            ref_kind="rotation",
+            ref_id=rotation.rotation_id,
+            actor=actor,
+        )
+        return
+    missing = "; ".join(f"{k}: {v}" for k, v in result.checks.reasons.items()) or "the current version is compromised"
+    progress = f"mitigated: rotated to {_v(rotation.to_version)} ({rotation.rotation_id}); not yet verified: {missing}"
+    for incident_id, recorded in incidents:
+        if recorded != progress[:300]:
+            await mark_mitigated(
+                engine, tenant, incident_id, progress, ref_kind="rotation", ref_id=rotation.rotation_id, actor=actor
+            )
+
+
+async def _settle_anomalies(
+    engine: Engine, tenant: str, incident_ids: list[str], rotation: Rotation, actor: ev.EventMeta
+) -> None:
+    """A usage anomaly resolves when a rotation requested after it opened is verified: the credential in use
+    when it was seen (or the retired one still presented) no longer works, and the new one does. A rotation
+    from before the anomaly proves nothing about it."""
+    marks = ", ".join("?" * len(incident_ids))
+    async with engine.store.reader() as tx:
+        rows = await tx.fetchall(
+            f"SELECT incident_id, opened_at FROM rm_incidents WHERE tenant = ? AND incident_id IN ({marks})",
+            (tenant, *incident_ids),
+        )
+    for incident_id, opened_at in rows:
+        if parse_iso(str(opened_at)) > rotation.requested_at:
+            continue
+        now = engine.clock.now()
+        resolution = (
+            f"rotation {rotation.rotation_id} (requested after the anomaly) verified: {_v(rotation.to_version)}"
+            f" authenticates, {_v(rotation.from_version)} is refused, every dependent adopted"
+        )
+        events: list[ev.Event] = [
+            ev.IncidentLinked(
+                at=now, tenant=tenant, incident_id=incident_id, ref_kind="rotation", ref_id=rotation.rotation_id
+            ),
+            ev.IncidentResolved(at=now, tenant=tenant, incident_id=incident_id, resolution=resolution),
+        ]
+        await engine.append(naming.incident_stream(tenant, incident_id), events, actor)

@@ -1,0 +1,1 @@
+"""Key hierarchy, sealed values, tokens, scopes, operators' credentials and the outbound policy."""
