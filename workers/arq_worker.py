@@ -260,7 +260,7 @@ async def watch(ctx: dict[str, Any]) -> int:
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """For `arq workers.arq_worker.WorkerSettings` run by arq's own CLI, which passes no Settings."""
+    """For `arq lockzero.workers.arq_worker.WorkerSettings` run by arq's own CLI, which passes no Settings."""
     settings = load_settings(create_embedded_key=False)
     ctx["engine"] = await Engine.open(settings.database_url, settings.require_master_key(), outbound=settings.outbound)
 
@@ -274,7 +274,7 @@ class WorkerSettings:
     cron_jobs = [
         cron(reconcile, second=set(range(0, 60, 3)), run_at_startup=True, unique=True),
         cron(schedule, second={7, 37}, run_at_startup=True, unique=True),
-        # Every 15 s (engine.anomalies.WATCH_EVERY_S); unique: two workers never poll the providers twice over.
+        # Every 15 s (WATCH_EVERY_S in engine/detection/anomalies.py); unique: two workers never poll twice over.
         cron(watch, second={1, 16, 31, 46}, run_at_startup=True, unique=True),
     ]
     on_startup = startup

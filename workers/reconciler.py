@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from lockzero.engine.app import Engine
 from lockzero.engine.domain.clock import iso
+from lockzero.engine.domain.rotation_status import AWAITING_APPROVAL
 
 
 async def stalled_rotations(engine: Engine, quiet_for_s: float) -> list[tuple[str, str, str]]:
@@ -15,8 +16,8 @@ async def stalled_rotations(engine: Engine, quiet_for_s: float) -> list[tuple[st
     async with engine.store.reader() as tx:
         rows = await tx.fetchall(
             "SELECT tenant, secret_id, rotation_id FROM rm_rotations"
-            " WHERE finished_at IS NULL AND status <> 'pending_approval' AND updated_at <= ?"
+            " WHERE finished_at IS NULL AND status <> ? AND updated_at <= ?"
             " ORDER BY updated_at LIMIT 500",
-            (threshold,),
+            (AWAITING_APPROVAL, threshold),
         )
     return [(r[0], r[1], r[2]) for r in rows]

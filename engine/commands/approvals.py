@@ -9,6 +9,7 @@ from lockzero.engine.commands.rotations import SagaQueue
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain.aggregates.secret import Secret
 from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
+from lockzero.engine.domain.rotation_status import fold_status
 from lockzero.engine.unit_of_work import Decision, change_secret
 
 
@@ -65,7 +66,7 @@ async def approve(
             secret_id,
             list(approvers),
             rotation.required_approvals,
-            "in_progress" if met else "pending_approval",
+            fold_status(new, rotation.status),
         )
         return Decision(result, new, then=start_saga if met else None)
 

@@ -14,6 +14,7 @@ import msgspec
 
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain.clock import iso, parse_iso
+from lockzero.engine.domain.rotation_status import status_after
 from lockzero.engine.readmodels.console_projections import CONSOLE_HANDLERS
 from lockzero.engine.readmodels.schema import PROJECTION_TABLES
 from lockzero.engine.security.outbound import redact_url
@@ -229,7 +230,7 @@ async def _rotation_requested(tx: Transaction, e: ev.RotationRequested, r: Recor
             e.rotation_id,
             e.secret_id,
             e.kind,
-            "pending_approval" if e.required_approvals else "in_progress",
+            status_after(e),
             iso(e.at),
             iso(e.at),
             e.from_version,
@@ -244,7 +245,7 @@ async def _rotation_requested(tx: Transaction, e: ev.RotationRequested, r: Recor
 async def _step_event(
     tx: Transaction, e: ev.SagaStepStarted | ev.SagaStepCompleted | ev.SagaStepFailed, _: RecordedEvent
 ) -> None:
-    status = "compensating" if isinstance(e, ev.SagaStepFailed) and not e.compensating else None
+    status = status_after(e)
     await tx.execute(
         "UPDATE rm_rotations SET updated_at = ?, status = COALESCE(?, status) WHERE tenant = ? AND rotation_id = ?",
         (iso(e.at), status, e.tenant, e.rotation_id),
@@ -270,15 +271,15 @@ async def _version_unretired(
 
 async def _approvals_met(tx: Transaction, e: ev.RotationApprovalsMet, _: RecordedEvent) -> None:
     await tx.execute(
-        "UPDATE rm_rotations SET status = 'in_progress', updated_at = ? WHERE tenant = ? AND rotation_id = ?",
-        (iso(e.at), e.tenant, e.rotation_id),
+        "UPDATE rm_rotations SET status = ?, updated_at = ? WHERE tenant = ? AND rotation_id = ?",
+        (status_after(e), iso(e.at), e.tenant, e.rotation_id),
     )
 
 
 async def _rotation_finished(tx: Transaction, e: ev.RotationFinished, _: RecordedEvent) -> None:
     await tx.execute(
         "UPDATE rm_rotations SET status = ?, updated_at = ?, finished_at = ? WHERE tenant = ? AND rotation_id = ?",
-        (e.outcome, iso(e.at), iso(e.at), e.tenant, e.rotation_id),
+        (status_after(e), iso(e.at), iso(e.at), e.tenant, e.rotation_id),
     )
 
 

@@ -292,9 +292,9 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
         namespace="engine",
         version=9,
         name="console_operators",
-        # Console operators (engine/security/operators.py): rm_operators is a read model (replay rebuilds it); their password
-        # hashes and sealed TOTP secrets, console sessions and login failures are side tables never held in events,
-        # which replay leaves alone. Literal SQL (see v5).
+        # Console operators (engine/security/operators.py): rm_operators is a read model (replay rebuilds it);
+        # their password hashes and sealed TOTP secrets, console sessions and login failures are side tables never
+        # held in events, which replay leaves alone. Literal SQL (see v5).
         postgresql=(
             "CREATE TABLE rm_operators (operator_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL,"
             " role TEXT NOT NULL, status TEXT NOT NULL, totp_required INTEGER NOT NULL, totp_enrolled INTEGER NOT NULL,"

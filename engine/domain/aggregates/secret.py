@@ -10,6 +10,7 @@ from typing import Literal
 import msgspec
 
 from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.rotation_status import RotationStatus, status_after
 
 VersionStatus = Literal["live", "current", "retired", "expired", "discarded", "revoked"]
 
@@ -79,6 +80,8 @@ class Rotation(msgspec.Struct, frozen=True):
     steps: tuple[StepRecord, ...] = ()
     outcome: Literal["completed", "compensated", "failed", "cancelled"] | None = None
     finished_at: datetime | None = None
+    #: Set by every event that moves it (engine/domain/rotation_status.py), never computed here.
+    status: RotationStatus = "in_progress"
 
     @property
     def finished(self) -> bool:
@@ -94,14 +97,6 @@ class Rotation(msgspec.Struct, frozen=True):
     def last(self, step: ev.SagaStep, compensating: bool = False) -> StepRecord | None:
         found = [s for s in self.steps if s.step == step and s.compensating == compensating]
         return found[-1] if found else None
-
-    @property
-    def status(self) -> str:
-        if self.outcome is not None:
-            return self.outcome
-        if not self.approved:
-            return "pending_approval"
-        return "compensating" if self.compensating else "in_progress"
 
 
 class Secret(msgspec.Struct, frozen=True):
@@ -144,6 +139,17 @@ def _update_rotation(state: Secret, rotation_id: str, change: object) -> tuple[R
 
 
 def apply_secret(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | None = None) -> Secret | None:
+    state = _apply(state, event, meta)
+    # A requested rotation gets its first status where it is created (in _apply); later events move it here.
+    if state is None or not isinstance(event, ev.RotationApprovalsMet | ev.SagaStepFailed | ev.RotationFinished):
+        return state
+    became = status_after(event)
+    if became is None:
+        return state
+    return replace(state, rotations=_update_rotation(state, event.rotation_id, lambda r: replace(r, status=became)))
+
+
+def _apply(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | None) -> Secret | None:
     if isinstance(event, ev.SecretRegistered):
         return Secret(
             event.tenant,
@@ -218,6 +224,7 @@ def apply_secret(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | 
                 event.idempotency_key,
                 required_approvals=event.required_approvals,
                 approved=event.required_approvals == 0,
+                status=status_after(event) or "in_progress",
             )
             return replace(state, rotations=(*state.rotations, rotation))
         case ev.RotationApproved():
