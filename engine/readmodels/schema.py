@@ -326,4 +326,21 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
             " window_start TEXT NOT NULL, locked_until TEXT)",
         ),
     ),
+    Migration(
+        namespace="engine",
+        version=10,
+        name="mcp_key_baselines",
+        # Each MCP key's write-call baseline (addresses it called from, calls a minute): telemetry like
+        # lz_pull_baseline, which replay leaves alone. Literal SQL (see v5).
+        postgresql=(
+            "CREATE TABLE lz_key_baseline (tenant TEXT NOT NULL, key_id TEXT NOT NULL,"
+            " addresses TEXT NOT NULL, windows INTEGER NOT NULL, rate_ewma REAL NOT NULL,"
+            " PRIMARY KEY (tenant, key_id))",
+        ),
+        sqlite=(
+            "CREATE TABLE lz_key_baseline (tenant TEXT NOT NULL, key_id TEXT NOT NULL,"
+            " addresses TEXT NOT NULL, windows INTEGER NOT NULL, rate_ewma REAL NOT NULL,"
+            " PRIMARY KEY (tenant, key_id))",
+        ),
+    ),
 )
