@@ -40,7 +40,8 @@ async def approve(
         rotation = secret.rotation(rotation_id) if secret else None
         if rotation is None:
             raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
-        if rotation.approved:
+        # A finished rotation (denied, or cancelled by a revocation) is never approved back to life.
+        if rotation.approved or rotation.finished:
             raise Conflict(f"rotation {rotation_id} needs no (more) approvals; it is {rotation.status}")
         if person in rotation.approvers:
             raise Conflict(f"{person} already approved {rotation_id}; approvals must come from distinct people")

@@ -238,6 +238,8 @@ class SagaStepFailed(SagaEvent, frozen=True, tag="rotation.step_failed"):
 
 class RotationFinished(SagaEvent, frozen=True, tag="rotation.finished"):
     outcome: Literal["completed", "compensated", "failed", "cancelled"]
+    #: Why a person ended it (a denied approval); empty when the saga or a revocation did.
+    reason: str = ""
 
 
 # --- dependents' adoption (own stream per secret: frequent, and never races the saga) ---------------

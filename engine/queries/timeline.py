@@ -86,7 +86,7 @@ def _describe(e: ev.AnyEvent) -> str:
         case ev.SagaStepFailed():
             return f"{e.rotation_id} {e.step}{' (compensation)' if e.compensating else ''} FAILED: {e.error}"
         case ev.RotationFinished():
-            return f"{e.rotation_id} finished: {e.outcome}"
+            return f"{e.rotation_id} finished: {e.outcome}" + (f" ({e.reason})" if e.reason else "")
         case ev.SecretVersionCreated():
             return f"v{e.version} created ({e.origin})"
         case ev.SecretVersionActivated():
