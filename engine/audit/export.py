@@ -1,5 +1,6 @@
-"""Audit export for SIEMs: JSON lines or OCSF (API Activity, class 6003), and a streaming webhook sink
-with at-least-once delivery and a resumable cursor (lz_audit_export_cursors).
+"""Audit export for SIEMs: JSON lines or OCSF (API Activity, class 6003), and streaming sinks (a signed
+webhook here, syslog in syslog_sink.py) with at-least-once delivery and a resumable cursor
+(lz_audit_export_cursors).
 
 Audit records never hold secret values (only ids, methods, outcomes and errors' safe messages), so an
 export cannot leak one; each record carries its chain position and hash so the SIEM copy can be checked
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -138,6 +139,36 @@ class SinkResult(msgspec.Struct, frozen=True):
     cursor: int
 
 
+Deliver = Callable[[list[ExportRecord]], Awaitable[None]]
+
+
+async def stream(engine: Engine, tenant: str, sink: str, deliver: Deliver, *, batch: int = 200) -> SinkResult:
+    """Hand the records after the sink's cursor to ``deliver`` in batches; the cursor moves past a batch only
+    after ``deliver`` returned (the sink confirmed it), so a sink that was down gets everything again from its
+    last confirmed batch: at-least-once, duplicates bounded by one batch."""
+    if batch < 1:
+        raise InvalidInput("batch must be at least 1")
+    after = await cursor(engine, sink)
+    delivered = 0
+    pending: list[ExportRecord] = []
+
+    async def flush() -> None:
+        nonlocal delivered, after
+        await deliver(pending)
+        after = pending[-1].position
+        await _advance(engine, sink, after)
+        delivered += len(pending)
+        pending.clear()
+
+    async for r in records(engine, tenant, after):
+        pending.append(r)
+        if len(pending) >= batch:
+            await flush()
+    if pending:
+        await flush()
+    return SinkResult(delivered, after)
+
+
 async def stream_to_webhook(
     engine: Engine,
     tenant: str,
@@ -149,37 +180,22 @@ async def stream_to_webhook(
     sink: str | None = None,
 ) -> SinkResult:
     """POST the records after the sink's cursor in batches (newline-delimited JSON, header
-    ``X-Lockzero-Signature: sha256=<hex HMAC of the body>``); the cursor moves only after a 2xx, so a
-    sink that was down gets everything again from its last acknowledged batch (at-least-once)."""
+    ``X-Lockzero-Signature: sha256=<hex HMAC of the body>``); a batch counts as delivered on a 2xx answer."""
     name = sink or f"webhook:{tenant}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
-    after = await cursor(engine, name)
-    delivered = 0
-    pending: list[ExportRecord] = []
-
-    async def flush(client: httpx.AsyncClient) -> None:
-        nonlocal delivered, after
-        body = b"\n".join(encode(r, fmt) for r in pending) + b"\n"
-        signature = hmac.new(signing_secret, body, hashlib.sha256).hexdigest()
-        try:
-            resp = await client.post(
-                url,
-                content=body,
-                headers={"content-type": "application/x-ndjson", "x-lockzero-signature": f"sha256={signature}"},
-            )
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"audit sink {redact_url(url)} unreachable ({type(exc).__name__})") from None
-        if resp.status_code // 100 != 2:
-            raise Unavailable(f"audit sink {redact_url(url)} answered HTTP {resp.status_code}")
-        after = pending[-1].position
-        await _advance(engine, name, after)
-        delivered += len(pending)
-        pending.clear()
-
     async with httpx.AsyncClient(timeout=10) as client:
-        async for r in records(engine, tenant, after):
-            pending.append(r)
-            if len(pending) >= batch:
-                await flush(client)
-        if pending:
-            await flush(client)
-    return SinkResult(delivered, after)
+
+        async def post(pending: list[ExportRecord]) -> None:
+            body = b"\n".join(encode(r, fmt) for r in pending) + b"\n"
+            signature = hmac.new(signing_secret, body, hashlib.sha256).hexdigest()
+            try:
+                resp = await client.post(
+                    url,
+                    content=body,
+                    headers={"content-type": "application/x-ndjson", "x-lockzero-signature": f"sha256={signature}"},
+                )
+            except httpx.HTTPError as exc:
+                raise Unavailable(f"audit sink {redact_url(url)} unreachable ({type(exc).__name__})") from None
+            if resp.status_code // 100 != 2:
+                raise Unavailable(f"audit sink {redact_url(url)} answered HTTP {resp.status_code}")
+
+        return await stream(engine, tenant, name, post, batch=batch)
