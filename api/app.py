@@ -27,6 +27,7 @@ from lockzero.engine.audit.flood import AuditFloodGuard
 from lockzero.engine.commands.rotations import SagaQueue
 from lockzero.engine.config import Settings
 from lockzero.engine.detection.anomalies import PullWatch
+from lockzero.engine.detection.key_watch import KeyWatch
 from lockzero.engine.saga import notify
 from lockzero.eventstore import StoreUnavailable
 
@@ -41,10 +42,13 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
     setup_tracing()
     audit = AuditBatcher(engine)
     guard = AuditFloodGuard(engine, audit)
-    # Usage anomalies seen at the pull endpoint (removed tokens, new addresses, rates), and the alert budget.
+    # Usage anomalies seen at the pull endpoint (removed tokens, new addresses, rates) and in MCP keys' write
+    # calls (new addresses, rates), and the alert budget.
     watch = PullWatch(engine, queue)
     budget = AlertBudget()
-    runner = ToolRunner(engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s), queue, guard)
+    runner = ToolRunner(
+        engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s), queue, guard, KeyWatch(engine, queue)
+    )
     endpoint = McpEndpoint(
         engine,
         Dispatcher(runner, SessionStore(engine.store, clock=engine.clock)),

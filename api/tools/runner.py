@@ -19,6 +19,7 @@ from lockzero.engine.audit.batcher import AuditBatcher
 from lockzero.engine.audit.flood import AuditFloodGuard
 from lockzero.engine.audit.records import make_record, outcome_of
 from lockzero.engine.commands.rotations import SagaQueue
+from lockzero.engine.detection.key_watch import KeyWatch
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain.aggregates.api_key import ApiKey
 from lockzero.engine.domain.errors import Forbidden, LockzeroError, RateLimited, Unavailable
@@ -54,8 +55,10 @@ class ToolRunner:
         limiter: RateLimiter,
         queue: SagaQueue,
         guard: AuditFloodGuard | None = None,
+        key_watch: KeyWatch | None = None,
     ) -> None:
         self.queue = queue
+        self.key_watch = key_watch
         self.engine = engine
         self.registry = registry
         self.audit = audit
@@ -99,6 +102,8 @@ class ToolRunner:
             )
             if error is not None:
                 raise error
+            if tool.writes and ctx.secret_id and self.key_watch is not None:
+                await self.key_watch.wrote(key.tenant, key.key_id, ctx.secret_id, name, source)
             assert result is not None
             return result
 

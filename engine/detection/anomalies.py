@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import msgspec
@@ -24,6 +23,7 @@ import msgspec
 from lockzero.engine.app import SYSTEM, Engine
 from lockzero.engine.commands.incidents import open_incident
 from lockzero.engine.commands.rotations import SagaQueue, rotate
+from lockzero.engine.detection.baselines import Baselines
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
@@ -229,116 +229,38 @@ async def watch_pass(engine: Engine, queue: SagaQueue | None = None, *, limit: i
 
 # --- pulls: removed tokens, new source addresses, rate far above the dependent's own baseline ---------
 
-#: Pull-rate windows: one minute each; the baseline is an exponentially weighted mean of past windows.
-RATE_WINDOW_S = 60
-RATE_ALPHA = 0.2
-#: A window counts as anomalous above max(FACTOR × baseline, FLOOR) once the baseline has MIN_WINDOWS behind it.
-RATE_FACTOR = 10.0
-RATE_FLOOR = 30
-RATE_MIN_WINDOWS = 5
-_MAX_ADDRESSES = 64
-
-
-@dataclass
-class _Baseline:
-    addresses: set[str]
-    windows: int
-    rate: float
-    window: int = -1
-    count: int = 0
-    flagged: bool = False
-    dirty: bool = field(default=False)
-
 
 class PullWatch:
-    """Per-dependent baselines of the pull endpoint, kept in memory and persisted (lz_pull_baseline) when they
-    change, so a new address costs one write and ordinary pulls none. One per API process."""
+    """Per-dependent baselines of the pull endpoint (engine/detection/baselines.py). One per API process."""
 
     def __init__(self, engine: Engine, queue: SagaQueue | None = None) -> None:
         self.engine = engine
         self.queue = queue
-        self._baselines: dict[tuple[str, str], _Baseline] = {}
+        self._baselines = Baselines(engine.store, "lz_pull_baseline", "dependent_id")
         #: Removed-token evidence already recorded by this process: a flood costs no store reads.
         self._seen: set[str] = set()
 
-    async def _baseline(self, tenant: str, dependent_id: str) -> _Baseline:
-        key = (tenant, dependent_id)
-        found = self._baselines.get(key)
-        if found is not None:
-            return found
-        async with self.engine.store.reader() as tx:
-            row = await tx.fetchone(
-                "SELECT addresses, windows, rate_ewma FROM lz_pull_baseline WHERE tenant = ? AND dependent_id = ?",
-                (tenant, dependent_id),
-            )
-        if row is None:
-            base = _Baseline(set(), 0, 0.0)
-        else:
-            base = _Baseline(set(msgspec.json.decode(row[0], type=list[str])), int(row[1]), float(row[2]))
-        if len(self._baselines) > 100_000:
-            self._baselines.clear()
-        self._baselines[key] = base
-        return base
-
-    async def _save(self, tenant: str, dependent_id: str, base: _Baseline) -> None:
-        addresses = msgspec.json.encode(sorted(base.addresses)).decode()
-        async with self.engine.store.transaction() as tx:
-            await tx.execute(
-                "INSERT INTO lz_pull_baseline (tenant, dependent_id, addresses, windows, rate_ewma)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, dependent_id) DO UPDATE SET"
-                " addresses = excluded.addresses, windows = excluded.windows, rate_ewma = excluded.rate_ewma",
-                (tenant, dependent_id, addresses, base.windows, base.rate),
-            )
-        base.dirty = False
-
     async def pulled(self, tenant: str, secret_id: str, dependent_id: str, source: str) -> None:
-        """A successful pull: learn the first address; a later new one, or a window far above the baseline,
-        is evidence (once per address, once per window)."""
-        base = await self._baseline(tenant, dependent_id)
-        epoch = await _epoch(self.engine, tenant, secret_id)
-        window = int(self.engine.clock.now().timestamp()) // RATE_WINDOW_S
-        if window != base.window:
-            if base.window >= 0:
-                # Close the finished window and decay over the empty ones since (a quiet service's baseline drops).
-                base.rate = base.rate * (1 - RATE_ALPHA) + RATE_ALPHA * base.count
-                base.rate *= (1 - RATE_ALPHA) ** min(max(window - base.window - 1, 0), 50)
-                base.windows += 1
-                base.dirty = True
-            base.window, base.count, base.flagged = window, 0, False
-        base.count += 1
-        if source not in base.addresses and len(base.addresses) < _MAX_ADDRESSES:
-            first = not base.addresses
-            base.addresses.add(source)
-            await self._save(tenant, dependent_id, base)
-            if not first:
+        """A successful pull: a new address, or a window far above the dependent's baseline, is evidence."""
+        for deviation in await self._baselines.observe(tenant, dependent_id, source, self.engine.clock.now()):
+            epoch = await current_epoch(self.engine, tenant, secret_id)
+            if deviation.kind == "new_source":
                 evidence = Evidence(
                     "new_source",
                     "pull endpoint",
                     f"dependent {dependent_id} pulled from a new address {source}",
                     f"new_source:{dependent_id}:{source}:{epoch}",
                 )
-                await record_anomaly(
-                    self.engine,
-                    tenant,
-                    secret_id,
-                    evidence,
-                    actor=WATCHER,
-                    severity="medium",
-                    summary=f"pull token of dependent {dependent_id} used from a new address {source}",
-                    queue=self.queue,
+                summary = f"pull token of dependent {dependent_id} used from a new address {source}"
+            else:
+                evidence = Evidence(
+                    "pull_rate",
+                    "pull endpoint",
+                    f"dependent {dependent_id} made over {deviation.threshold} pulls in a minute;"
+                    f" its baseline is {deviation.baseline:.1f} a minute",
+                    f"pull_rate:{dependent_id}:{deviation.subject}:{epoch}",
                 )
-        elif base.dirty:
-            await self._save(tenant, dependent_id, base)
-        threshold = max(RATE_FACTOR * base.rate, RATE_FLOOR)
-        if base.windows >= RATE_MIN_WINDOWS and not base.flagged and base.count > threshold:
-            base.flagged = True
-            evidence = Evidence(
-                "pull_rate",
-                "pull endpoint",
-                f"dependent {dependent_id} made over {int(threshold)} pulls in a minute;"
-                f" its baseline is {base.rate:.1f} a minute",
-                f"pull_rate:{dependent_id}:{window}:{epoch}",
-            )
+                summary = f"pull token of dependent {dependent_id} used far above its own rate"
             await record_anomaly(
                 self.engine,
                 tenant,
@@ -346,7 +268,7 @@ class PullWatch:
                 evidence,
                 actor=WATCHER,
                 severity="medium",
-                summary=f"pull token of dependent {dependent_id} used far above its own rate",
+                summary=summary,
                 queue=self.queue,
             )
 
@@ -362,7 +284,7 @@ class PullWatch:
         if row is None or not self.engine.tokens.matches(token, str(row[3])):
             return
         tenant, secret_id, dependent_id = str(row[0]), str(row[1]), str(row[2])
-        epoch = await _epoch(self.engine, tenant, secret_id)
+        epoch = await current_epoch(self.engine, tenant, secret_id)
         fingerprint = f"removed_token:{dependent_id}:{source}:{epoch}"
         if f"{tenant}\0{fingerprint}" in self._seen:
             return
@@ -387,7 +309,7 @@ class PullWatch:
         self._seen.add(f"{tenant}\0{fingerprint}")
 
 
-async def _epoch(engine: Engine, tenant: str, secret_id: str) -> str:
+async def current_epoch(engine: Engine, tenant: str, secret_id: str) -> str:
     async with engine.store.reader() as tx:
         row = await tx.fetchone(
             "SELECT current_version FROM rm_secrets WHERE tenant = ? AND secret_id = ?", (tenant, secret_id)
