@@ -4,7 +4,7 @@ The folders stay where readers expect them (api/, engine/, …); only their inst
 called ``api`` or ``engine`` lands at the top of site-packages. Everything else is in pyproject.toml.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 FOLDERS = ("api", "engine", "eventstore", "providers", "workers")
 
@@ -13,6 +13,8 @@ setup(
     packages=[
         f"lockzero.{folder}{'.' + sub if sub else ''}"
         for folder in FOLDERS
-        for sub in ["", *find_packages(where=folder)]
+        # Namespace discovery also lists data folders (console templates and static files) as packages,
+        # which is how setuptools wants package data declared.
+        for sub in ["", *find_namespace_packages(where=folder, exclude=["*__pycache__*"])]
     ],
 )

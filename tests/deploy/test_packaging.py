@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,7 +11,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _source_copy(into: Path) -> Path:
+    """What `pip install .` reads, copied: an in-tree build would leave build/ behind in the checkout."""
+    into.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(ROOT / name, into / name)
+    for folder in ("api", "engine", "eventstore", "providers", "workers"):
+        shutil.copytree(ROOT / folder, into / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return into
+
+
 def test_the_wheel_installs_only_the_lockzero_package(tmp_path: Path) -> None:
+    source = _source_copy(tmp_path / "src")
     wheels = tmp_path / "wheels"
     subprocess.run(
         [
@@ -23,7 +35,7 @@ def test_the_wheel_installs_only_the_lockzero_package(tmp_path: Path) -> None:
             "--no-build-isolation",
             "-w",
             str(wheels),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         cwd=tmp_path,
