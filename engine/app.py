@@ -12,6 +12,7 @@ from lockzero.engine.domain.errors import NotFound
 from lockzero.engine.readmodels import projections
 from lockzero.engine.readmodels.schema import ENGINE_MIGRATIONS
 from lockzero.engine.security.crypto import CryptoError, MasterKey, TenantKeys, TokenHasher
+from lockzero.engine.security.master_key import stored_token_hasher
 from lockzero.engine.security.outbound import OutboundPolicy
 from lockzero.eventstore import (
     ANY_VERSION,
@@ -88,6 +89,14 @@ class Engine:
                 f" this database ({len(failed)} of {len(rows)} tenants, e.g. {failed[0]!r}); start with the key"
                 " this database was created with"
             )
+        try:
+            # After a master key rotation, tokens still hash under the key the first master key derived.
+            self.tokens = await stored_token_hasher(self.store, self._master_key) or self.tokens
+        except CryptoError:
+            raise ConfigError(
+                "the master key (LOCKZERO_MASTER_KEY / LOCKZERO_MASTER_KEY_FILE) does not open this database's"
+                " token-hash key; start with the key the last `lockzero master-key rotate` moved it to"
+            ) from None
 
     async def migrate(self) -> list[str]:
         return await self.store.migrate(ENGINE_MIGRATIONS)

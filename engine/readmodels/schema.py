@@ -343,4 +343,17 @@ ENGINE_MIGRATIONS: tuple[Migration, ...] = (
             " PRIMARY KEY (tenant, key_id))",
         ),
     ),
+    Migration(
+        namespace="engine",
+        version=11,
+        name="store_keys",
+        # Keys of the whole store wrapped under the master key (engine/security/master_key.py). A master key
+        # rotation keeps the token-hash key here, so the token hashes stored in events keep matching. Literal SQL.
+        postgresql=(
+            "CREATE TABLE lz_store_keys (name TEXT PRIMARY KEY, wrapped_key BYTEA NOT NULL, created_at TEXT NOT NULL)",
+        ),
+        sqlite=(
+            "CREATE TABLE lz_store_keys (name TEXT PRIMARY KEY, wrapped_key BLOB NOT NULL, created_at TEXT NOT NULL)",
+        ),
+    ),
 )

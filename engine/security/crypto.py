@@ -88,8 +88,23 @@ class MasterKey:
     def unwrap_tenant_key(self, tenant: str, wrapped: bytes) -> TenantKeys:
         return TenantKeys(tenant, _open(self.raw, wrapped, _aad("tenant-key", tenant)))
 
+    def rewrap_tenant_key(self, tenant: str, wrapped: bytes, new: MasterKey) -> bytes:
+        """The tenant's root key, unwrapped with this key and wrapped under ``new`` (a master key rotation)."""
+        return _seal(new.raw, _open(self.raw, wrapped, _aad("tenant-key", tenant)), _aad("tenant-key", tenant))
+
+    def token_key(self) -> bytes:
+        """The key tokens are hashed under; stored hashes depend on it, so a master key rotation keeps it."""
+        return _hkdf(self.raw, "lockzero/token-hash/v1")
+
     def token_hasher(self) -> TokenHasher:
-        return TokenHasher(_hkdf(self.raw, "lockzero/token-hash/v1"))
+        return TokenHasher(self.token_key())
+
+    def wrap_store_key(self, name: str, key: bytes) -> bytes:
+        """A key of the whole store (not of a tenant), wrapped for lz_store_keys."""
+        return _seal(self.raw, key, _aad("store-key", name))
+
+    def unwrap_store_key(self, name: str, wrapped: bytes) -> bytes:
+        return _open(self.raw, wrapped, _aad("store-key", name))
 
 
 @dataclass(frozen=True)

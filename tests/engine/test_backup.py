@@ -1,0 +1,203 @@
+"""Backup and restore (engine/security/backup.py), on both backends: a restored store has the source's events,
+side tables and, rebuilt by replay, identical read models; its audit chain verifies; a canary value never
+appears in the file; an altered, truncated or wrongly keyed file and a non-empty target are refused with
+nothing written."""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import secrets, tenants
+from lockzero.engine.domain.errors import Conflict
+from lockzero.engine.readmodels.schema import PROJECTION_TABLES
+from lockzero.engine.security import keys
+from lockzero.engine.security.backup import copied_tables, create_backup, list_tables, restore_backup
+from lockzero.engine.security.backup_format import BackupInvalid, KeySource
+from lockzero.engine.security.crypto import MasterKey
+from lockzero.eventstore import open_store
+from lockzero.eventstore.chain import verify_chain
+from tests.conftest import fresh_pg_database
+from tests.engine.support import OPERATOR, ManualClock, snapshot
+from tests.engine.test_replay import build_history
+
+CANARY = b"canary-" + pysecrets.token_hex(12).encode()
+
+
+@contextmanager
+def empty_store_url(like: str, tmp_path: Path, name: str) -> Iterator[str]:
+    """A second, empty store of the same backend as ``like``."""
+    if like.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / name}"
+    else:
+        with fresh_pg_database() as url:
+            yield url
+
+
+@asynccontextmanager
+async def opened(url: str, key: MasterKey, clock: ManualClock | None = None) -> AsyncIterator[Engine]:
+    engine = Engine(await open_store(url), key, clock)
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
+async def all_tables(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
+    async with engine.store.reader() as tx:
+        names = await list_tables(tx, engine.store.dialect)
+    return await snapshot(engine, tuple(copied_tables(names)) + PROJECTION_TABLES)
+
+
+async def _source(url: str, key: MasterKey, clock: ManualClock) -> dict[str, str]:
+    async with opened(url, key, clock) as engine:
+        await engine.migrate()
+        tokens = await build_history(engine, clock)
+        await secrets.register_secret(
+            engine,
+            "beta",
+            OPERATOR,
+            secret_id="prod/canary",
+            provider="redis_acl",
+            environment="prod",
+            config={"url": "redis://default:pw@127.0.0.1:6379/0", "username": "canary"},
+            value=CANARY,
+            validate_value=False,
+        )
+    return tokens
+
+
+async def test_restore_gives_identical_tables_and_a_clean_chain(
+    store_url: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    key = MasterKey.generate()
+    tokens = await _source(store_url, key, clock)
+    out = tmp_path / "store.lzbackup"
+    summary = await create_backup(store_url, key, KeySource(master_key=key), out)
+    assert summary.rows["lz_events"] > 30 and summary.rows["lz_tenant_keys"] == 2
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert CANARY not in out.read_bytes() and b"imported-redis-password" not in out.read_bytes()
+
+    async with opened(store_url, key) as source:
+        before = await all_tables(source)
+    for table in ("rm_secrets", "rm_audit", "lz_secret_versions", "lz_sealed", "lz_chain_heads"):
+        assert before[table], table
+
+    with empty_store_url(store_url, tmp_path, "restored.db") as target:
+        async with opened(target, key) as engine:
+            with out.open("rb") as fh:
+                restored = await restore_backup(engine, key, fh, KeySource(master_key=key))
+            assert restored.audit_chain_ok and restored.events_replayed == summary.rows["lz_events"]
+            assert restored.rows == {t: n for t, n in summary.rows.items() if n}
+            after = await all_tables(engine)
+            # Every read model (rebuilt by replay) and every copied table equals the source's.
+            assert after == before
+            async with engine.store.reader() as tx:
+                report = await verify_chain(tx)
+            assert report.ok and report.records == summary.rows["lz_events"]
+            assert await secrets.read_version_value(engine, "beta", "prod/canary", 1) == CANARY
+            assert await keys.authenticate(engine, tokens["rw"]) is not None
+            # The restored store takes new events after the restored ones, on the same chain.
+            await tenants.create_tenant(engine, "gamma", OPERATOR)
+            async with engine.store.reader() as tx:
+                assert (await verify_chain(tx)).ok
+            assert await engine.store.head_position() == summary.rows["lz_events"] + 1
+
+
+async def test_a_non_empty_target_is_refused_and_left_alone(store_url: str, tmp_path: Path) -> None:
+    key = MasterKey.generate()
+    async with opened(store_url, key) as engine:
+        await engine.migrate()
+        await tenants.create_tenant(engine, "acme", OPERATOR)
+        out = tmp_path / "b.lzbackup"
+        await create_backup(store_url, key, KeySource(master_key=key), out)
+        before = await all_tables(engine)
+        with out.open("rb") as fh, pytest.raises(Conflict, match="not empty"):
+            await restore_backup(engine, key, fh, KeySource(master_key=key))
+        assert await all_tables(engine) == before
+
+
+async def _restore_fails(target: str, key: MasterKey, data: bytes, keys_: KeySource, tmp_path: Path) -> str:
+    path = tmp_path / f"t-{pysecrets.token_hex(4)}.lzbackup"
+    path.write_bytes(data)
+    async with opened(target, key) as engine:
+        with path.open("rb") as fh, pytest.raises(BackupInvalid) as err:
+            await restore_backup(engine, key, fh, keys_)
+        async with engine.store.reader() as tx:
+            names = await list_tables(tx, engine.store.dialect)
+            for table in copied_tables(names):
+                if table != "lz_chain_start":
+                    assert await tx.fetchall(f"SELECT 1 FROM {table} LIMIT 1") == [], table
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+async def test_tampered_truncated_or_wrongly_keyed_backups_are_refused(
+    store_url: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    key = MasterKey.generate()
+    await _source(store_url, key, clock)
+    out = tmp_path / "b.lzbackup"
+    await create_backup(store_url, key, KeySource(master_key=key), out)
+    data = out.read_bytes()
+    mine = KeySource(master_key=key)
+    with empty_store_url(store_url, tmp_path, "target.db") as target:
+        # A byte flipped in the last chunk: everything before it authenticated and was inserted, then rolled back.
+        flipped = bytearray(data)
+        flipped[-20] ^= 0x01
+        assert "does not authenticate" in await _restore_fails(target, key, bytes(flipped), mine, tmp_path)
+        assert "truncated" in await _restore_fails(target, key, data[:-300], mine, tmp_path)
+        # The header is associated data of every chunk: editing it (here: the source dialect) breaks them all.
+        edited = bytearray(data)
+        edited[data.index(b'"source":"') + 10] ^= 0x20  # "sqlite" -> "Sqlite": same length, still valid JSON
+        assert "does not authenticate" in await _restore_fails(target, key, bytes(edited), mine, tmp_path)
+        other = KeySource(master_key=MasterKey.generate())
+        assert "does not authenticate" in await _restore_fails(target, key, data, other, tmp_path)
+        passphrase = KeySource(passphrase=b"correct horse")
+        assert "master key" in await _restore_fails(target, key, data, passphrase, tmp_path)
+        assert "not a Lockzero backup" in await _restore_fails(target, key, b"PK\x03\x04", mine, tmp_path)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
+async def test_any_flipped_bit_is_refused(tmp_path: Path, position: int, bit: int) -> None:
+    """Wherever a bit flips (magic, header, frame flags, lengths, ciphertext, tags), restore refuses the file."""
+    key = MasterKey.generate()
+    src = f"sqlite:///{tmp_path / f'src-{pysecrets.token_hex(4)}.db'}"
+    async with opened(src, key) as engine:
+        await engine.migrate()
+        await tenants.create_tenant(engine, "acme", OPERATOR)
+    out = tmp_path / f"{pysecrets.token_hex(4)}.lzbackup"
+    await create_backup(src, key, KeySource(master_key=key), out)
+    data = bytearray(out.read_bytes())
+    data[position % len(data)] ^= 1 << bit
+    target = f"sqlite:///{tmp_path / f'dst-{pysecrets.token_hex(4)}.db'}"
+    await _restore_fails(target, key, bytes(data), KeySource(master_key=key), tmp_path)
+
+
+async def test_a_passphrase_backup_restores_with_the_passphrase_only(store_url: str, tmp_path: Path) -> None:
+    key = MasterKey.generate()
+    async with opened(store_url, key) as engine:
+        await engine.migrate()
+        await tenants.create_tenant(engine, "acme", OPERATOR)
+    out = tmp_path / "p.lzbackup"
+    await create_backup(store_url, key, KeySource(passphrase=b"correct horse battery"), out)
+    with empty_store_url(store_url, tmp_path, "target.db") as target:
+        wrong = KeySource(passphrase=b"correct horse battery!")
+        assert "does not authenticate" in await _restore_fails(target, key, out.read_bytes(), wrong, tmp_path)
+        # The passphrase opens the file, but the tenant keys inside still need the source's master key.
+        assert "another master key" in await _restore_fails(
+            target, MasterKey.generate(), out.read_bytes(), KeySource(passphrase=b"correct horse battery"), tmp_path
+        )
+        async with opened(target, key) as engine:
+            with out.open("rb") as fh:
+                done = await restore_backup(engine, key, fh, KeySource(passphrase=b"correct horse battery"))
+            assert done.rows["lz_tenant_keys"] == 1
+            assert [t.tenant for t in await tenants.list_tenants(engine)] == ["acme"]
