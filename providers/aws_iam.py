@@ -39,6 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
 
 from lockzero.providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
+from lockzero.providers.spec import ProviderSpec
 
 # botocore logs every response body at DEBUG, CreateAccessKey's SecretAccessKey included.
 logging.getLogger("botocore.parsers").setLevel(logging.INFO)
@@ -275,3 +276,21 @@ class AwsIamKeyProvider:
         if self._iam_client is not None:
             self._iam_client.close()
             self._iam_client = None
+
+
+SPEC = ProviderSpec(
+    name="aws_iam_access_key",
+    summary="An AWS IAM user's access keys. Two keys during the switch; the old one is deactivated, deleted after"
+    " grace.",
+    required={"user_name": "the IAM user whose access keys rotate"},
+    optional={
+        "region": "AWS region; default us-east-1",
+        "endpoint_url": "another IAM endpoint, e.g. a moto server for tests",
+        "admin_access_key_id": "the admin key id; without it boto3's default credential chain",
+        "admin_secret_access_key": "the admin secret key (encrypted at rest, never shown)",
+    },
+    permissions="an IAM policy on the user's ARN allowing iam:CreateAccessKey, iam:UpdateAccessKey,"
+    " iam:DeleteAccessKey, iam:ListAccessKeys and iam:GetAccessKeyLastUsed (observed usage)",
+    factory=lambda config, _: AwsIamKeyProvider(config),
+    account=lambda cfg: f"aws {cfg.get('endpoint_url') or 'aws'} user {cfg['user_name']}",
+)

@@ -12,6 +12,7 @@ from typing import Any
 
 from lockzero.engine.security.crypto import random_secret
 from lockzero.providers.base import Auth, Credential, Usage, accepted, refused
+from lockzero.providers.spec import ProviderConfigError, ProviderSpec
 
 
 class GeneratedProvider:
@@ -54,3 +55,26 @@ class GeneratedProvider:
 
     async def close(self) -> None:
         return None
+
+
+def _check(config: Mapping[str, Any]) -> None:
+    length = config.get("length", 40)
+    if not isinstance(length, int) or isinstance(length, bool) or not 16 <= length <= 512:
+        raise ProviderConfigError("config key 'length' must be an integer from 16 to 512")
+
+
+SPEC = ProviderSpec(
+    name="generated",
+    summary="A value Lockzero generates and delivers (webhook signing secrets, internal tokens); no external system.",
+    required={},
+    optional={
+        "length": "characters, 16 to 512; default 40",
+        "prefix": "text put in front of the random part, e.g. whsec_",
+    },
+    permissions="none: there is no admin credential",
+    factory=lambda config, ctx: GeneratedProvider(config, ctx.live),
+    first_credential="minted",
+    mint=lambda config: GeneratedProvider(config).mint(),
+    check=_check,
+    lockzero_is_authority=True,
+)

@@ -43,6 +43,7 @@ import msgspec
 from lockzero.engine.security.outbound import OutboundPolicy, OutboundRefused
 from lockzero.providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
 from lockzero.providers.deliveries import _TLS, SIGNATURE_HEADER, signature
+from lockzero.providers.spec import ProviderSpec
 
 MAX_VALUE_CHARS = 4096
 
@@ -164,3 +165,24 @@ class HttpHooksProvider:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+SPEC = ProviderSpec(
+    name="http",
+    summary="Any service with HTTP hooks that create, validate, retire and revoke its credentials (JSON POSTs).",
+    required={
+        "create_url": "POST here to issue a new credential",
+        "validate_url": "POST here to check that a credential works",
+    },
+    optional={
+        "retire_url": "POST here to disable the old credential after the switch",
+        "revoke_url": "POST here to make a credential stop working now",
+        "signing_secret": "when set, every hook call carries X-Lockzero-Signature: sha256=<HMAC of the body>",
+    },
+    permissions="whatever the hooks require; each hook URL must be reachable (private or loopback hosts only when"
+    " LOCKZERO_OUTBOUND_ALLOW lists them)",
+    factory=lambda config, ctx: HttpHooksProvider(config, outbound=ctx.outbound),
+    # The service issues its credentials; Lockzero cannot create the one in use today out of nothing.
+    first_credential="imported",
+    outbound_url_keys=("create_url", "validate_url", "retire_url", "revoke_url"),
+)

@@ -28,6 +28,7 @@ from urllib.parse import unquote, urlsplit
 import pymysql
 
 from lockzero.providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
+from lockzero.providers.spec import ProviderSpec, server_of
 
 T = TypeVar("T")
 #: Login refused because of the account: access denied, account locked (MariaDB, MySQL).
@@ -226,3 +227,26 @@ class MysqlUserProvider:
         admin, self._admin = self._admin, None
         if admin is not None and admin.open:
             await asyncio.to_thread(admin.close)
+
+
+SPEC = ProviderSpec(
+    name="mysql_user",
+    summary="A MariaDB / MySQL account 'user'@'host'. alternating (default): two accounts take turns; single:"
+    " ALTER USER.",
+    required={
+        "dsn": "admin connection, e.g. mysql://root:PASSWORD@127.0.0.1:3306/test",
+        "user": "the account whose password rotates",
+    },
+    optional={
+        "host": "the account's host part; default %",
+        "strategy": "alternating (two accounts, zero downtime) or single (one account, ALTER USER)",
+        "clone_user": "the second account of alternating; default <user>_alt (created if missing)",
+    },
+    permissions="the admin account needs CREATE USER (ALTER USER, ACCOUNT LOCK), the grants of the rotated account"
+    " WITH GRANT OPTION (they are copied onto the clone) and SELECT on mysql.user; PROCESS to see sessions for"
+    " observed usage and CONNECTION ADMIN (or SUPER) to KILL them on revoke",
+    factory=lambda config, _: MysqlUserProvider(config),
+    username_key="user",
+    strategies=frozenset({"alternating", "single"}),
+    account=lambda cfg: f"mysql {server_of(str(cfg['dsn']))} user {cfg['user']}@{cfg.get('host', '%')}",
+)

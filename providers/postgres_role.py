@@ -29,6 +29,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from lockzero.providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
+from lockzero.providers.spec import ProviderSpec, server_of
 
 #: SQLSTATEs of a login refused for the credential: invalid_password, invalid_authorization_specification
 #: (unknown role, NOLOGIN, no matching pg_hba line). libpq hides the SQLSTATE of a failed connection,
@@ -217,3 +218,26 @@ class PostgresRoleProvider:
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
+
+
+SPEC = ProviderSpec(
+    name="postgres_role",
+    summary="A PostgreSQL login role. alternating (default): two roles take turns, zero downtime; single: ALTER ROLE.",
+    required={
+        "dsn": "admin connection, e.g. postgresql://admin:PASSWORD@db:5432/app",
+        "role": "the login role whose password rotates",
+    },
+    optional={
+        "strategy": "alternating (two roles, zero downtime) or single (one role, ALTER ROLE … PASSWORD)",
+        "clone_role": "the second role of alternating; default <role>_alt (created if missing)",
+        "terminate_sessions": "true: retire also ends the old role's sessions; default false",
+    },
+    permissions="the admin role needs CREATEROLE (PostgreSQL 16+: with ADMIN OPTION on the role) to ALTER ROLE …"
+    " PASSWORD / LOGIN / NOLOGIN and to create the clone role; reading pg_stat_activity for observed usage and"
+    " pg_terminate_backend for revoke need pg_read_all_stats and pg_signal_backend (or superuser)",
+    factory=lambda config, _: PostgresRoleProvider(config),
+    username_key="role",
+    strategies=frozenset({"alternating", "single"}),
+    # Roles belong to the cluster, not to a database.
+    account=lambda cfg: f"postgres {server_of(str(cfg['dsn']))} role {cfg['role']}",
+)

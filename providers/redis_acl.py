@@ -12,6 +12,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError,
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from lockzero.providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
+from lockzero.providers.spec import ProviderSpec, server_of
 
 
 class RedisAclProvider:
@@ -172,3 +173,22 @@ class RedisAclProvider:
         if self._admin is not None:
             await self._admin.aclose()
             self._admin = None
+
+
+SPEC = ProviderSpec(
+    name="redis_acl",
+    summary="A Redis >= 6 ACL user. Two passwords are live during the switch (>new, later <old): zero downtime.",
+    required={
+        "url": "admin connection, e.g. redis://default:PASSWORD@127.0.0.1:6379/0",
+        "username": "the ACL user whose password rotates",
+    },
+    optional={
+        "kill_clients": "true: retire also closes the old password's connections (CLIENT KILL USER); default false",
+        "acl_rules": 'rules to create the user with if it does not exist, e.g. "~app:* +@read +@write"',
+    },
+    permissions="the admin user needs ACL SETUSER and ACL GETUSER (+acl|setuser +acl|getuser), CLIENT LIST for"
+    " observed usage, and CLIENT KILL for revoke and kill_clients; the rotated user needs no extra rights",
+    factory=lambda config, _: RedisAclProvider(config),
+    username_key="username",
+    account=lambda cfg: f"redis {server_of(str(cfg['url']))} user {cfg['username']}",
+)

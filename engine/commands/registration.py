@@ -6,32 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from lockzero.engine.app import Engine
 from lockzero.engine.domain.errors import Conflict, InvalidInput, Unavailable
 from lockzero.engine.security.secret_config import sealed_config
 from lockzero.providers.base import Credential
-from lockzero.providers.registry import build_provider
+from lockzero.providers.registry import build_provider, lookup, spec_of
 
 
 def account_of(provider: str, cfg: Mapping[str, Any]) -> str | None:
-    """The provider account a config manages, as a comparable string (no credential in it)."""
-
-    def server(url: str) -> str:
-        parts = urlsplit(url)
-        return f"{(parts.hostname or 'localhost').lower()}:{parts.port or ''}"
-
-    if provider == "redis_acl":
-        return f"redis {server(str(cfg['url']))} user {cfg['username']}"
-    if provider == "postgres_role":
-        # Roles belong to the cluster, not to a database.
-        return f"postgres {server(str(cfg['dsn']))} role {cfg['role']}"
-    if provider == "mysql_user":
-        return f"mysql {server(str(cfg['dsn']))} user {cfg['user']}@{cfg.get('host', '%')}"
-    if provider == "aws_iam_access_key":
-        return f"aws {cfg.get('endpoint_url') or 'aws'} user {cfg['user_name']}"
-    return None  # generated and http secrets have no shared account to collide on
+    """The provider account a config manages, as its declaration tells (None: no shared account to collide on)."""
+    spec = lookup(provider)
+    return spec.account(cfg) if spec is not None and spec.account is not None else None
 
 
 async def refuse_shared_account(
@@ -59,8 +45,8 @@ async def check_imported_value(
     engine: Engine, provider: str, cfg: Mapping[str, Any], value: bytes, username: str | None
 ) -> None:
     """The value given with --value-stdin must authenticate now; a refusal or no answer registers nothing."""
-    if provider == "generated":
-        return  # Lockzero is that provider's authority: an imported value is valid by being registered
+    if spec_of(provider).lockzero_is_authority:
+        return  # an imported value is valid by being registered
     live = build_provider(provider, cfg, outbound=engine.outbound)
     try:
         auth = await live.authenticate(Credential(value.decode("utf-8", "replace"), username))

@@ -25,14 +25,8 @@ from lockzero.engine.security.outbound import OutboundRefused
 from lockzero.engine.security.secret_config import config_ref
 from lockzero.eventstore import NO_STREAM, ConcurrencyError, Transaction
 from lockzero.providers.base import Credential, ProviderError
-from lockzero.providers.catalog import (
-    HTTP_HOOK_URL_KEYS,
-    ProviderConfigError,
-    issue_initial_value,
-    username_of,
-    validate_config,
-)
-from lockzero.providers.registry import build_provider, mint_value
+from lockzero.providers.catalog import ProviderConfigError, issue_initial_value, username_of, validate_config
+from lockzero.providers.registry import build_provider, mint_value, spec_of
 
 MAX_VALUE_BYTES = 64 * 1024
 
@@ -89,7 +83,8 @@ async def register_secret(
         cfg = validate_config(provider, config or {})
     except ProviderConfigError as exc:
         raise InvalidInput(str(exc)) from None
-    for key in HTTP_HOOK_URL_KEYS if provider == "http" else ():
+    spec = spec_of(provider)
+    for key in spec.outbound_url_keys:
         if key in cfg:
             try:
                 await engine.outbound.check_url(str(cfg[key]), f"config key {key!r}")
@@ -104,8 +99,8 @@ async def register_secret(
         issued = issue_initial_value(provider, cfg)
         if issued is not None:
             value, origin = issued.encode(), "generated"
-        elif provider == "http":
-            raise InvalidInput("provider http imports the credential in use: pass it with --value-stdin")
+        elif spec.first_credential == "imported":
+            raise InvalidInput(f"provider {provider} imports the credential in use: pass it with --value-stdin")
         else:
             value, username = await _issue_at_provider(engine, provider, cfg, username)
             origin = "provider"

@@ -10,7 +10,7 @@ from lockzero.engine.domain.aggregates.secret import Secret
 from lockzero.engine.domain.errors import Conflict
 from lockzero.engine.security.secret_config import sealed_config
 from lockzero.providers.base import Credential, Provider
-from lockzero.providers.registry import ProviderNotAvailable, build_provider
+from lockzero.providers.registry import ProviderNotAvailable, build_provider, lookup
 
 
 async def provider_config(engine: Engine, secret: Secret) -> dict[str, Any]:
@@ -30,7 +30,8 @@ async def credential(engine: Engine, secret: Secret, version: int | None) -> Cre
 async def open_provider(engine: Engine, secret: Secret) -> Provider:
     config = await provider_config(engine, secret)
     live: set[str] = set()
-    if secret.provider == "generated":
+    spec = lookup(secret.provider)
+    if spec is not None and spec.lockzero_is_authority:
         # Lockzero is this provider's authority: what works is what its events say is live.
         for v in secret.versions:
             if v.status in ("live", "current"):
