@@ -201,3 +201,25 @@ async def test_a_passphrase_backup_restores_with_the_passphrase_only(store_url: 
                 done = await restore_backup(engine, key, fh, KeySource(passphrase=b"correct horse battery"))
             assert done.rows["lz_tenant_keys"] == 1
             assert [t.tenant for t in await tenants.list_tenants(engine)] == ["acme"]
+
+
+async def test_an_embedded_backup_restores_into_postgresql(tmp_path: Path, clock: ManualClock) -> None:
+    """The file is portable between the backends: the way off the embedded default onto PostgreSQL."""
+    key = MasterKey.generate()
+    src = f"sqlite:///{tmp_path / 'embedded.db'}"
+    tokens = await _source(src, key, clock)
+    out = tmp_path / "embedded.lzbackup"
+    await create_backup(src, key, KeySource(master_key=key), out)
+    async with opened(src, key) as source:
+        before = await snapshot(source, PROJECTION_TABLES)
+    with fresh_pg_database() as target:
+        async with opened(target, key) as engine:
+            with out.open("rb") as fh:
+                restored = await restore_backup(engine, key, fh, KeySource(master_key=key))
+            assert restored.source == "sqlite" and restored.audit_chain_ok
+            assert await snapshot(engine, PROJECTION_TABLES) == before
+            assert await secrets.read_version_value(engine, "beta", "prod/canary", 1) == CANARY
+            assert await keys.authenticate(engine, tokens["rw"]) is not None
+            await tenants.create_tenant(engine, "gamma", OPERATOR)
+            async with engine.store.reader() as tx:
+                assert (await verify_chain(tx)).ok
