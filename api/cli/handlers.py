@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from lockzero.api.cli import audit_cmds, intake_cmds, report_cmds
+from lockzero.api.cli import audit_cmds, backup_cmds, intake_cmds, report_cmds
 from lockzero.api.cli.operator_cmds import HANDLERS as OPERATOR_HANDLERS
 from lockzero.api.cli.output import emit_json, table
 from lockzero.engine.app import Engine
@@ -497,6 +497,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("provider", "show"): cmd_provider_show,
 }
 HANDLERS.update(audit_cmds.HANDLERS)
+HANDLERS.update(backup_cmds.HANDLERS)
 HANDLERS.update(report_cmds.HANDLERS)
 HANDLERS.update(intake_cmds.HANDLERS)
 HANDLERS.update(OPERATOR_HANDLERS)

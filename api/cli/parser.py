@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, get_args
 
-from lockzero.api.cli import audit_cmds, intake_cmds, report_cmds
+from lockzero.api.cli import audit_cmds, backup_cmds, intake_cmds, report_cmds
 from lockzero.api.cli.operator_cmds import add_parsers as add_operator_parsers
 from lockzero.engine.domain.events import SecretStatus
 from lockzero.providers.catalog import PROVIDERS, describe_provider
@@ -189,6 +189,7 @@ def build_parser() -> UsageParser:
     d_add.add_argument("--environment", required=True)
     d_add.add_argument("--delivery", required=True, metavar="pull|file:PATH|webhook:URL")
     audit_cmds.add_parsers(sub, common, UsageParser)
+    backup_cmds.add_parsers(sub, common, UsageParser)
     report_cmds.add_parsers(sub, common, UsageParser)
     intake_cmds.add_parsers(sub, common, tenant_opt, UsageParser)
     add_operator_parsers(sub, common, tenant_opt, UsageParser)
