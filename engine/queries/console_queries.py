@@ -5,9 +5,13 @@ Every query takes the tenant and filters on it in SQL: a signed-in operator's te
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import msgspec
 
 from lockzero.engine.app import Engine
+from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.secret import Rotation, fold_secret
 from lockzero.engine.domain.clock import iso
 
 #: Enough for a page; a tenant with more sees the newest (the filter narrows the list).
@@ -151,4 +155,126 @@ async def dependents(engine: Engine, tenant: str, secret_id: str) -> list[Depend
     return [
         DependentRow(str(r[0]), str(r[1]), str(r[2]), None if r[3] is None else int(r[3]), r[4] and str(r[4]))
         for r in rows
+    ]
+
+
+class StepBar(msgspec.Struct, frozen=True):
+    """One saga step of a rotation: when it started after the rotation was asked for, and how long it took
+    (None while it runs)."""
+
+    step: str
+    status: str
+    offset_ms: float
+    duration_ms: float | None
+
+
+async def step_durations(engine: Engine, tenant: str, secret_id: str, limit: int = 20) -> dict[str, list[StepBar]]:
+    """The steps of the secret's newest rotations, by rotation id, folded from its stream."""
+    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, naming.secret_id(secret_id)))
+    secret = fold_secret(events, metas)
+    if secret is None:
+        return {}
+    out: dict[str, list[StepBar]] = {}
+    for r in list(reversed(secret.rotations))[:limit]:
+        out[r.rotation_id] = _bars(r)
+    return out
+
+
+def _ms(delta: timedelta) -> float:
+    return round(delta.total_seconds() * 1000, 1)
+
+
+class Waiting(msgspec.Struct, frozen=True):
+    """A dependent the rotation's shift step waits for: it does not hold the new version yet."""
+
+    service: str
+    environment: str
+    delivery: str
+    adopted_version: int | None
+
+
+class RotationProgress(msgspec.Struct, frozen=True):
+    rotation_id: str
+    secret_id: str
+    kind: str
+    status: str
+    reason: str
+    actor_id: str
+    actor_type: str
+    requested_at: str
+    finished_at: str | None
+    from_version: int | None
+    to_version: int | None
+    required_approvals: int
+    approvers: list[str]
+    steps: list[StepBar]
+    #: Filled while the new version is being delivered (shift started, not finished): who it waits for.
+    waiting_for: list[Waiting]
+    #: When shift stops waiting and retires the old version anyway.
+    adoption_deadline_at: str | None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+async def rotation_progress(engine: Engine, tenant: str, rotation_id: str) -> RotationProgress | None:
+    """One rotation as its secret's events tell it now, with the dependents it waits for; None when the
+    tenant has no such rotation."""
+    async with engine.store.reader() as tx:
+        row = await tx.fetchone(
+            "SELECT secret_id FROM rm_rotations WHERE tenant = ? AND rotation_id = ?", (tenant, rotation_id)
+        )
+    if row is None:
+        return None
+    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, str(row[0])))
+    secret = fold_secret(events, metas)
+    r = secret.rotation(rotation_id) if secret else None
+    if secret is None or r is None:
+        return None
+    shift = r.last("shift")
+    waiting: list[Waiting] = []
+    deadline = None
+    if shift is not None and shift.status == "started" and r.to_version is not None:
+        deadline = iso(shift.started_at + timedelta(seconds=secret.policy.adoption_deadline_s))
+        async with engine.store.reader() as tx:
+            adopted = await tx.fetchall(
+                "SELECT dependent_id, adopted_version FROM rm_dependents WHERE tenant = ? AND secret_id = ?",
+                (tenant, secret.secret_id),
+            )
+        held = {str(d): None if v is None else int(v) for d, v in adopted}
+        waiting = [
+            Waiting(d.service, d.environment, d.delivery, held.get(d.dependent_id))
+            for d in secret.dependents
+            if held.get(d.dependent_id) != r.to_version
+        ]
+    return RotationProgress(
+        rotation_id=r.rotation_id,
+        secret_id=secret.secret_id,
+        kind=r.kind,
+        status=r.status,
+        reason=r.reason,
+        actor_id=r.actor_id,
+        actor_type=r.actor_type,
+        requested_at=iso(r.requested_at),
+        finished_at=iso(r.finished_at) if r.finished_at else None,
+        from_version=r.from_version,
+        to_version=r.to_version,
+        required_approvals=r.required_approvals,
+        approvers=list(r.approvers),
+        steps=_bars(r),
+        waiting_for=waiting,
+        adoption_deadline_at=deadline,
+    )
+
+
+def _bars(r: Rotation) -> list[StepBar]:
+    return [
+        StepBar(
+            f"{s.step} (compensation)" if s.compensating else s.step,
+            s.status,
+            _ms(s.started_at - r.requested_at),
+            _ms(s.finished_at - s.started_at) if s.finished_at else None,
+        )
+        for s in r.steps
     ]

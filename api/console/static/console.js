@@ -11,3 +11,10 @@ document.addEventListener("submit", function (event) {
   var message = event.target.dataset.confirm;
   if (message && !window.confirm(message)) event.preventDefault();
 });
+// Live regions: the server sends the region's new HTML (rendered and escaped like the page) as it changes.
+document.querySelectorAll("[data-live]").forEach(function (box) {
+  if (!window.EventSource) return;
+  var source = new EventSource(box.dataset.live);
+  source.addEventListener("progress", function (event) { box.innerHTML = event.data; });
+  source.addEventListener("done", function () { source.close(); });
+});
