@@ -131,16 +131,17 @@ def test_naming_and_validating_providers_imports_no_provider_module() -> None:
     """The CLI and validation read declarations lazily: boto3 (~0.2 s) loads only when AWS is used or described."""
     script = textwrap.dedent(
         """
+        import json
         import sys
         import lockzero.api.cli.main
         from lockzero.providers.catalog import validate_config
         validate_config("generated", {"length": 20})
         loaded = sorted(m for m in sys.modules if m.startswith("lockzero.providers.") or m == "boto3")
-        print(loaded)
+        print(json.dumps(loaded))
         """
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    loaded = set(json.loads(out.stdout.replace("'", '"')))
+    loaded = set(json.loads(out.stdout))
     assert "boto3" not in loaded and "lockzero.providers.aws_iam" not in loaded, loaded
     assert "lockzero.providers.generated" in loaded
 
@@ -159,6 +160,7 @@ def test_readme_reference_is_rendered_from_the_declarations(tmp_path: Path) -> N
     assert reference.main([str(tmp_path / "missing.md")]) == 2
 
 
+TOKEN_SUMMARY = "An internal token per issuer, minted and delivered by Lockzero."
 TOKEN_MODULE = '''
 """A provider added by a test: one module, one registry line, nothing else touched."""
 from lockzero.providers.generated import GeneratedProvider
@@ -196,6 +198,7 @@ sys.exit(main(sys.argv[1:]))
 
 def test_a_new_provider_is_one_module_and_one_registry_line(tmp_path: Path) -> None:
     """Through the real CLI: documented, validated, registered with its account check, and rotated."""
+    assert TOKEN_SUMMARY in TOKEN_MODULE
     (tmp_path / "token_provider.py").write_text(TOKEN_MODULE)
     env = {
         "PATH": "/usr/bin:/bin",
@@ -214,7 +217,7 @@ def test_a_new_provider_is_one_module_and_one_registry_line(tmp_path: Path) -> N
         )
 
     listed = cli("provider", "list", "--json")
-    assert {"provider": "token", "summary": spec_summary()} in json.loads(listed.stdout), listed.stderr
+    assert {"provider": "token", "summary": TOKEN_SUMMARY} in json.loads(listed.stdout), listed.stderr
     shown = cli("provider", "show", "token").stdout
     assert "  issuer    required  the service that accepts these tokens" in shown
     assert cli("secret", "add", "x/y", "--tenant", "t", "--provider", "token", "--help").stdout.endswith(shown)
@@ -234,7 +237,3 @@ def test_a_new_provider_is_one_module_and_one_registry_line(tmp_path: Path) -> N
     assert rotated.returncode == 0, rotated.stderr
     shown_secret = json.loads(cli("secret", "show", "svc/a", "--tenant", "acme", "--json").stdout)
     assert shown_secret["current_version"] == "v2", shown_secret
-
-
-def spec_summary() -> str:
-    return "An internal token per issuer, minted and delivered by Lockzero."
