@@ -39,7 +39,7 @@ def build_registry() -> Registry:
 
 
 def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar:
-    setup_tracing()
+    setup_tracing("api")
     audit = AuditBatcher(engine)
     guard = AuditFloodGuard(engine, audit)
     # Usage anomalies seen at the pull endpoint (removed tokens, new addresses, rates) and in MCP keys' write

@@ -30,6 +30,7 @@ from lockzero.engine.detection.anomalies import watch_pass
 from lockzero.engine.domain.errors import Unavailable
 from lockzero.engine.saga.rotation import RotationSaga
 from lockzero.engine.saga.scheduler import run_pass
+from lockzero.engine.tracing import flush_tracing, setup_tracing
 from lockzero.workers.reconciler import stalled_rotations
 
 log = logging.getLogger("lockzero.worker")
@@ -186,6 +187,7 @@ async def run_worker(settings: Settings) -> None:
         handle_signals=False,
     )
     observability.configure_json_logging()
+    setup_tracing("worker")
     if settings.metrics_port is not None:
         # The saga's metrics live in the worker processes: each serves its own (Prometheus scrapes every pod).
         from prometheus_client import start_http_server
@@ -205,6 +207,7 @@ async def run_worker(settings: Settings) -> None:
             raise
     finally:
         await worker.close()
+        flush_tracing()
     print("lockzero: worker stopped", flush=True)
 
 
@@ -262,11 +265,13 @@ async def watch(ctx: dict[str, Any]) -> int:
 async def startup(ctx: dict[str, Any]) -> None:
     """For `arq lockzero.workers.arq_worker.WorkerSettings` run by arq's own CLI, which passes no Settings."""
     settings = load_settings(create_embedded_key=False)
+    setup_tracing("worker")
     ctx["engine"] = await Engine.open(settings.database_url, settings.require_master_key(), outbound=settings.outbound)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["engine"].close()
+    flush_tracing()
 
 
 class WorkerSettings:

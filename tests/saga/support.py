@@ -429,12 +429,14 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(mode: str, workdir: Path, redis_db: int | None = None, *, worker: bool = True) -> Iterator[Stack]:
+def running_stack(
+    mode: str, workdir: Path, redis_db: int | None = None, *, worker: bool = True, **env: str
+) -> Iterator[Stack]:
     """Embedded: SQLite and the in-process worker. arq: PostgreSQL, Redis db ``redis_db`` (flushed first),
-    and one `lockzero worker` unless ``worker`` is False."""
+    and one `lockzero worker` unless ``worker`` is False. ``env`` goes to every process."""
     workdir.mkdir(parents=True, exist_ok=True)
     if mode == EMBEDDED:
-        server = start_server("sqlite", workdir, f"sqlite:///{workdir / 'lockzero.db'}")
+        server = start_server("sqlite", workdir, f"sqlite:///{workdir / 'lockzero.db'}", **env)
         stack = Stack(mode, server, None)
         try:
             yield stack
@@ -447,7 +449,7 @@ def running_stack(mode: str, workdir: Path, redis_db: int | None = None, *, work
     flush.close()
     with fresh_pg_database() as url:
         server = start_server(
-            "postgresql", workdir, url, LOCKZERO_REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}"
+            "postgresql", workdir, url, LOCKZERO_REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}", **env
         )
         stack = Stack(mode, server, redis_db)
         try:
