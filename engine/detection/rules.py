@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lockzero.engine.detection import validators as v
 
@@ -51,13 +51,147 @@ class Verdict:
 Validator = Callable[[bytes, int, int, float], Verdict | None]
 
 
+# --- how a rule is declared -------------------------------------------------------------------------
+#
+# A rule's pattern is written once, as a sequence of parts: regex text, the credential itself (Secret),
+# literal openings (OneOf), alternatives (Either), a closing marker (Close) and a Cut. Everything the scanner
+# needs is derived from it: the RE2 confirm expression is the whole sequence with each Secret as a capture
+# group; the Hyperscan anchor is the sequence up to the Cut (in every branch of an Either), so every text
+# the confirm expression matches at a position also matches the anchor there; the closing marker is the
+# Close part; the prefixes the generic rules leave alone are the OneOf openings of credentials that start
+# their own rule's match.
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A fixed opening, as the literal forms it takes (``ghp_``, ``gho_``, …)."""
+
+    literals: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Secret:
+    """The credential: a capture group of the confirm expression (the first one that matched is reported)."""
+
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
+class Either:
+    """Alternatives, tried in order (RE2 is leftmost-first, like the backtracking engines)."""
+
+    branches: tuple[tuple[Part, ...], ...]
+
+
+@dataclass(frozen=True)
+class Close:
+    """A closing marker (a PEM END line), found in the same Hyperscan pass: each marker is paired with the
+    closest anchor before it, and the confirmation reads no further than the marker. Without this, N opening
+    lines and no closing one would cost N windows."""
+
+    pattern: bytes
+
+
+class _Cut:
+    """Where the anchor ends: what follows is read by the confirm expression only."""
+
+    def __repr__(self) -> str:
+        return "CUT"
+
+
+CUT = _Cut()
+
+Part = bytes | OneOf | Secret | Either | Close | _Cut
+
+
+def one_of(*literals: bytes) -> OneOf:
+    return OneOf(literals)
+
+
+def secret(*parts: Part) -> Secret:
+    return Secret(parts)
+
+
+def either(*branches: tuple[Part, ...]) -> Either:
+    return Either(branches)
+
+
+_META = frozenset(b".^$|?*+()[]{}\\")
+
+
+def _escape(literal: bytes) -> bytes:
+    # Both engines read an escaped metacharacter as itself; other bytes are written as they are.
+    return b"".join(b"\\" + bytes([c]) if c in _META else bytes([c]) for c in literal)
+
+
+def _confirm(parts: tuple[Part, ...]) -> bytes:
+    out = []
+    for p in parts:
+        if isinstance(p, bytes):
+            out.append(p)
+        elif isinstance(p, OneOf):
+            out.append(b"(?:" + b"|".join(_escape(x) for x in p.literals) + b")")
+        elif isinstance(p, Secret):
+            out.append(b"(" + _confirm(p.parts) + b")")
+        elif isinstance(p, Either):
+            out.append(b"(?:" + b"|".join(_confirm(b) for b in p.branches) + b")")
+        elif isinstance(p, Close):
+            out.append(b"(?:" + p.pattern + b")")
+    return b"".join(out)
+
+
+def _anchor(parts: tuple[Part, ...]) -> tuple[bytes, bool]:
+    """The parts up to the Cut (no capture groups), and whether a Cut was reached."""
+    out: list[bytes] = []
+    for p in parts:
+        if isinstance(p, _Cut):
+            return b"".join(out), True
+        if isinstance(p, Secret | Either):
+            branches = [_anchor(b) for b in (p.branches if isinstance(p, Either) else (p.parts,))]
+            cut = {c for _, c in branches}
+            if len(cut) != 1:
+                raise ValueError("a Cut must be in every branch of an Either or in none")
+            out.append(b"(?:" + b"|".join(text for text, _ in branches) + b")")
+            if cut == {True}:
+                return b"".join(out), True
+        else:
+            out.append(_confirm((p,)))
+    return b"".join(out), False
+
+
+def _close(parts: tuple[Part, ...]) -> list[bytes]:
+    found: list[bytes] = []
+    for p in parts:
+        if isinstance(p, Close):
+            found.append(p.pattern)
+        elif isinstance(p, Secret):
+            found += _close(p.parts)
+        elif isinstance(p, Either):
+            for b in p.branches:
+                found += _close(b)
+    return found
+
+
+def _openings(parts: tuple[Part, ...]) -> tuple[bytes, ...]:
+    """The literal forms a match of ``parts`` starts with, if its first part fixes them."""
+    first = parts[0] if parts else None
+    if isinstance(first, OneOf):
+        return first.literals
+    if isinstance(first, Secret):
+        return _openings(first.parts)
+    if isinstance(first, Either):
+        forms = [_openings(b) for b in first.branches]
+        return () if not all(forms) else tuple(x for f in forms for x in f)
+    return ()
+
+
 @dataclass(frozen=True)
 class Rule:
     detector: str
     #: Credential family, the unit of the corpus's per-kind precision/recall table.
     kind: str
-    anchor: bytes
-    confirm: bytes
+    #: The one declaration of what the rule matches (see the parts above).
+    pattern: tuple[Part, ...]
     confidence: float
     validator: Validator | None = None
     caseless: bool = False
@@ -70,10 +204,27 @@ class Rule:
     specificity: int = 2
     #: Text that, right before the anchor, belongs to the credential (a webhook's scheme).
     back: bytes = b""
-    #: A closing marker (a PEM END line), found in the same pass: each marker is paired with the closest
-    #: anchor before it, and the confirmation reads no further than the marker. Without this, N opening
-    #: lines and no closing one would cost N windows.
-    until: bytes = b""
+    # Derived from ``pattern``:
+    #: Hyperscan expression: where the confirm expression may match.
+    anchor: bytes = field(init=False)
+    #: RE2 expression matched at each anchor; its first participating group (else the whole match) is the
+    #: credential.
+    confirm: bytes = field(init=False)
+    #: The Close part's expression, if any.
+    until: bytes = field(init=False)
+    #: The literal openings of the credential, when the match starts with the credential itself.
+    openings: tuple[bytes, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        anchor, _ = _anchor(self.pattern)
+        closes = _close(self.pattern)
+        if len(closes) > 1:
+            raise ValueError(f"{self.detector}: one Close part at most")
+        starts_with_secret = bool(self.pattern) and isinstance(self.pattern[0], Secret)
+        object.__setattr__(self, "anchor", anchor)
+        object.__setattr__(self, "confirm", (b"(?i)" if self.caseless else b"") + _confirm(self.pattern))
+        object.__setattr__(self, "until", closes[0] if closes else b"")
+        object.__setattr__(self, "openings", _openings(self.pattern) if starts_with_secret else ())
 
 
 # --- validators -------------------------------------------------------------------------------------
@@ -123,7 +274,9 @@ def _openai(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
     return Verdict(0.6)  # sk- + 48: the old OpenAI shape, also used by look-alike APIs
 
 
-_AWS_SECRET_NEAR = re.compile(rb"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+#: An AWS secret access key: 40 characters of base64 (its rule, and the search near a key id).
+_AWS_SECRET = rb"[A-Za-z0-9/+]{40}"
+_AWS_SECRET_NEAR = re.compile(rb"(?<![A-Za-z0-9/+])" + _AWS_SECRET + rb"(?![A-Za-z0-9/+=])")
 _AWS_PAIR_DISTANCE = 320
 
 
@@ -230,44 +383,16 @@ def _basic(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
     return Verdict(c) if c is not None else None
 
 
-#: Prefixes of formats with their own rule: if that rule did not report the value (wrong checksum,
-#: placeholder, documented example), the generic rules must not report it either.
-_FORMAT_PREFIXES = (
-    b"ghp_",
-    b"gho_",
-    b"ghu_",
-    b"ghs_",
-    b"ghr_",
-    b"github_pat_",
-    b"glpat-",
-    b"npm_",
-    b"pypi-",
-    b"xox",
-    b"xapp-",
-    b"sk_live_",
-    b"sk_test_",
-    b"rk_live_",
-    b"rk_test_",
-    b"sk-",
-    b"SG.",
-    b"AKIA",
-    b"ASIA",
-    b"AIza",
-    b"eyJ",
-    b"-----BEGIN",
-)
-
-
 def _assignment(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
     value = _value(data, start, end)
-    if value.startswith(_FORMAT_PREFIXES):
+    if value.startswith(FORMAT_PREFIXES):
         return None
     # A Kubernetes Secret's data holds base64: judge what it decodes to (Y2hhbmdlbWU= is "changeme").
     # The scanner also reads the decoded text itself, so a decoded value of a known format is left to it.
     decoded = v.printable_b64(value, min_len=6)
     if decoded is not None:
         value = decoded.strip()
-        if value.startswith(_FORMAT_PREFIXES):
+        if value.startswith(FORMAT_PREFIXES):
             return None
     c = v.assess_secret_value(value)
     return Verdict(c) if c is not None else None
@@ -275,7 +400,7 @@ def _assignment(data: bytes, start: int, end: int, conf: float) -> Verdict | Non
 
 def _login_password(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
     value = _value(data, start, end)
-    if value.startswith(_FORMAT_PREFIXES):
+    if value.startswith(FORMAT_PREFIXES):
         return None  # a registry token of a known format: its own rule decides
     c = v.assess_secret_value(value, min_len=6)
     return Verdict(c) if c is not None else None
@@ -283,7 +408,7 @@ def _login_password(data: bytes, start: int, end: int, conf: float) -> Verdict |
 
 def _bearer(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
     value = _value(data, start, end)
-    if value.startswith(_FORMAT_PREFIXES):
+    if value.startswith(FORMAT_PREFIXES):
         return None
     c = v.assess_secret_value(value, min_len=16)
     if c is None:
@@ -295,7 +420,12 @@ def _bearer(data: bytes, start: int, end: int, conf: float) -> Verdict | None:
 
 _SEP = rb"""["']?[ \t]{0,4}(?:=|:=|=>|:)[ \t]{0,4}"""
 #: The value of an assignment: double-quoted, single-quoted, backticked or bare.
-_VALUE = rb"""(?:"([^"\r\n]{1,512})"|'([^'\r\n]{1,512})'|`([^`\r\n]{1,512})`|([^\s"'`,;&]{1,512}))"""
+_VALUE = either(
+    (b'"', secret(rb'[^"\r\n]{1,512}'), b'"'),
+    (b"'", secret(rb"[^'\r\n]{1,512}"), b"'"),
+    (b"`", secret(rb"[^`\r\n]{1,512}"), b"`"),
+    (secret(rb"""[^\s"'`,;&]{1,512}"""),),
+)
 #: Names under which an HTTP Basic credential is written.
 _BASIC_NAMES = rb"(?:(?:proxy-)?authorization|auth[_-]?header|http[_-]?auth(?:orization)?)"
 _SECRET_NAMES = (
@@ -311,26 +441,28 @@ _SECRET_NAMES = (
 #: (``os.environ["DB_PASSWORD"] = …``, ``ENV['X'] = …``), or a quoted name and a comma
 #: (``os.environ.setdefault("DB_PASSWORD", "…")``, ``os.Setenv("API_TOKEN", "…")``).
 _NAME_SEP = rb"""(?:(?:["']?\]?[ \t]{0,4}(?:=|:=|=>|:))|["'][ \t]{0,4},)[ \t]{0,4}"""
-_PEM_BEGIN = rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----"
-_PEM_END = rb"-----END [A-Z ]{0,24}PRIVATE KEY(?: BLOCK)?-----"
-_PEM_BLOCK = (
-    rb"(-----BEGIN [A-Z ]{0,24}PRIVATE KEY(?: BLOCK)?-----"
-    rb"(?:[A-Za-z0-9+/=:,\- \t\r\n]|\\[nr]|\n" + _LOG_TS + rb"){64,}?"
-    rb"-----END [A-Z ]{0,24}PRIVATE KEY(?: BLOCK)?-----)"
-)
+_PEM_KEY = rb"PRIVATE KEY(?: BLOCK)?-----"
+_PEM_END = rb"-----END [A-Z ]{0,24}" + _PEM_KEY
+
+
+def _pem_block(*header: Part) -> Secret:
+    """A PEM private key, from its BEGIN line (``header``, which holds the Cut) to its END line; a key printed
+    into a CI log has the runner's timestamp before each line."""
+    body = rb"(?:[A-Za-z0-9+/=:,\- \t\r\n]|\\[nr]|\n" + _LOG_TS + rb"){64,}?"
+    return secret(*header, body, Close(_PEM_END))
+
+
 #: Database URL schemes, with the driver SQLAlchemy names after a ``+`` (postgresql+psycopg2, mysql+pymysql,
 #: mongodb+srv); a ``jdbc:`` prefix needs nothing here (the scheme after it matches).
 _DB_SCHEMES = (
     rb"(?:postgres(?:ql)?|mysql|mariadb|mongodb|rediss?|amqps?|mssql|sqlserver|clickhouse|oracle|cockroachdb"
     rb"|snowflake|db2|redshift)(?:\+[a-z0-9_]{1,24})?"
 )
-
 RULES: tuple[Rule, ...] = (
     Rule(
         "github_token",
         "github",
-        rb"gh[pousr]_[A-Za-z0-9]{36}",
-        rb"(gh[pousr]_[A-Za-z0-9]{36})",
+        (secret(one_of(b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"), rb"[A-Za-z0-9]{36}"),),
         0.99,
         crc_token(4),
         left=_ALNUM,
@@ -340,8 +472,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "github_fine_grained_pat",
         "github_fine_grained",
-        rb"github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}",
-        rb"(github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59})",
+        (secret(one_of(b"github_pat_"), rb"[A-Za-z0-9]{22}_[A-Za-z0-9]{59}"),),
         0.97,
         random_token(12, 11),
         left=_ALNUM,
@@ -351,8 +482,14 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "gitlab_token",
         "gitlab",
-        rb"gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20}",
-        rb"(gl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20,64}(?:\.[0-9a-z]{2}\.[0-9a-z]{7,12})?)",
+        (
+            secret(
+                one_of(b"glpat-", b"gldt-", b"glrt-", b"glptt-", b"glcbt-", b"gloas-"),
+                rb"[A-Za-z0-9_-]{20}",
+                CUT,
+                rb"[A-Za-z0-9_-]{0,44}(?:\.[0-9a-z]{2}\.[0-9a-z]{7,12})?",
+            ),
+        ),
         0.95,
         random_token(10, 6),
         left=_ALNUM,
@@ -362,8 +499,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "npm_token",
         "npm",
-        rb"npm_[A-Za-z0-9]{36}",
-        rb"(npm_[A-Za-z0-9]{36})",
+        (secret(one_of(b"npm_"), rb"[A-Za-z0-9]{36}"),),
         0.98,
         crc_token(4),
         left=_ALNUM,
@@ -373,8 +509,14 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "pypi_token",
         "pypi",
-        rb"pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50}",
-        rb"(pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,1000})",
+        (
+            secret(
+                one_of(b"pypi-"),
+                rb"AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50}",
+                CUT,
+                rb"[A-Za-z0-9_-]{0,950}",
+            ),
+        ),
         0.98,
         random_token(12, 24),
         window=1100,
@@ -385,9 +527,19 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "slack_token",
         "slack",
-        rb"xox[abposr]-[0-9]{6,15}-|xapp-[0-9]-[A-Z0-9]{6}",
-        rb"(xox[abposr]-[0-9]{6,15}-[0-9]{6,15}-[0-9A-Za-z-]{8,200}|xox[abposr]-[0-9]{6,15}-[0-9A-Za-z]{16,200}"
-        rb"|xapp-[0-9]-[A-Z0-9]{6,14}-[0-9]{6,15}-[A-Za-z0-9]{24,128})",
+        (
+            secret(
+                either(
+                    (
+                        one_of(b"xox"),
+                        rb"[abposr]-[0-9]{6,15}-",
+                        CUT,
+                        rb"(?:[0-9]{6,15}-[0-9A-Za-z-]{8,200}|[0-9A-Za-z]{16,200})",
+                    ),
+                    (one_of(b"xapp-"), rb"[0-9]-[A-Z0-9]{6}", CUT, rb"[A-Z0-9]{0,8}-[0-9]{6,15}-[A-Za-z0-9]{24,128}"),
+                )
+            ),
+        ),
         0.95,
         random_token(10, 5),
         left=_ALNUM,
@@ -397,9 +549,19 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "slack_webhook",
         "slack_webhook",
-        rb"hooks\.slack\.com/(?:services|workflows|triggers)/",
-        rb"(hooks\.slack\.com/(?:services/T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{16,40}"
-        rb"|(?:workflows|triggers)/T[A-Z0-9]{6,12}/A[A-Z0-9]{6,12}/[0-9]{6,24}/[A-Za-z0-9]{16,40}))",
+        (
+            secret(
+                one_of(b"hooks.slack.com/"),
+                either(
+                    (b"services/", CUT, rb"T[A-Z0-9]{6,12}/B[A-Z0-9]{6,12}/[A-Za-z0-9]{16,40}"),
+                    (
+                        rb"(?:workflows|triggers)/",
+                        CUT,
+                        rb"T[A-Z0-9]{6,12}/A[A-Z0-9]{6,12}/[0-9]{6,24}/[A-Za-z0-9]{16,40}",
+                    ),
+                ),
+            ),
+        ),
         0.95,
         random_token(12, 25),
         right=_ALNUM,
@@ -409,8 +571,14 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "stripe_secret_key",
         "stripe",
-        rb"[sr]k_(?:live|test)_[0-9A-Za-z]{16}",
-        rb"([sr]k_(?:live|test)_[0-9A-Za-z]{16,247})",
+        (
+            secret(
+                one_of(b"sk_live_", b"sk_test_", b"rk_live_", b"rk_test_"),
+                rb"[0-9A-Za-z]{16}",
+                CUT,
+                rb"[0-9A-Za-z]{0,231}",
+            ),
+        ),
         0.97,
         _stripe,
         left=_ALNUM,
@@ -420,9 +588,16 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "openai_api_key",
         "openai",
-        rb"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20}",
-        rb"(sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,250}|sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}"
-        rb"|sk-[A-Za-z0-9]{48})",
+        (
+            secret(
+                one_of(b"sk-"),
+                either(
+                    (rb"(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20}", CUT, rb"[A-Za-z0-9_-]{20,230}"),
+                    # sk-<20>T3BlbkFJ<20> (the marker is base64 of "openai"), or the old sk- + 48.
+                    (rb"[A-Za-z0-9]{20}", CUT, rb"(?:T3BlbkFJ[A-Za-z0-9]{20}|[A-Za-z0-9]{28})"),
+                ),
+            ),
+        ),
         0.9,
         _openai,
         left=_ALNUM,
@@ -432,8 +607,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "anthropic_api_key",
         "anthropic",
-        rb"sk-ant-[a-z]{3,5}[0-9]{2}-[A-Za-z0-9_-]{20}",
-        rb"(sk-ant-[a-z]{3,5}[0-9]{2}-[A-Za-z0-9_-]{80,200})",
+        (secret(one_of(b"sk-ant-"), rb"[a-z]{3,5}[0-9]{2}-[A-Za-z0-9_-]{20}", CUT, rb"[A-Za-z0-9_-]{60,180}"),),
         0.98,
         random_token(12, 14),
         left=_ALNUM,
@@ -443,8 +617,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "aws_access_key_id",
         "aws",
-        rb"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}",
-        rb"((?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})",
+        (secret(one_of(b"AKIA", b"ASIA", b"ABIA", b"ACCA"), rb"[A-Z2-7]{16}"),),
         0.7,
         _aws_key_id,
         left=_ALNUM,
@@ -454,8 +627,12 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "aws_secret_access_key",
         "aws",
-        rb"(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)" + _SEP,
-        rb"(?i)(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)" + _SEP + rb"""["']?([A-Za-z0-9/+]{40})""",
+        (
+            rb"(?:aws_?secret_?(?:access_?)?key|secret_?access_?key)" + _SEP,
+            CUT,
+            rb"""["']?""",
+            secret(_AWS_SECRET),
+        ),
         0.9,
         _aws_secret,
         caseless=True,
@@ -465,8 +642,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "gcp_api_key",
         "gcp_api_key",
-        rb"AIza[0-9A-Za-z_-]{35}",
-        rb"(AIza[0-9A-Za-z_-]{35})",
+        (secret(one_of(b"AIza"), rb"[0-9A-Za-z_-]{35}"),),
         0.9,
         random_token(12, 4),
         left=_ALNUM,
@@ -476,19 +652,19 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "gcp_service_account_key",
         "gcp_service_account",
-        rb'\\{0,3}"private_key\\{0,3}"[ \t]{0,4}:[ \t]{0,4}\\{0,3}"-----BEGIN',
-        rb'\\{0,3}"private_key\\{0,3}"[ \t]{0,4}:[ \t]{0,4}\\{0,3}"' + _PEM_BLOCK,
+        (
+            rb'\\{0,3}"private_key\\{0,3}"[ \t]{0,4}:[ \t]{0,4}\\{0,3}"',
+            _pem_block(b"-----BEGIN", CUT, rb" [A-Z ]{0,24}" + _PEM_KEY),
+        ),
         0.99,
         _service_account,
         window=17000,
         specificity=4,
-        until=_PEM_END,
     ),
     Rule(
         "azure_storage_key",
         "azure",
-        rb"AccountKey=[A-Za-z0-9+/]{20}",
-        rb"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
+        (b"AccountKey=", secret(rb"[A-Za-z0-9+/]{20}", CUT, rb"[A-Za-z0-9+/]{66}==")),
         0.95,
         random_token(20),
         caseless=True,
@@ -498,8 +674,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "twilio_key",
         "twilio",
-        rb"(?:SK|AC)[0-9a-f]{32}",
-        rb"((?:SK|AC)[0-9a-f]{32})",
+        (secret(one_of(b"SK", b"AC"), rb"[0-9a-f]{32}"),),
         0.85,
         _twilio,
         left=_ALNUM,
@@ -509,8 +684,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "sendgrid_api_key",
         "sendgrid",
-        rb"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}",
-        rb"(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})",
+        (secret(one_of(b"SG."), rb"[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}"),),
         0.98,
         random_token(12, 3),
         left=_ALNUM,
@@ -520,10 +694,13 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "datadog_api_key",
         "datadog",
-        rb"(?:datadog|dd[_-]?api[_-]?key|dd[_-]?app(?:lication)?[_-]?key)",
-        # The key may sit on the next line (`datadog:` then `  apiKey: …`, or a k8s env name/value pair).
-        rb"(?i)(?:datadog|dd[_-]?api[_-]?key|dd[_-]?app(?:lication)?[_-]?key)[^\n]{0,48}?(?:\n[^\n]{0,48}?){0,1}"
-        rb"[^0-9a-z]([0-9a-f]{40}|[0-9a-f]{32})",
+        (
+            rb"(?:datadog|dd[_-]?api[_-]?key|dd[_-]?app(?:lication)?[_-]?key)",
+            CUT,
+            # The key may sit on the next line (`datadog:` then `  apiKey: …`, or a k8s env name/value pair).
+            rb"[^\n]{0,48}?(?:\n[^\n]{0,48}?){0,1}[^0-9a-z]",
+            secret(rb"[0-9a-f]{40}|[0-9a-f]{32}"),
+        ),
         0.85,
         _hex_key,
         caseless=True,
@@ -534,19 +711,23 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "private_key",
         "private_key",
-        _PEM_BEGIN,
-        _PEM_BLOCK,
+        (_pem_block(one_of(b"-----BEGIN"), rb" (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?" + _PEM_KEY, CUT),),
         0.97,
         _pem,
         window=17000,
         specificity=3,
-        until=_PEM_END,
     ),
     Rule(
         "jwt",
         "jwt",
-        rb"eyJ[A-Za-z0-9_-]{8}",
-        rb"(eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)",
+        (
+            secret(
+                one_of(b"eyJ"),
+                rb"[A-Za-z0-9_-]{8}",
+                CUT,
+                rb"[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+            ),
+        ),
         0.85,
         _jwt,
         window=22600,
@@ -557,8 +738,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "connection_string_password",
         "db_url",
-        _DB_SCHEMES + rb"://[^\s:@/]{0,128}:",
-        rb"(?i)" + _DB_SCHEMES + rb"://[^\s:@/?#]{0,128}:([^\s@/?#]{1,256})@[^\s/?#:@]",
+        (_DB_SCHEMES + rb"://[^\s:@/?#]{0,128}:", CUT, secret(rb"[^\s@/?#]{1,256}"), rb"@[^\s/?#:@]"),
         0.9,
         _url_password,
         caseless=True,
@@ -570,10 +750,19 @@ RULES: tuple[Rule, ...] = (
         # JDBC and libpq put the password in properties: jdbc:postgresql://h/db?user=u&password=p,
         # jdbc:sqlserver://h;user=u;password=p, postgresql://h/db?password=p; Oracle's thin driver writes
         # user/password@ (jdbc:oracle:thin:scott/pw@//h:1521/svc).
-        rb"jdbc:[a-z0-9]{2,20}:|" + _DB_SCHEMES + rb"://",
-        rb"(?i)(?:jdbc:oracle:(?:thin|oci):[^\s/@:\"']{1,128}/([^\s@\"']{1,256})@"
-        rb"|(?:jdbc:[a-z0-9]{2,20}(?::[a-z0-9]{1,20})?:|" + _DB_SCHEMES + rb":)//[^\s\"'<>?;]{0,256}"
-        rb"(?:[?;][^\s\"'<>]{0,256}?)?[?;&](?:password|passwd|pwd)=([^\s&;\"'<>]{1,256}))",
+        (
+            either(
+                (b"jdbc:oracle:", CUT, rb"""(?:thin|oci):[^\s/@:"']{1,128}/""", secret(rb"""[^\s@"']{1,256}"""), b"@"),
+                (
+                    either(
+                        (rb"jdbc:[a-z0-9]{2,20}:", CUT, rb"(?:[a-z0-9]{1,20}:)?//"),
+                        (_DB_SCHEMES + b"://", CUT),
+                    ),
+                    rb"""[^\s"'<>?;]{0,256}(?:[?;][^\s"'<>]{0,256}?)?[?;&](?:password|passwd|pwd)=""",
+                    secret(rb"""[^\s&;"'<>]{1,256}"""),
+                ),
+            ),
+        ),
         0.9,
         _url_password,
         caseless=True,
@@ -585,9 +774,12 @@ RULES: tuple[Rule, ...] = (
         "basic_auth",
         # RFC 7617 credentials in a header, or a setting that holds one (auth-header=Basic …, nginx's
         # proxy_set_header Authorization "Basic …").
-        _BASIC_NAMES + rb"[\"']?(?:[ \t]{0,4}[:=]|[ \t])[ \t]{0,4}[\"']?basic[ \t]",
-        rb"(?i)" + _BASIC_NAMES + rb"[\"']?(?:[ \t]{0,4}[:=]|[ \t])[ \t]{0,4}[\"']?basic[ \t]{1,4}"
-        rb"([A-Za-z0-9+/]{4,}={0,2})",
+        (
+            _BASIC_NAMES + rb"""["']?(?:[ \t]{0,4}[:=]|[ \t])[ \t]{0,4}["']?basic[ \t]""",
+            CUT,
+            rb"[ \t]{0,3}",
+            secret(rb"[A-Za-z0-9+/]{4,}={0,2}"),
+        ),
         0.9,
         _basic,
         caseless=True,
@@ -599,8 +791,7 @@ RULES: tuple[Rule, ...] = (
         "docker_config_auth",
         "basic_auth",
         # ~/.docker/config.json (and a dockerconfigjson Secret once decoded): "auth": base64(user:password).
-        rb'"auth"[ \t]{0,4}:[ \t]{0,4}"[A-Za-z0-9+/]{8}',
-        rb'"auth"[ \t]{0,4}:[ \t]{0,4}"([A-Za-z0-9+/]{8,}={0,2})"',
+        (rb'"auth"[ \t]{0,4}:[ \t]{0,4}"', secret(rb"[A-Za-z0-9+/]{8}", CUT, rb"[A-Za-z0-9+/]*={0,2}"), b'"'),
         0.9,
         _basic,
         window=2200,
@@ -611,9 +802,16 @@ RULES: tuple[Rule, ...] = (
         "generic",
         # docker login -u u -p PASSWORD host / --password=PASSWORD (also podman, nerdctl, buildah); not
         # --password-stdin, which is how it should be done.
-        rb"(?:docker|podman|nerdctl|buildah)[ \t]+login[ \t]",
-        rb"(?i)(?:docker|podman|nerdctl|buildah)[ \t]+login[ \t](?:[^\n|;&]{0,300}?[ \t])?(?:-p|--password)"
-        rb"""(?:[ \t]+|=)(?:"([^"\r\n]{1,256})"|'([^'\r\n]{1,256})'|([^\s"'|;&]{1,256}))""",
+        (
+            rb"(?:docker|podman|nerdctl|buildah)[ \t]+login[ \t]",
+            CUT,
+            rb"(?:[^\n|;&]{0,300}?[ \t])?(?:-p|--password)(?:[ \t]+|=)",
+            either(
+                (b'"', secret(rb'[^"\r\n]{1,256}'), b'"'),
+                (b"'", secret(rb"[^'\r\n]{1,256}"), b"'"),
+                (secret(rb"""[^\s"'|;&]{1,256}"""),),
+            ),
+        ),
         0.85,
         _login_password,
         caseless=True,
@@ -623,8 +821,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "bearer_token",
         "generic",
-        rb"bearer[ \t]{1,4}[A-Za-z0-9._~+/-]{16}",
-        rb"(?i)bearer[ \t]{1,4}([A-Za-z0-9._~+/-]{16,}=*)",
+        (rb"bearer[ \t]{1,4}", secret(rb"[A-Za-z0-9._~+/-]{16}", CUT, rb"[A-Za-z0-9._~+/-]*=*")),
         0.8,
         _bearer,
         caseless=True,
@@ -636,8 +833,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "generic_secret",
         "generic",
-        _SECRET_NAMES + _NAME_SEP,
-        rb"(?i)" + _SECRET_NAMES + _NAME_SEP + _VALUE,
+        (_SECRET_NAMES + _NAME_SEP, CUT, _VALUE),
         0.8,
         _assignment,
         caseless=True,
@@ -645,6 +841,12 @@ RULES: tuple[Rule, ...] = (
         specificity=0,
     ),
 )
+
+#: Openings of formats with their own rule (ghp_, sk_live_, AKIA, -----BEGIN, …), from the rules whose match
+#: starts with the credential: if that rule did not report a value (wrong checksum, placeholder, documented
+#: example), the generic rules must not report it either. Openings under three characters (Twilio's SK/AC)
+#: begin ordinary words and passwords too, so they claim nothing.
+FORMAT_PREFIXES: tuple[bytes, ...] = tuple(dict.fromkeys(p for r in RULES for p in r.openings if len(p) >= 3))
 
 #: Detectors that report a whole family (for the corpus table and documentation).
 KINDS: tuple[str, ...] = tuple(dict.fromkeys([r.kind for r in RULES]))
