@@ -16,6 +16,7 @@ from lockzero.api.cli.output import emit_json
 
 if TYPE_CHECKING:
     from lockzero.engine.config import Settings
+    from lockzero.engine.domain.events import EventMeta
     from lockzero.engine.security.backup_format import KeySource
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
@@ -50,6 +51,18 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, parser_class: type[ar
         parents=[common],
         help="rewrap every tenant key from LOCKZERO_MASTER_KEY_PREVIOUS to LOCKZERO_MASTER_KEY (online, rerunnable)",
     )
+
+
+def _operator() -> EventMeta:
+    import getpass
+
+    from lockzero.engine.domain.events import EventMeta
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return EventMeta(actor_id=f"cli:{user}", actor_type="operator")
 
 
 def _settings() -> Settings:
@@ -133,6 +146,7 @@ async def cmd_restore(args: argparse.Namespace) -> int:
 
 async def cmd_master_key_rotate(args: argparse.Namespace) -> None:
     from lockzero.engine.app import Engine
+    from lockzero.engine.audit import records as audit
     from lockzero.engine.domain.errors import Unavailable
     from lockzero.engine.security.master_key import previous_master_key, rotate_master_key
     from lockzero.eventstore import open_store
@@ -148,6 +162,8 @@ async def cmd_master_key_rotate(args: argparse.Namespace) -> None:
         elif not await engine.schema_ready():
             raise Unavailable("the database schema is not migrated; run `lockzero migrate` first")
         report = await rotate_master_key(store, old, new)
+        for tenant in report.rewrapped:
+            await audit.record(engine, tenant, _operator(), "master-key.rotate", "ok")
     finally:
         await store.close()
     if args.json:

@@ -63,6 +63,12 @@ def test_after_rotation_only_the_new_key_serves_every_secret(store_url: str, tmp
 
     # The previous key alone no longer opens the store.
     assert_one_error_line(owner("tenant", "list"), 1, "does not open")
+    # Each tenant's audit trail records the rotation, and the chains still verify.
+    rotated = Cli(tmp_path, store_url, new)
+    assert "verified" in rotated.ok("audit", "verify").out
+    for tenant in TENANTS:
+        exported = rotated.ok("audit", "export", "--tenant", tenant).out
+        assert exported.count('"master-key.rotate"') == 1, exported
 
     server = Server(
         "rotated",
