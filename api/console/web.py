@@ -15,7 +15,7 @@ from litestar import get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Response
 
-from lockzero.api.console import approval_pages, audit_pages, incident_pages, live, secret_pages
+from lockzero.api.console import approval_pages, audit_pages, charts, incident_pages, live, secret_pages
 from lockzero.api.console.kit import (
     SECURITY_HEADERS,
     AnyRequest,
@@ -81,8 +81,14 @@ def console_routes(engine: Engine, queue: SagaQueue) -> list[HTTPRouteHandler]:
             return login_page()
         tenant = session.operator.tenant
         found = await console_queries.overview(engine, tenant)
-        return render(
-            "overview.html", me=session.operator, csrf=session.csrf, o=found, rotations=found.in_flight, approve=False
+        return kit.page(
+            "overview.html",
+            session,
+            o=found,
+            rotations=found.in_flight,
+            approve=False,
+            ttr=charts.remediation_chart(await console_queries.remediation_by_day(engine, tenant)),
+            ages=charts.age_chart(await console_queries.rotation_ages(engine, tenant)),
         )
 
     @post("/login", exception_handlers=handlers, status_code=200)

@@ -5,6 +5,7 @@ Every query takes the tenant and filters on it in SQL: a signed-in operator's te
 
 from __future__ import annotations
 
+import statistics
 from datetime import timedelta
 
 import msgspec
@@ -12,7 +13,7 @@ import msgspec
 from lockzero.engine.app import Engine
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import Rotation, fold_secret
-from lockzero.engine.domain.clock import iso
+from lockzero.engine.domain.clock import iso, parse_iso
 
 #: Enough for a page; a tenant with more sees the newest (the filter narrows the list).
 PAGE_ROWS = 200
@@ -277,4 +278,62 @@ def _bars(r: Rotation) -> list[StepBar]:
             _ms(s.finished_at - s.started_at) if s.finished_at else None,
         )
         for s in r.steps
+    ]
+
+
+class RemediationDay(msgspec.Struct, frozen=True):
+    """Incidents resolved on one UTC day and the median time from opening to resolution."""
+
+    day: str
+    resolved: int
+    median_ms: float | None
+
+
+class RotationAge(msgspec.Struct, frozen=True):
+    secret_id: str
+    age_days: float
+    max_age_days: float | None
+    overdue: bool
+
+
+async def remediation_by_day(engine: Engine, tenant: str, days: int = 30) -> list[RemediationDay]:
+    """The last ``days`` UTC days, oldest first, each with the incidents resolved that day."""
+    now = engine.clock.now()
+    first = (now - timedelta(days=days - 1)).date()
+    async with engine.store.reader() as tx:
+        rows = await tx.fetchall(
+            "SELECT opened_at, updated_at FROM rm_incidents WHERE tenant = ? AND status = 'resolved'"
+            " AND updated_at >= ?",
+            (tenant, first.isoformat()),
+        )
+    by_day: dict[str, list[float]] = {(first + timedelta(days=i)).isoformat(): [] for i in range(days)}
+    for opened, resolved in rows:
+        done = parse_iso(str(resolved))
+        took = (done - parse_iso(str(opened))).total_seconds() * 1000
+        by_day.setdefault(done.date().isoformat(), []).append(max(took, 0.0))
+    return [
+        RemediationDay(day, len(took), round(statistics.median(took), 1) if took else None)
+        for day, took in sorted(by_day.items())
+        if day >= first.isoformat()
+    ]
+
+
+async def rotation_ages(engine: Engine, tenant: str, limit: int = 40) -> list[RotationAge]:
+    """The secrets whose credential is oldest (since the last rotation, else since registration), oldest first."""
+    now = engine.clock.now()
+    async with engine.store.reader() as tx:
+        rows = await tx.fetchall(
+            "SELECT secret_id, COALESCE(last_rotated_at, created_at), max_age_s, due_at FROM rm_secrets"
+            " WHERE tenant = ? AND status = 'active' ORDER BY COALESCE(last_rotated_at, created_at), secret_id"
+            " LIMIT ?",
+            (tenant, limit),
+        )
+    return [
+        RotationAge(
+            str(sid),
+            round((now - parse_iso(str(since))).total_seconds() / 86400, 2),
+            None if max_age is None else round(int(max_age) / 86400, 2),
+            due is not None and parse_iso(str(due)) <= now,
+        )
+        for sid, since, max_age, due in rows
     ]
