@@ -3,8 +3,8 @@ processes, PostgreSQL and Redis; mixed direct JSON-RPC traffic plus rotations (w
 over many secrets; one API process and one worker killed with -9 mid-run and restarted.
 
 Checked afterwards: every accepted rotate ended completed or compensated; no two steps of one saga overlap (read
-from the event log); every idempotency key started exactly one rotation. Modest sizes here (LOCKZERO_SCALE_*
-make them bigger)."""
+from the event log); every idempotency key started exactly one rotation; the audit holds exactly one row per
+answered call. Modest sizes here (LOCKZERO_SCALE_* make them bigger)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import signal
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,12 @@ class RoundRobinProxy:
 class Client:
     """Direct JSON-RPC calls (no MCP session) through the proxy, one connection per call (round robin)."""
 
+    #: Calls per method that got an answer (each must have exactly one audit row), and those whose answer was lost
+    #: or said "unavailable" (a kill -9 or a failed audit write: they may or may not have a row). Shared by clients.
+    answered: Counter[str] = Counter()
+    unsure: Counter[str] = Counter()
+    _counts = threading.Lock()
+
     def __init__(self, port: int, key: Key) -> None:
         self.url = f"http://127.0.0.1:{port}/api/mcp"
         self.key = key
@@ -99,9 +105,20 @@ class Client:
 
     def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-        r = self.http.post(self.url, json=body, headers=self.key.auth)
+        try:
+            r = self.http.post(self.url, json=body, headers=self.key.auth)
+        except httpx.TransportError:
+            with self._counts:
+                self.unsure[method] += 1
+            raise
         assert r.status_code == 200, r.text
-        return dict(r.json())
+        answer = dict(r.json())
+        with self._counts:
+            if answer.get("error", {}).get("code") == -32016:
+                self.unsure[method] += 1
+            else:
+                self.answered[method] += 1
+        return answer
 
     def rotate(self, secret_id: str, idem: str, stats: dict[str, int]) -> str:
         """rotate_secret, retried with the same key after a transport failure (a killed API process)."""
@@ -234,6 +251,22 @@ def test_two_apis_three_workers_survive_kill_9(tmp_path: Path) -> None:
             )
             # The kill really hit traffic: the restarted API and worker did work afterwards.
             assert len(rotations) >= SECRETS
+
+            # The audit holds exactly one row per answered call (by method); a call whose answer was lost in the
+            # kill may have one or not, never two.
+            with psycopg.connect(api1.database_url) as conn:
+                rows = conn.execute(
+                    "SELECT method, count(*) FROM rm_audit WHERE tenant = %s AND actor_id = %s GROUP BY method",
+                    (tenant, key.key_id),
+                ).fetchall()
+            audited = {str(m): int(n) for m, n in rows}
+            for method in set(audited) | set(Client.answered):
+                low, high = Client.answered[method], Client.answered[method] + Client.unsure[method]
+                assert low <= audited.get(method, 0) <= high, (method, audited.get(method), low, high)
+            print(
+                f"scale: audit rows {sum(audited.values())} for {sum(Client.answered.values())} answered calls"
+                f" (+{sum(Client.unsure.values())} whose answer was lost or unavailable)"
+            )
         finally:
             proxy.close()
             api2.stop()
