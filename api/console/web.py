@@ -15,7 +15,7 @@ from litestar import get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Response
 
-from lockzero.api.console import approval_pages, audit_pages, charts, incident_pages, live, secret_pages
+from lockzero.api.console import approval_pages, audit_pages, charts, incident_pages, live, secret_pages, settings
 from lockzero.api.console.kit import (
     SECURITY_HEADERS,
     AnyRequest,
@@ -284,4 +284,5 @@ def console_routes(engine: Engine, queue: SagaQueue) -> list[HTTPRouteHandler]:
         *incident_pages.routes(kit),
         *live.routes(kit),
         *audit_pages.routes(kit),
+        *settings.routes(kit),
     ]

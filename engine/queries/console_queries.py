@@ -11,9 +11,11 @@ from datetime import timedelta
 import msgspec
 
 from lockzero.engine.app import Engine
+from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import Rotation, fold_secret
 from lockzero.engine.domain.clock import iso, parse_iso
+from lockzero.engine.security.outbound import redact_url, redact_urls_in
 
 #: Enough for a page; a tenant with more sees the newest (the filter narrows the list).
 PAGE_ROWS = 200
@@ -337,3 +339,53 @@ async def rotation_ages(engine: Engine, tenant: str, limit: int = 40) -> list[Ro
         )
         for sid, since, max_age, due in rows
     ]
+
+
+class PolicyRow(msgspec.Struct, frozen=True):
+    secret_id: str
+    policy: ev.Policy
+
+
+class NotificationRow(msgspec.Struct, frozen=True):
+    at: str
+    secret_id: str
+    #: Redacted when recorded (engine.security.outbound.redact_url); shown as recorded.
+    url: str
+    topic: str
+    outcome: str
+
+
+async def policies(engine: Engine, tenant: str) -> list[PolicyRow]:
+    """Every active secret's policy as stored (notify URLs redacted)."""
+    async with engine.store.reader() as tx:
+        rows = await tx.fetchall(
+            "SELECT secret_id, policy FROM rm_secrets WHERE tenant = ? AND status <> 'archived'"
+            " ORDER BY secret_id LIMIT ?",
+            (tenant, PAGE_ROWS),
+        )
+    return [PolicyRow(str(sid), msgspec.json.decode(str(p), type=ev.Policy)) for sid, p in rows]
+
+
+async def notifications(engine: Engine, tenant: str, limit: int = 50) -> list[NotificationRow]:
+    """The tenant's newest notification deliveries (recorded on its secrets' adoption streams)."""
+    prefix = naming.adoption_stream(tenant, "")
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    async with engine.store.reader() as tx:
+        rows = await tx.fetchall(
+            "SELECT data FROM lz_events WHERE type IN ('notification.sent', 'notification.failed')"
+            " AND stream LIKE ? ESCAPE '\\' ORDER BY position DESC LIMIT ?",
+            (pattern, limit),
+        )
+    out = []
+    for (data,) in rows:
+        e = ev.decode(bytes(data))
+        # The stream name already says the tenant; the event's own field is checked too.
+        if isinstance(e, ev.NotificationSent) and e.tenant == tenant:
+            out.append(NotificationRow(iso(e.at), e.secret_id, redact_url(e.url), e.topic, f"HTTP {e.status}"))
+        elif isinstance(e, ev.NotificationFailed) and e.tenant == tenant:
+            out.append(
+                NotificationRow(
+                    iso(e.at), e.secret_id, redact_url(e.url), e.topic, f"failed: {redact_urls_in(e.error)}"
+                )
+            )
+    return out
