@@ -11,9 +11,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from lockzero.api.cli.output import emit_json
 from lockzero.api.cli.choices import AUDIT_OUTCOMES
-from lockzero.api.errors import EXIT_FAILURE, EXIT_OK
+from lockzero.api.cli.output import emit_json
+
+EXIT_OK, EXIT_FAILURE = 0, 1
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
 
@@ -208,7 +209,10 @@ async def cmd_audit_list(args: argparse.Namespace) -> None:
         emit_json(page)
         return
     table(
-        [(e.at[:23], f"{e.actor_type}:{e.actor_id}", e.method, e.secret_id or "-", e.outcome, e.detail) for e in page.events],
+        [
+            (e.at[:23], f"{e.actor_type}:{e.actor_id}", e.method, e.secret_id or "-", e.outcome, e.detail)
+            for e in page.events
+        ],
         ("AT", "ACTOR", "METHOD", "SECRET", "OUTCOME", "DETAIL"),
     )
     if page.next_cursor:

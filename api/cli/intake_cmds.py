@@ -11,8 +11,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from lockzero.api.cli.output import emit_json, table
-from lockzero.engine.audit.records import audited
-from lockzero.engine.commands import intake
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
 
@@ -31,7 +29,9 @@ def add_parsers(
 
 
 async def cmd_intake_create(args: argparse.Namespace) -> None:
-    from lockzero.api.cli.handlers import open_engine, operator
+    from lockzero.api.cli.context import open_engine, operator
+    from lockzero.engine.audit.records import audited
+    from lockzero.engine.commands import intake
 
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "intake.create"):
         created = await intake.create_intake(engine, args.tenant, operator(), name=args.name)
@@ -44,7 +44,8 @@ async def cmd_intake_create(args: argparse.Namespace) -> None:
 
 
 async def cmd_intake_list(args: argparse.Namespace) -> None:
-    from lockzero.api.cli.handlers import open_engine
+    from lockzero.api.cli.context import open_engine
+    from lockzero.engine.commands import intake
 
     async with open_engine() as engine:
         views = await intake.list_intakes(engine, args.tenant)
@@ -57,7 +58,9 @@ async def cmd_intake_list(args: argparse.Namespace) -> None:
 
 
 async def cmd_intake_revoke(args: argparse.Namespace) -> None:
-    from lockzero.api.cli.handlers import open_engine, operator
+    from lockzero.api.cli.context import open_engine, operator
+    from lockzero.engine.audit.records import audited
+    from lockzero.engine.commands import intake
 
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "intake.revoke"):
         view = await intake.revoke_intake(engine, args.tenant, args.intake_id, operator())

@@ -9,13 +9,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from lockzero.api.cli.choices import OPERATOR_ROLES
 from lockzero.api.cli.output import emit_json, table
-from lockzero.engine.audit.records import audited
-from lockzero.engine.config import Settings
-from lockzero.engine.security import operators
+
+if TYPE_CHECKING:
+    from lockzero.engine.config import Settings
 
 Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]
 
@@ -31,8 +32,9 @@ def add_parsers(
     add.add_argument(
         "--role",
         required=True,
-        choices=operators.ROLES,
-        help="viewer reads; operator also approves and rotates; admin also manages keys",
+        choices=OPERATOR_ROLES,
+        metavar="ROLE",
+        help="%(choices)s: viewer reads; operator also approves and rotates; admin also manages keys",
     )
     add.add_argument("--require-totp", action="store_true", help="the operator must enrol a TOTP second factor")
     cmd.add_parser("list", parents=[common, tenant_opt], help="list a tenant's operators (never their credentials)")
@@ -56,7 +58,9 @@ def console_base(settings: Settings) -> str:
 
 
 async def cmd_operator_add(args: argparse.Namespace) -> None:
-    from lockzero.api.cli.handlers import open_engine, operator, settings_with_key
+    from lockzero.api.cli.context import open_engine, operator, settings_with_key
+    from lockzero.engine.audit.records import audited
+    from lockzero.engine.security import operators
 
     settings = settings_with_key()
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "operator.add"):
@@ -77,7 +81,8 @@ async def cmd_operator_add(args: argparse.Namespace) -> None:
 
 
 async def cmd_operator_list(args: argparse.Namespace) -> None:
-    from lockzero.api.cli.handlers import open_engine
+    from lockzero.api.cli.context import open_engine
+    from lockzero.engine.security import operators
 
     async with open_engine() as engine:
         found = await operators.list_operators(engine, args.tenant)
@@ -100,7 +105,9 @@ async def cmd_operator_list(args: argparse.Namespace) -> None:
 
 
 async def cmd_operator_remove(args: argparse.Namespace) -> None:
-    from lockzero.api.cli.handlers import open_engine, operator
+    from lockzero.api.cli.context import open_engine, operator
+    from lockzero.engine.audit.records import audited
+    from lockzero.engine.security import operators
 
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "operator.remove"):
         removed = await operators.remove_operator(engine, args.tenant, args.name, operator())
@@ -111,7 +118,9 @@ async def cmd_operator_remove(args: argparse.Namespace) -> None:
 
 
 async def cmd_operator_require_totp(args: argparse.Namespace) -> None:
-    from lockzero.api.cli.handlers import open_engine, operator
+    from lockzero.api.cli.context import open_engine, operator
+    from lockzero.engine.audit.records import audited
+    from lockzero.engine.security import operators
 
     async with open_engine() as engine, audited(engine, args.tenant, operator(), "operator.require_totp"):
         changed = await operators.require_totp(engine, args.tenant, args.name, operator())

@@ -6,13 +6,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
-
-_enc = msgspec.json.Encoder()
-
 
 def emit_json(value: Any) -> None:
-    sys.stdout.write(msgspec.json.format(_enc.encode(value), indent=2).decode() + "\n")
+    import msgspec  # here, not at import: `lockzero --help` never encodes anything
+
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:

@@ -143,3 +143,90 @@ async def add_dependent(
     return CreatedDependent(
         dependent_id, secret_id, service, environment, how.kind, target, token=token, signing_secret=signing
     )
+
+
+class RemovedDependent(msgspec.Struct, frozen=True):
+    dependent_id: str
+    secret_id: str
+    service: str
+    environment: str
+    delivery: str
+
+
+async def remove_dependent(
+    engine: Engine, tenant: str, actor: ev.EventMeta, *, secret_id: str, dependent: str
+) -> RemovedDependent:
+    """Detach a service by its dependent id or ``service@environment``. Its pull token stops working (a later
+    pull with it is a usage anomaly) and its webhook signing secret is destroyed in the same transaction."""
+    naming.secret_id(secret_id)
+    stream = naming.secret_stream(tenant, secret_id)
+    events, version = await engine.load(stream)
+    secret = fold_secret(events)
+    if secret is None:
+        raise NotFound(f"no secret {secret_id!r} in tenant {tenant!r}")
+    service, at, environment = dependent.partition("@")
+    found = next(
+        (
+            d
+            for d in secret.dependents
+            if d.dependent_id == dependent or (at and d.service == service and d.environment == environment)
+        ),
+        None,
+    )
+    if found is None:
+        raise NotFound(f"{secret_id!r} has no dependent {dependent!r} (`lockzero dependent list` shows them)")
+
+    async def shred_signing_secret(tx: Transaction) -> None:
+        await tx.execute(
+            "DELETE FROM lz_sealed WHERE tenant = ? AND ref = ?", (tenant, signing_ref(found.dependent_id))
+        )
+
+    event = ev.DependentRemoved(
+        at=engine.clock.now(), tenant=tenant, secret_id=secret_id, dependent_id=found.dependent_id
+    )
+    try:
+        await engine.append(stream, [event], actor, version, shred_signing_secret)
+    except ConcurrencyError:
+        raise Conflict(f"secret {secret_id!r} changed while removing the dependent; try again") from None
+    return RemovedDependent(found.dependent_id, secret_id, found.service, found.environment, found.delivery)
+
+
+class DependentView(msgspec.Struct, frozen=True):
+    dependent_id: str
+    service: str
+    environment: str
+    delivery: str
+    #: File path, or the webhook URL redacted; None for pull.
+    target: str | None
+    added_at: str
+    #: The version it last took (pulled, received or confirmed); None until it adopts one.
+    adopted_version: str | None
+    last_seen_at: str | None
+
+
+async def list_dependents(engine: Engine, tenant: str, secret_id: str) -> list[DependentView]:
+    naming.secret_id(secret_id)
+    async with engine.store.reader() as tx:
+        if (
+            await tx.fetchone("SELECT 1 FROM rm_secrets WHERE tenant = ? AND secret_id = ?", (tenant, secret_id))
+            is None
+        ):
+            raise NotFound(f"no secret {secret_id!r} in tenant {tenant!r}")
+        rows = await tx.fetchall(
+            "SELECT dependent_id, service, environment, delivery, target, added_at, adopted_version, last_seen_at"
+            " FROM rm_dependents WHERE tenant = ? AND secret_id = ? ORDER BY service, environment, dependent_id",
+            (tenant, secret_id),
+        )
+    return [
+        DependentView(
+            str(r[0]),
+            str(r[1]),
+            str(r[2]),
+            str(r[3]),
+            None if r[4] is None else str(r[4]),
+            str(r[5]),
+            None if r[6] is None else f"v{r[6]}",
+            None if r[7] is None else str(r[7]),
+        )
+        for r in rows
+    ]

@@ -9,8 +9,9 @@ import msgspec
 from lockzero.engine.app import Engine
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
+from lockzero.engine.domain.aggregates.incident import fold_incident
 from lockzero.engine.domain.clock import parse_iso
-from lockzero.engine.domain.errors import InvalidInput
+from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
 from lockzero.engine.queries.paging import decode_cursor, encode_cursor, page_limit
 from lockzero.engine.saga.notify import notify
 from lockzero.engine.security.crypto import new_id
@@ -181,3 +182,74 @@ async def mark_mitigated(
         ev.IncidentMitigated(at=now, tenant=tenant, incident_id=incident_id, progress=progress[:300]),
     ]
     await engine.append(naming.incident_stream(tenant, incident_id), events, actor)
+
+
+class IncidentDetail(msgspec.Struct, frozen=True):
+    incident_id: str
+    kind: str
+    severity: str
+    secret_id: str | None
+    status: str
+    summary: str
+    opened_at: str
+    progress: str | None
+    resolved_at: str | None
+    resolution: str | None
+    #: Who resolved it (the actor of the resolution: a person, an operator, or the saga).
+    resolved_by: str | None
+    #: What it is tied to: ("rotation", rot_…), ("detection", …).
+    links: list[tuple[str, str]]
+
+
+async def incident_detail(engine: Engine, tenant: str, incident_id: str) -> IncidentDetail:
+    events, metas, _ = await engine.load_with_meta(naming.incident_stream(tenant, incident_id))
+    incident = fold_incident(events)
+    if incident is None:
+        raise NotFound(f"no incident {incident_id!r} in tenant {tenant!r}")
+    resolver = next(
+        (
+            f"{m.actor_type}:{m.actor_id}"
+            for e, m in zip(events, metas, strict=True)
+            if isinstance(e, ev.IncidentResolved)
+        ),
+        None,
+    )
+    return IncidentDetail(
+        incident.incident_id,
+        incident.kind,
+        incident.severity,
+        incident.secret_id,
+        incident.status,
+        incident.summary,
+        incident.opened_at.isoformat(),
+        incident.progress,
+        incident.resolved_at.isoformat() if incident.resolved_at else None,
+        incident.resolution,
+        resolver,
+        [(kind, ref) for kind, ref in incident.links],
+    )
+
+
+async def resolve_incident(
+    engine: Engine, tenant: str, incident_id: str, actor: ev.EventMeta, note: str
+) -> IncidentDetail:
+    """Resolve by hand: the note says why, the event's actor says who. Once only; a second resolve is a
+    conflict, so a resolution is never overwritten."""
+    note = note.strip()
+    if not note:
+        raise InvalidInput("say why the incident is resolved (the note goes to its timeline and the audit log)")
+    if len(note) > 500:
+        raise InvalidInput("the note is longer than 500 characters")
+    stream = naming.incident_stream(tenant, incident_id)
+    events, version = await engine.load(stream)
+    incident = fold_incident(events)
+    if incident is None:
+        raise NotFound(f"no incident {incident_id!r} in tenant {tenant!r}")
+    if incident.status == "resolved":
+        raise Conflict(f"incident {incident_id} is already resolved: {incident.resolution}")
+    resolved = ev.IncidentResolved(at=engine.clock.now(), tenant=tenant, incident_id=incident_id, resolution=note)
+    try:
+        await engine.append(stream, [resolved], actor, version)
+    except ConcurrencyError:
+        raise Conflict(f"incident {incident_id} changed while resolving it; look at it again") from None
+    return await incident_detail(engine, tenant, incident_id)
