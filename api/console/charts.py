@@ -99,7 +99,7 @@ class AgeBar(msgspec.Struct, frozen=True):
     limit_x: float | None
 
 
-def age_chart(rows: list[RotationAge], row_height: float = 22.0) -> list[AgeBar]:
+def age_chart(rows: list[RotationAge], row_height: float = 28.0) -> list[AgeBar]:
     """Rotation age per secret as horizontal bars on one scale (days), with each secret's maximum age marked."""
     top = max([r.age_days for r in rows] + [r.max_age_days or 0.0 for r in rows] + [1.0])
 

@@ -162,7 +162,7 @@ async def dependents(engine: Engine, tenant: str, secret_id: str) -> list[Depend
 
 
 class StepBar(msgspec.Struct, frozen=True):
-    """One saga step of a rotation: when it started after the rotation was asked for, and how long it took
+    """One saga step of a rotation: when it started after the rotation's first step, and how long it took
     (None while it runs)."""
 
     step: str
@@ -272,11 +272,13 @@ async def rotation_progress(engine: Engine, tenant: str, rotation_id: str) -> Ro
 
 
 def _bars(r: Rotation) -> list[StepBar]:
+    # Offsets count from the first step, not the request: hours of waiting for approvals would squash the steps.
+    start = r.steps[0].started_at if r.steps else r.requested_at
     return [
         StepBar(
             f"{s.step} (compensation)" if s.compensating else s.step,
             s.status,
-            _ms(s.started_at - r.requested_at),
+            _ms(s.started_at - start),
             _ms(s.finished_at - s.started_at) if s.finished_at else None,
         )
         for s in r.steps

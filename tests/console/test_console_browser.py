@@ -1,15 +1,15 @@
 """The console in a real browser (Debian's chromium driven by Playwright) against a real `lockzero serve`.
 
 One story, in order: sign in with TOTP, create a key and use it from the MCP SDK client, two different people
-approve the agent's rotation and watch it finish, open the incident the agent caused and read its timeline,
-revoke the key and see the client refused. Screenshots of each page go to test-output/console/.
+approve the agent's rotation and watch it finish live (server-sent events, while it waits for a pull dependent),
+open the incident the agent caused, read its timeline and resolve it with a note, look at the audit log and the
+settings, revoke the key and see the client refused. Screenshots of each page go to test-output/console/.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -90,6 +90,8 @@ def test_the_console_story(server: Server, browser: Any) -> None:
                "--environment", "prod", "--approvals", "2")  # fmt: skip
     server.cli("secret", "add", "prod/payments/key", "--tenant", tenant, "--provider", "generated",
                "--environment", "prod", "--no-agent-rotation")  # fmt: skip
+    # A pull dependent: the rotation's shift step waits until billing reads the new version.
+    billing = server.dependent(tenant, "prod/db/password", "billing")
     alice_invite = invite(server, tenant, "alice", "admin", require_totp=True)
     bob_invite = invite(server, tenant, "bob", "operator")
 
@@ -150,15 +152,28 @@ def test_the_console_story(server: Server, browser: Any) -> None:
     bob.click("button[name=approve]")
     assert "2/2 approvals" in bob.inner_text(".flash")
 
-    # Watch it finish: the secret page shows v2 current and v1 retired once the saga is done.
-    deadline = time.monotonic() + 30
-    while True:
-        bob.goto("/secret?id=prod/db/password")
-        states = bob.inner_text("main")
-        if "v2\tcurrent" in states or ("v2" in states and "completed" in states):
-            break
-        assert time.monotonic() < deadline, states
-        time.sleep(0.5)
+    # Watch it finish live: the rotation's page waits for billing, then moves on by itself (server-sent events,
+    # no reload: a marker set in the page survives) once billing reads the new version.
+    bob.goto(f"/rotation?id={rotation_id}")
+    bob.wait_for_selector("#waiting-for", timeout=30_000)
+    assert "billing (prod) via pull" in bob.inner_text("#waiting-for")
+    bob.evaluate("window.__stillTheSamePage = true")
+    bob.screenshot(path=str(SHOTS / "05-rotation-live-waiting.png"), full_page=True)
+    pulled = httpx.get(
+        f"{server.base}/api/v1/secrets/prod/db/password/current",
+        headers={"Authorization": f"Bearer {billing['token']}"},
+        timeout=10,
+    )
+    assert pulled.status_code == 200
+    bob.wait_for_selector("#rotation-status.completed", timeout=30_000)
+    assert bob.evaluate("window.__stillTheSamePage") is True
+    assert bob.query_selector("#waiting-for") is None
+    steps = bob.inner_text("#progress table.steps")
+    for step in ("create", "validate", "shift", "retire", "verify"):
+        assert step in steps
+    bob.screenshot(path=str(SHOTS / "05-rotation-live-completed.png"), full_page=True)
+    bob.goto("/secret?id=prod/db/password")
+    assert "v2\tcurrent" in bob.inner_text("#versions")
     assert server.cli("secret", "list", "--tenant", tenant)["secrets"][0]["current_version"] == "v2"
     bob.screenshot(path=str(SHOTS / "05-secret-rotated.png"), full_page=True)
 
@@ -173,7 +188,29 @@ def test_the_console_story(server: Server, browser: Any) -> None:
     alice.screenshot(path=str(SHOTS / "07-incident-timeline.png"), full_page=True)
     alice.goto("/")
     assert alice.inner_text("#open-incidents") == "1"
+
+    # Resolve it with a note: the timeline ends with the note and who wrote it; nothing is open any more.
+    alice.goto("/incidents")
+    alice.click("text=inc_")
+    alice.fill("#resolve textarea[name=note]", "agent key scoped down; payments rotation stays human-only")
+    alice.click("#resolve button[type=submit]")
+    assert "resolved" in alice.inner_text(".flash")
+    assert alice.inner_text("#incident-status") == "resolved"
+    last = alice.inner_text("#timeline li:last-child")
+    assert "resolved: agent key scoped down" in last and "person:alice" in last
+    alice.screenshot(path=str(SHOTS / "10-incident-resolved.png"), full_page=True)
+    alice.click("#printable")
+    alice.screenshot(path=str(SHOTS / "11-incident-printable.png"), full_page=True)
+    alice.goto("/")
+    assert alice.inner_text("#open-incidents") == "0"
+    assert alice.query_selector("#ttr-chart rect.dot") is not None  # today's resolution on the chart
     alice.screenshot(path=str(SHOTS / "09-overview-after.png"), full_page=True)
+    pages = {"12-audit": "/audit?actor=alice", "13-operators": "/settings/operators",
+             "14-policies": "/settings/policies", "15-notifications": "/settings/notifications"}  # fmt: skip
+    for name, path in pages.items():
+        alice.goto(path)
+        alice.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    assert "incident.resolve" in alice.goto("/audit?actor=alice").text()
 
     # Revoke the key in the console: the client is refused from then on.
     alice.goto("/settings/keys")
