@@ -29,6 +29,7 @@ from lockzero.engine.config import Settings
 from lockzero.engine.detection.anomalies import PullWatch
 from lockzero.engine.detection.key_watch import KeyWatch
 from lockzero.engine.saga import notify
+from lockzero.engine.security.key_cache import KeyCache
 from lockzero.eventstore import StoreUnavailable
 
 OTHER_MAX_BODY_BYTES = 64 * 1024
@@ -49,11 +50,14 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
     runner = ToolRunner(
         engine, build_registry(), audit, RateLimiter(settings.rate_limit_per_s), queue, guard, KeyWatch(engine, queue)
     )
+    # Authenticated keys are cached per process and forgotten when any key is revoked (key_cache.py).
+    keys = KeyCache(engine)
     endpoint = McpEndpoint(
         engine,
         Dispatcher(runner, SessionStore(engine.store, clock=engine.clock)),
         settings.allowed_origins,
         settings.host,
+        keys,
     )
 
     # The endpoint reads its body itself, against its own (larger) limit and pace: see endpoint.py.
@@ -122,5 +126,5 @@ def create_app(engine: Engine, settings: Settings, queue: SagaQueue) -> Litestar
         request_max_body_size=OTHER_MAX_BODY_BYTES,
         # Audit records (and summaries of refused calls) and notifications in flight finish before
         # the process exits.
-        on_shutdown=[guard.close, audit.close, notify.drain],
+        on_shutdown=[keys.close, guard.close, audit.close, notify.drain],
     )

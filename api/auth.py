@@ -10,6 +10,7 @@ from litestar.response import Response
 
 from lockzero.engine.app import Engine
 from lockzero.engine.domain.aggregates.api_key import ApiKey
+from lockzero.engine.security.key_cache import KeyCache
 from lockzero.engine.security.keys import authenticate
 from lockzero.eventstore import StoreUnavailable
 
@@ -29,11 +30,13 @@ def unauthorized(description: str) -> Response[dict[str, str]]:
     return Response({"error": "invalid_token", "error_description": description}, status_code=401, headers=_CHALLENGE)
 
 
-async def authenticate_key(engine: Engine, request: Request[Any, Any, Any]) -> ApiKey | Response[dict[str, str]]:
+async def authenticate_key(
+    engine: Engine, request: Request[Any, Any, Any], cache: KeyCache | None = None
+) -> ApiKey | Response[dict[str, str]]:
     token = bearer_token(request)
     if token is None:
         return unauthorized("send Authorization: Bearer lz_mcp_… (create one with `lockzero key create`)")
-    key = await authenticate(engine, token)
+    key = await (cache.authenticate(token) if cache is not None else authenticate(engine, token))
     if key is None:
         return unauthorized("the key is unknown, revoked or expired")
     return key

@@ -40,6 +40,7 @@ from lockzero.api.mcp.sessions import Session
 from lockzero.api.tools.runner import actor_of
 from lockzero.engine.app import Engine
 from lockzero.engine.domain.aggregates.api_key import ApiKey
+from lockzero.engine.security.key_cache import KeyCache
 from lockzero.eventstore import StoreUnavailable
 
 log = logging.getLogger("lockzero.api")
@@ -76,9 +77,15 @@ def client_address(request: Request[Any, Any, Any]) -> str:
 
 class McpEndpoint:
     def __init__(
-        self, engine: Engine, dispatcher: Dispatcher, allowed_origins: tuple[str, ...], bind_host: str = "127.0.0.1"
+        self,
+        engine: Engine,
+        dispatcher: Dispatcher,
+        allowed_origins: tuple[str, ...],
+        bind_host: str = "127.0.0.1",
+        keys: KeyCache | None = None,
     ) -> None:
         self.engine = engine
+        self.keys = keys
         self.dispatcher = dispatcher
         self.allowed_origins = allowed_origins
         self.bind_host = bind_host
@@ -93,7 +100,7 @@ class McpEndpoint:
             await self._audit_refusal(key, what, "denied", "forbidden_origin", source)
             return _json({"error": "forbidden_origin", "error_description": "this Origin is not allowed"}, 403)
         try:
-            gate = await authenticate_key(self.engine, request)
+            gate = await authenticate_key(self.engine, request, self.keys)
         except StoreUnavailable:
             return _error(RpcError(UNAVAILABLE, "the event store is unavailable; retry later", http_status=503))
         if isinstance(gate, Response):
