@@ -35,7 +35,7 @@ class UnknownTool(Exception):
 
 
 class InternalError(LockzeroError):
-    code, name = -32603, "internal_error"
+    name = "internal_error"  # api/errors.py numbers it (-32603)
 
 
 def _debug() -> bool:
