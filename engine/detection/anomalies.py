@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
@@ -23,7 +24,7 @@ import msgspec
 from lockzero.engine.app import SYSTEM, Engine
 from lockzero.engine.commands.incidents import open_incident
 from lockzero.engine.commands.rotations import SagaQueue, rotate
-from lockzero.engine.detection.baselines import Baselines
+from lockzero.engine.detection.baselines import Baselines, Deviation
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
@@ -242,35 +243,23 @@ class PullWatch:
 
     async def pulled(self, tenant: str, secret_id: str, dependent_id: str, source: str) -> None:
         """A successful pull: a new address, or a window far above the dependent's baseline, is evidence."""
-        for deviation in await self._baselines.observe(tenant, dependent_id, source, self.engine.clock.now()):
-            epoch = await current_epoch(self.engine, tenant, secret_id)
+
+        def describe(deviation: Deviation, epoch: str) -> tuple[Evidence, str]:
             if deviation.kind == "new_source":
-                evidence = Evidence(
-                    "new_source",
-                    "pull endpoint",
-                    f"dependent {dependent_id} pulled from a new address {source}",
-                    f"new_source:{dependent_id}:{source}:{epoch}",
-                )
+                detail = f"dependent {dependent_id} pulled from a new address {source}"
+                fingerprint = f"new_source:{dependent_id}:{source}:{epoch}"
                 summary = f"pull token of dependent {dependent_id} used from a new address {source}"
-            else:
-                evidence = Evidence(
-                    "pull_rate",
-                    "pull endpoint",
-                    f"dependent {dependent_id} made over {deviation.threshold} pulls in a minute;"
-                    f" its baseline is {deviation.baseline:.1f} a minute",
-                    f"pull_rate:{dependent_id}:{deviation.subject}:{epoch}",
-                )
-                summary = f"pull token of dependent {dependent_id} used far above its own rate"
-            await record_anomaly(
-                self.engine,
-                tenant,
-                secret_id,
-                evidence,
-                actor=WATCHER,
-                severity="medium",
-                summary=summary,
-                queue=self.queue,
+                return Evidence("new_source", "pull endpoint", detail, fingerprint), summary
+            detail = (
+                f"dependent {dependent_id} made over {deviation.threshold} pulls in a minute;"
+                f" its baseline is {deviation.baseline:.1f} a minute"
             )
+            fingerprint = f"pull_rate:{dependent_id}:{deviation.subject}:{epoch}"
+            summary = f"pull token of dependent {dependent_id} used far above its own rate"
+            return Evidence("pull_rate", "pull endpoint", detail, fingerprint), summary
+
+        found = await self._baselines.observe(tenant, dependent_id, source, self.engine.clock.now())
+        await record_deviations(self.engine, self.queue, tenant, secret_id, found, describe, "medium")
 
     async def refused(self, token: str, source: str) -> None:
         """A pull refused for its token: a removed dependent's token is evidence (once per address)."""
@@ -315,6 +304,24 @@ async def current_epoch(engine: Engine, tenant: str, secret_id: str) -> str:
             "SELECT current_version FROM rm_secrets WHERE tenant = ? AND secret_id = ?", (tenant, secret_id)
         )
     return f"v{row[0]}" if row and row[0] is not None else "v0"
+
+
+async def record_deviations(
+    engine: Engine,
+    queue: SagaQueue | None,
+    tenant: str,
+    secret_id: str,
+    deviations: list[Deviation],
+    describe: Callable[[Deviation, str], tuple[Evidence, str]],
+    severity: ev.Severity,
+) -> None:
+    """A token's deviations from its baseline as the watcher's evidence; ``describe`` words each one (with the
+    secret's epoch, which its fingerprint carries)."""
+    for deviation in deviations:
+        evidence, summary = describe(deviation, await current_epoch(engine, tenant, secret_id))
+        await record_anomaly(
+            engine, tenant, secret_id, evidence, actor=WATCHER, severity=severity, summary=summary, queue=queue
+        )
 
 
 def evidence_of(e: ev.UsageAnomalyObserved) -> str:

@@ -11,8 +11,8 @@ import logging
 
 from lockzero.engine.app import Engine
 from lockzero.engine.commands.rotations import SagaQueue
-from lockzero.engine.detection.anomalies import WATCHER, Evidence, current_epoch, record_anomaly
-from lockzero.engine.detection.baselines import Baselines
+from lockzero.engine.detection.anomalies import Evidence, record_deviations
+from lockzero.engine.detection.baselines import Baselines, Deviation
 from lockzero.engine.domain.errors import LockzeroError
 from lockzero.eventstore import EventStoreError
 
@@ -37,32 +37,19 @@ class KeyWatch:
             log.warning("key watch of %s skipped (%s)", key_id, type(exc).__name__)
 
     async def _observe(self, tenant: str, key_id: str, secret_id: str, method: str, source: str) -> None:
-        for deviation in await self._baselines.observe(tenant, key_id, source, self.engine.clock.now()):
-            epoch = await current_epoch(self.engine, tenant, secret_id)
+        def describe(deviation: Deviation, epoch: str) -> tuple[Evidence, str]:
             if deviation.kind == "new_source":
-                evidence = Evidence(
-                    "mcp_key_new_source",
-                    "MCP endpoint",
-                    f"MCP key {key_id} called {method} from a new address {source}",
-                    f"key_new_source:{key_id}:{source}:{epoch}",
-                )
+                detail = f"MCP key {key_id} called {method} from a new address {source}"
+                fingerprint = f"key_new_source:{key_id}:{source}:{epoch}"
                 summary = f"MCP key {key_id} made write calls from a new address {source}"
-            else:
-                evidence = Evidence(
-                    "mcp_key_rate",
-                    "MCP endpoint",
-                    f"MCP key {key_id} made over {deviation.threshold} write calls in a minute;"
-                    f" its baseline is {deviation.baseline:.1f} a minute",
-                    f"key_rate:{key_id}:{deviation.subject}:{epoch}",
-                )
-                summary = f"MCP key {key_id} made write calls far above its own rate"
-            await record_anomaly(
-                self.engine,
-                tenant,
-                secret_id,
-                evidence,
-                actor=WATCHER,
-                severity="high",
-                summary=summary,
-                queue=self.queue,
+                return Evidence("mcp_key_new_source", "MCP endpoint", detail, fingerprint), summary
+            detail = (
+                f"MCP key {key_id} made over {deviation.threshold} write calls in a minute;"
+                f" its baseline is {deviation.baseline:.1f} a minute"
             )
+            fingerprint = f"key_rate:{key_id}:{deviation.subject}:{epoch}"
+            summary = f"MCP key {key_id} made write calls far above its own rate"
+            return Evidence("mcp_key_rate", "MCP endpoint", detail, fingerprint), summary
+
+        found = await self._baselines.observe(tenant, key_id, source, self.engine.clock.now())
+        await record_deviations(self.engine, self.queue, tenant, secret_id, found, describe, "high")
