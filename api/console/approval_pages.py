@@ -16,6 +16,9 @@ from lockzero.engine.security import operators
 def routes(kit: Kit) -> list[HTTPRouteHandler]:
     engine, queue, handlers = kit.engine, kit.queue, kit.handlers
 
+    async def rotation_secret(tenant: str, form: dict[str, str]) -> str | None:
+        return await console_queries.secret_of(engine, tenant, rotation_id=form.get("rotation_id", "")[:128])
+
     async def approvals_view(session: ConsoleSession, message: str | None = None) -> Response[str]:
         pending = await console_queries.in_flight(engine, session.operator.tenant, pending_only=True)
         return kit.page(
@@ -41,7 +44,7 @@ def routes(kit: Kit) -> list[HTTPRouteHandler]:
             )
             return await approvals_view(session, note)
 
-        return await kit.action(request, "rotation.approve", "operator", work)
+        return await kit.action(request, "rotation.approve", "operator", work, secret_of=rotation_secret)
 
     @post("/approvals/deny", exception_handlers=handlers, status_code=200)
     async def deny(request: AnyRequest) -> Response[str]:
@@ -51,6 +54,6 @@ def routes(kit: Kit) -> list[HTTPRouteHandler]:
             result = await denial.deny(engine, session.operator.tenant, rotation_id, session.operator.name, why)
             return await approvals_view(session, f"you denied {result.rotation_id} ({result.secret_id}); cancelled")
 
-        return await kit.action(request, "rotation.deny", "operator", work)
+        return await kit.action(request, "rotation.deny", "operator", work, secret_of=rotation_secret)
 
     return [approvals_page, approve, deny]

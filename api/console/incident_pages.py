@@ -78,6 +78,9 @@ def routes(kit: Kit) -> list[HTTPRouteHandler]:
             await incidents.resolve_incident(engine, session.operator.tenant, incident_id, person(session), note)
             return await incident_view(session, incident_id, f"incident {incident_id} resolved")
 
-        return await kit.action(request, "incident.resolve", "operator", work)
+        async def incident_secret(tenant: str, form: dict[str, str]) -> str | None:
+            return await console_queries.secret_of(engine, tenant, incident_id=form.get("incident_id", "")[:128])
+
+        return await kit.action(request, "incident.resolve", "operator", work, secret_of=incident_secret)
 
     return [incidents_page, incident_page, incident_print, incident_json, resolve]

@@ -172,11 +172,21 @@ class Kit:
         return render(template, me=session.operator, csrf=session.csrf, **context)
 
     async def action(
-        self, request: AnyRequest, method: str, needed: str, work: Work, secret_field: str | None = None
+        self,
+        request: AnyRequest,
+        method: str,
+        needed: str,
+        work: Work,
+        secret_field: str | None = None,
+        secret_of: Callable[[str, dict[str, str]], Awaitable[str | None]] | None = None,
     ) -> Response[Any]:
-        """A console action: CSRF-checked, role-checked and audited like an MCP call (denials too)."""
+        """A console action: CSRF-checked, role-checked and audited like an MCP call (denials too). The audit
+        record names the secret: a form field, or ``secret_of`` (tenant, form) for actions on a rotation or an
+        incident."""
         session, form = await self.posted(request)
         secret_id = form.get(secret_field) if secret_field else None
+        if secret_of is not None:
+            secret_id = await secret_of(session.operator.tenant, form)
         try:
             async with audited(
                 self.engine, session.operator.tenant, person(session), method, secret_id=(secret_id or None)

@@ -391,3 +391,14 @@ async def notifications(engine: Engine, tenant: str, limit: int = 50) -> list[No
                 )
             )
     return out
+
+
+async def secret_of(engine: Engine, tenant: str, *, rotation_id: str = "", incident_id: str = "") -> str | None:
+    """The secret a rotation or an incident is about (for the audit record of an action on it); None when the
+    tenant has no such rotation or incident, or the incident names no secret."""
+    table, column, value = (
+        ("rm_rotations", "rotation_id", rotation_id) if rotation_id else ("rm_incidents", "incident_id", incident_id)
+    )
+    async with engine.store.reader() as tx:
+        row = await tx.fetchone(f"SELECT secret_id FROM {table} WHERE tenant = ? AND {column} = ?", (tenant, value))
+    return None if row is None or row[0] is None else str(row[0])

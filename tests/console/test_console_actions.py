@@ -159,9 +159,10 @@ def test_deny_and_resolve_with_payloads_escaped(server: Server) -> None:
     op.get("/approvals")
     r = op.post("/approvals/approve", {"rotation_id": rotation_id})
     assert r.status_code == 409  # a denied rotation is never approved back to life
+    # Audited like an MCP call, naming the secret the rotation is about.
     assert audit(server, tenant, "rotation.deny") == [
-        ("otto", "person", "invalid", None),
-        ("otto", "person", "ok", None),
+        ("otto", "person", "invalid", "prod/api"),
+        ("otto", "person", "ok", "prod/api"),
     ]
 
     # An incident (a detection with a payload as its source), resolved with a payload as the note.
@@ -181,8 +182,8 @@ def test_deny_and_resolve_with_payloads_escaped(server: Server) -> None:
     r = op.post("/incident/resolve", {"incident_id": incident_id, "note": "again"})
     assert r.status_code == 409  # a resolution is never overwritten
     assert audit(server, tenant, "incident.resolve") == [
-        ("otto", "person", "ok", None),
-        ("otto", "person", "error", None),
+        ("otto", "person", "ok", "prod/leaky"),
+        ("otto", "person", "error", "prod/leaky"),
     ]
 
     # The timeline exports as JSON (the note in it as data) and as a printable page, escaped.
@@ -279,5 +280,9 @@ def test_tenant_a_cannot_act_on_tenant_b(server: Server) -> None:
         r = alice.post(path, data)
         assert r.status_code == 404, (path, r.status_code, r.text[:300])
     assert rotation_status(server, b, "prod/b") == [("rotate", "pending_approval")]
+    # A's audit records the attempts without learning which of B's secrets they were about.
+    attempts = rows(server, "SELECT method, secret_id FROM rm_audit WHERE tenant = ? AND actor_id = 'alice'"
+                    " AND method IN ('rotation.deny', 'rotation.approve', 'incident.resolve')", a)  # fmt: skip
+    assert len(attempts) == 3 and {s for _, s in attempts} == {None}
     assert current_version(server, b, "prod/b") == (1, "active")
     assert rows(server, "SELECT status FROM rm_incidents WHERE incident_id = ?", b_incident) == [("open",)]
