@@ -81,12 +81,14 @@ _METADATA_QUERY = (
     "SELECT secret_id, provider, environment, labels, status, current_version, created_at, last_rotated_at,"
     " due_at, policy, dependents_count FROM rm_secrets WHERE tenant = ? AND secret_id = ?"
 )
-# Open incidents and the in-flight rotation in one round trip.
+# Open incidents, the in-flight rotation and the compromised versions in one round trip.
 _LINKS = (
     "SELECT 'incident', incident_id, opened_at FROM rm_incidents"
     " WHERE tenant = ? AND secret_id = ? AND status <> 'resolved'"
     " UNION ALL SELECT 'rotation', rotation_id, requested_at FROM rm_rotations"
-    " WHERE tenant = ? AND secret_id = ? AND finished_at IS NULL ORDER BY 3"
+    " WHERE tenant = ? AND secret_id = ? AND finished_at IS NULL"
+    " UNION ALL SELECT 'compromised', CAST(version AS TEXT), '' FROM rm_compromised_versions"
+    " WHERE tenant = ? AND secret_id = ? ORDER BY 3"
 )
 
 
@@ -114,11 +116,7 @@ async def secret_metadata(engine: Engine, tenant: str, secret_id: str) -> Secret
         row = await tx.fetchone(_METADATA_QUERY, (tenant, secret_id))
         if row is None:
             raise _not_found(secret_id)
-        links = await tx.fetchall(_LINKS, (tenant, secret_id, tenant, secret_id))
-        compromised = await tx.fetchall(
-            "SELECT version FROM rm_compromised_versions WHERE tenant = ? AND secret_id = ? ORDER BY version",
-            (tenant, secret_id),
-        )
+        links = await tx.fetchall(_LINKS, (tenant, secret_id) * 3)
     sid, provider, env, labels, status, current, created, rotated, _due, policy_json, deps = row
     in_flight = [ref for kind, ref, _ in links if kind == "rotation"]
     policy = _decode_policy(policy_json)
@@ -139,7 +137,7 @@ async def secret_metadata(engine: Engine, tenant: str, secret_id: str) -> Secret
         dependents_count=int(deps),
         open_incident_ids=[ref for kind, ref, _ in links if kind == "incident"],
         in_flight_rotation_id=in_flight[-1] if in_flight else None,
-        compromised_versions=[f"v{n}" for (n,) in compromised],
+        compromised_versions=[f"v{n}" for n in sorted(int(ref) for kind, ref, _ in links if kind == "compromised")],
     )
 
 
