@@ -11,12 +11,8 @@ from typing import Any
 from lockzero.providers.registry import MODULES, PROVIDERS, mint_value, spec_of
 from lockzero.providers.spec import ProviderConfigError
 
-#: The old name of the same declarations, for callers not yet moved to PROVIDERS.
-PROVIDER_DOCS = PROVIDERS
-
 __all__ = [
     "PROVIDERS",
-    "PROVIDER_DOCS",
     "ProviderConfigError",
     "describe_provider",
     "issue_initial_value",
