@@ -249,4 +249,5 @@ SPEC = ProviderSpec(
     username_key="user",
     strategies=frozenset({"alternating", "single"}),
     account=lambda cfg: f"mysql {server_of(str(cfg['dsn']))} user {cfg['user']}@{cfg.get('host', '%')}",
+    usage_signals=True,
 )

@@ -240,4 +240,5 @@ SPEC = ProviderSpec(
     strategies=frozenset({"alternating", "single"}),
     # Roles belong to the cluster, not to a database.
     account=lambda cfg: f"postgres {server_of(str(cfg['dsn']))} role {cfg['role']}",
+    usage_signals=True,
 )

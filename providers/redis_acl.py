@@ -191,4 +191,5 @@ SPEC = ProviderSpec(
     factory=lambda config, _: RedisAclProvider(config),
     username_key="username",
     account=lambda cfg: f"redis {server_of(str(cfg['url']))} user {cfg['username']}",
+    usage_signals=True,
 )

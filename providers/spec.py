@@ -66,6 +66,9 @@ class ProviderSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: Lockzero itself decides which values work (no external system): the live set comes from its events,
     #: and an imported value is valid by being registered.
     lockzero_is_authority: bool = False
+    #: The provider reports who still uses a credential it no longer hands out (providers.base.SignalSource):
+    #: the usage-anomaly watcher polls secrets of this provider.
+    usage_signals: bool = False
 
     @property
     def keys(self) -> dict[str, str]:

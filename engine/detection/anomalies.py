@@ -32,6 +32,7 @@ from lockzero.engine.domain.errors import LockzeroError
 from lockzero.engine.saga.provider_access import open_provider
 from lockzero.engine.security.crypto import SERVICE_TOKEN_PREFIX
 from lockzero.providers.base import ProviderError, SignalSource
+from lockzero.providers.registry import PROVIDERS
 
 log = logging.getLogger("lockzero.anomalies")
 
@@ -213,11 +214,12 @@ async def watch_secret(engine: Engine, tenant: str, secret_id: str, queue: SagaQ
 
 async def watch_pass(engine: Engine, queue: SagaQueue | None = None, *, limit: int = 1000) -> list[Recorded]:
     """One poll of every watchable secret. A provider that cannot answer is skipped until the next pass."""
+    watched = [name for name, spec in PROVIDERS.items() if spec.usage_signals]
+    marks = ", ".join("?" * len(watched))
     async with engine.store.reader() as tx:
         rows = await tx.fetchall(
-            "SELECT tenant, secret_id FROM rm_secrets WHERE provider IN ('redis_acl', 'postgres_role', 'mysql_user')"
-            " ORDER BY tenant, secret_id LIMIT ?",
-            (limit,),
+            f"SELECT tenant, secret_id FROM rm_secrets WHERE provider IN ({marks}) ORDER BY tenant, secret_id LIMIT ?",
+            (*watched, limit),
         )
     out: list[Recorded] = []
     for tenant, secret_id in rows:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from lockzero.engine.commands.registration import account_of
 from lockzero.engine.security.crypto import MasterKey
 from lockzero.providers import reference
+from lockzero.providers.base import SignalSource
 from lockzero.providers.catalog import ProviderConfigError, issue_initial_value, username_of, validate_config
 from lockzero.providers.registry import MODULES, PROVIDERS, ProviderNotAvailable, build_provider, mint_value, spec_of
 
@@ -62,6 +63,8 @@ def test_declarations_are_consistent(name: str) -> None:
     cfg = validate_config(name, SAMPLES[name])
     provider = build_provider(name, cfg)
     assert provider.name == name
+    # The watcher polls exactly the providers that can answer it.
+    assert spec.usage_signals == isinstance(provider, SignalSource)
     assert username_of(name, cfg) == (str(cfg[spec.username_key]) if spec.username_key else None)
     first = issue_initial_value(name, cfg)
     assert (first is not None) == (spec.first_credential == "minted")
