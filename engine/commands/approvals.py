@@ -7,7 +7,7 @@ import msgspec
 from lockzero.engine.app import Engine
 from lockzero.engine.commands.rotations import SagaQueue
 from lockzero.engine.domain import events as ev
-from lockzero.engine.domain.aggregates.secret import Secret
+from lockzero.engine.domain.aggregates.secret import Rotation, Secret
 from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
 from lockzero.engine.domain.rotation_status import fold_status
 from lockzero.engine.unit_of_work import Decision, change_secret
@@ -21,25 +21,39 @@ class ApprovalResult(msgspec.Struct, frozen=True):
     status: str
 
 
-async def approve(
-    engine: Engine, tenant: str, rotation_id: str, person: str, queue: SagaQueue | None = None
-) -> ApprovalResult:
+def acting_person(person: str, unnamed: str) -> tuple[str, ev.EventMeta]:
+    """The person who approves or denies, as named (``unnamed``: the error when the name is empty or unprintable)."""
     person = person.strip()
     if not person or len(person) > 128 or any(ord(c) < 32 for c in person):
-        raise InvalidInput("--as must name the approving person (1-128 printable characters)")
+        raise InvalidInput(unnamed)
+    return person, ev.EventMeta(actor_id=person, actor_type="person")
+
+
+async def secret_of_rotation(engine: Engine, tenant: str, rotation_id: str) -> str:
     async with engine.store.reader() as tx:
         row = await tx.fetchone(
             "SELECT secret_id FROM rm_rotations WHERE tenant = ? AND rotation_id = ?", (tenant, rotation_id)
         )
     if row is None:
         raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
-    secret_id = str(row[0])
-    actor = ev.EventMeta(actor_id=person, actor_type="person")
+    return str(row[0])
+
+
+def rotation_of(secret: Secret | None, tenant: str, rotation_id: str) -> Rotation:
+    rotation = secret.rotation(rotation_id) if secret else None
+    if rotation is None:
+        raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
+    return rotation
+
+
+async def approve(
+    engine: Engine, tenant: str, rotation_id: str, person: str, queue: SagaQueue | None = None
+) -> ApprovalResult:
+    person, actor = acting_person(person, "--as must name the approving person (1-128 printable characters)")
+    secret_id = await secret_of_rotation(engine, tenant, rotation_id)
 
     def decide(secret: Secret | None) -> Decision[ApprovalResult]:
-        rotation = secret.rotation(rotation_id) if secret else None
-        if rotation is None:
-            raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
+        rotation = rotation_of(secret, tenant, rotation_id)
         # A finished rotation (denied, or cancelled by a revocation) is never approved back to life.
         if rotation.approved or rotation.finished:
             raise Conflict(f"rotation {rotation_id} needs no (more) approvals; it is {rotation.status}")

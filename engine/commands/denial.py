@@ -5,9 +5,10 @@ from __future__ import annotations
 import msgspec
 
 from lockzero.engine.app import Engine
+from lockzero.engine.commands.approvals import acting_person, rotation_of, secret_of_rotation
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain.aggregates.secret import Secret
-from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
+from lockzero.engine.domain.errors import Conflict, InvalidInput
 from lockzero.engine.domain.rotation_status import AWAITING_APPROVAL
 from lockzero.engine.unit_of_work import Decision, change_secret
 
@@ -23,27 +24,16 @@ class DenialResult(msgspec.Struct, frozen=True):
 async def deny(engine: Engine, tenant: str, rotation_id: str, person: str, reason: str) -> DenialResult:
     """One person's no is enough: approvals need every approver, a denial needs one. Only a rotation still
     waiting for approvals can be denied; once the saga started, roll back or revoke instead."""
-    person = person.strip()
-    if not person or len(person) > 128 or any(ord(c) < 32 for c in person):
-        raise InvalidInput("the denying person must be named (1-128 printable characters)")
+    person, actor = acting_person(person, "the denying person must be named (1-128 printable characters)")
     reason = reason.strip()
     if not reason:
         raise InvalidInput("say why you deny it (the reason goes to the rotation's history and the audit log)")
     if len(reason) > 500:
         raise InvalidInput("the reason is longer than 500 characters")
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone(
-            "SELECT secret_id FROM rm_rotations WHERE tenant = ? AND rotation_id = ?", (tenant, rotation_id)
-        )
-    if row is None:
-        raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
-    secret_id = str(row[0])
-    actor = ev.EventMeta(actor_id=person, actor_type="person")
+    secret_id = await secret_of_rotation(engine, tenant, rotation_id)
 
     def decide(secret: Secret | None) -> Decision[DenialResult]:
-        rotation = secret.rotation(rotation_id) if secret else None
-        if rotation is None:
-            raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
+        rotation = rotation_of(secret, tenant, rotation_id)
         if rotation.status != AWAITING_APPROVAL:
             raise Conflict(
                 f"rotation {rotation_id} is {rotation.status}, not waiting for approvals; it cannot be denied"

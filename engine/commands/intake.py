@@ -29,7 +29,7 @@ from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.clock import iso, parse_iso
 from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
-from lockzero.engine.security.crypto import new_id, new_token
+from lockzero.engine.security.keys import mint_token
 from lockzero.eventstore import NO_STREAM
 
 INTAKE_TOKEN_PREFIX = "lz_int_"  # noqa: S105 - a prefix, not a token
@@ -39,7 +39,6 @@ MAX_ALERTS = 100
 MAX_SELECTED = 20
 _SUMMARY_MAX = 300
 _SOURCE_MAX = 100
-_NAME_MAX = 128
 _SEVERITIES: dict[str, ev.Severity] = {
     "critical": "critical",
     "page": "critical",
@@ -87,16 +86,9 @@ class Intake(msgspec.Struct, frozen=True):
 
 async def create_intake(engine: Engine, tenant: str, actor: ev.EventMeta, *, name: str = "") -> CreatedIntake:
     await get_tenant(engine, tenant)
-    if len(name) > _NAME_MAX or any(ord(c) < 32 for c in name):
-        raise InvalidInput(f"intake name must be at most {_NAME_MAX} printable characters")
-    intake_id = new_id("int")
-    token = new_token(INTAKE_TOKEN_PREFIX)
+    intake_id, token, token_hash = mint_token(engine, name, "intake", INTAKE_TOKEN_PREFIX)
     event = ev.IntakeTokenCreated(
-        at=engine.clock.now(),
-        tenant=tenant,
-        intake_id=intake_id,
-        name=name or intake_id,
-        token_hash=engine.tokens.hash(token),
+        at=engine.clock.now(), tenant=tenant, intake_id=intake_id, name=name or intake_id, token_hash=token_hash
     )
     await engine.append(intake_stream(tenant, intake_id), [event], actor, NO_STREAM)
     return CreatedIntake(intake_id, token, tenant, event.name)

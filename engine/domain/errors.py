@@ -14,34 +14,32 @@ class LockzeroError(Exception):
         self.message = message
         self.data = data or {}
 
-
-class InvalidInput(LockzeroError):
-    name = "invalid_params"
-
-
-class NotFound(LockzeroError):
-    name = "not_found"
+    def __init_subclass__(cls, name: str | None = None, **kwargs: object) -> None:
+        # The kinds below are one line each: ``class NotFound(LockzeroError, name="not_found")``.
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
 
 
-class Forbidden(LockzeroError):
-    name = "forbidden"
+class InvalidInput(LockzeroError, name="invalid_params"): ...
 
 
-class Conflict(LockzeroError):
-    name = "conflict"
+class NotFound(LockzeroError, name="not_found"): ...
 
 
-class Unavailable(LockzeroError):
-    name = "unavailable"
+class Forbidden(LockzeroError, name="forbidden"): ...
 
 
-class ApprovalRequired(LockzeroError):
-    name = "approval_required"
+class Conflict(LockzeroError, name="conflict"): ...
 
 
-class RateLimited(LockzeroError):
-    name = "rate_limited"
+class Unavailable(LockzeroError, name="unavailable"): ...
 
 
-class PayloadTooLarge(LockzeroError):
-    name = "payload_too_large"
+class ApprovalRequired(LockzeroError, name="approval_required"): ...
+
+
+class RateLimited(LockzeroError, name="rate_limited"): ...
+
+
+class PayloadTooLarge(LockzeroError, name="payload_too_large"): ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -25,6 +25,21 @@ _json = msgspec.json.Encoder()
 
 def _dumps(value: Any) -> str:
     return _json.encode(value).decode()
+
+
+Handler = Callable[[Transaction, Any, RecordedEvent], Awaitable[None]]
+E = TypeVar("E", bound=ev.Event)
+
+
+#: The projections that are one statement each, its values taken from the event alone (registered below).
+_STATEMENTS: dict[type[ev.Event], Handler] = {}
+
+
+def _statement(event: type[E], sql: str, values: Callable[[E], tuple[Any, ...]]) -> None:
+    async def handle(tx: Transaction, e: E, _: RecordedEvent) -> None:
+        await tx.execute(sql, values(e))
+
+    _STATEMENTS[event] = handle
 
 
 async def _tenant_created(tx: Transaction, e: ev.TenantCreated, _: RecordedEvent) -> None:
@@ -45,13 +60,6 @@ async def _key_created(tx: Transaction, e: ev.ApiKeyCreated, _: RecordedEvent) -
             iso(e.at),
             iso(e.expires_at) if e.expires_at else None,
         ),
-    )
-
-
-async def _key_revoked(tx: Transaction, e: ev.ApiKeyRevoked, _: RecordedEvent) -> None:
-    await tx.execute(
-        "UPDATE rm_api_keys SET revoked_at = ? WHERE key_id = ? AND tenant = ? AND revoked_at IS NULL",
-        (iso(e.at), e.key_id, e.tenant),
     )
 
 
@@ -95,13 +103,6 @@ async def _write_labels(tx: Transaction, tenant: str, secret_id: str, labels: di
             "INSERT INTO rm_secret_labels (tenant, secret_id, label_key, label_value) VALUES (?, ?, ?, ?)",
             [(tenant, secret_id, k, v) for k, v in sorted(labels.items())],
         )
-
-
-async def _version_created(tx: Transaction, e: ev.SecretVersionCreated, _: RecordedEvent) -> None:
-    await tx.execute(
-        "UPDATE rm_secrets SET latest_version = ? WHERE tenant = ? AND secret_id = ? AND latest_version < ?",
-        (e.version, e.tenant, e.secret_id, e.version),
-    )
 
 
 async def _version_activated(tx: Transaction, e: ev.SecretVersionActivated, _: RecordedEvent) -> None:
@@ -150,10 +151,7 @@ async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: RecordedEve
             iso(e.at),
         ),
     )
-    await tx.execute(
-        "UPDATE rm_secrets SET dependents_count = dependents_count + 1 WHERE tenant = ? AND secret_id = ?",
-        (e.tenant, e.secret_id),
-    )
+    await _count_dependents(tx, e.tenant, e.secret_id, 1)
 
 
 async def _dependent_removed(tx: Transaction, e: ev.DependentRemoved, _: RecordedEvent) -> None:
@@ -168,10 +166,14 @@ async def _dependent_removed(tx: Transaction, e: ev.DependentRemoved, _: Recorde
         "DELETE FROM rm_dependents WHERE tenant = ? AND dependent_id = ?", (e.tenant, e.dependent_id)
     )
     if removed:
-        await tx.execute(
-            "UPDATE rm_secrets SET dependents_count = dependents_count - 1 WHERE tenant = ? AND secret_id = ?",
-            (e.tenant, e.secret_id),
-        )
+        await _count_dependents(tx, e.tenant, e.secret_id, -1)
+
+
+async def _count_dependents(tx: Transaction, tenant: str, secret_id: str, change: int) -> None:
+    await tx.execute(
+        "UPDATE rm_secrets SET dependents_count = dependents_count + ? WHERE tenant = ? AND secret_id = ?",
+        (change, tenant, secret_id),
+    )
 
 
 async def _incident_opened(tx: Transaction, e: ev.IncidentOpened, _: RecordedEvent) -> None:
@@ -179,37 +181,6 @@ async def _incident_opened(tx: Transaction, e: ev.IncidentOpened, _: RecordedEve
         "INSERT INTO rm_incidents (tenant, incident_id, kind, severity, secret_id, status, opened_at, updated_at,"
         " summary) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
         (e.tenant, e.incident_id, e.kind, e.severity, e.secret_id, iso(e.at), iso(e.at), e.summary),
-    )
-
-
-async def _incident_acknowledged(tx: Transaction, e: ev.IncidentAcknowledged, _: RecordedEvent) -> None:
-    await tx.execute(
-        "UPDATE rm_incidents SET status = 'acknowledged', updated_at = ?"
-        " WHERE tenant = ? AND incident_id = ? AND status = 'open'",
-        (iso(e.at), e.tenant, e.incident_id),
-    )
-
-
-async def _incident_resolved(tx: Transaction, e: ev.IncidentResolved, _: RecordedEvent) -> None:
-    await tx.execute(
-        "UPDATE rm_incidents SET status = 'resolved', updated_at = ? WHERE tenant = ? AND incident_id = ?",
-        (iso(e.at), e.tenant, e.incident_id),
-    )
-
-
-async def _incident_mitigated(tx: Transaction, e: ev.IncidentMitigated, _: RecordedEvent) -> None:
-    await tx.execute(
-        "UPDATE rm_incidents SET status = 'mitigated', progress = ?, updated_at = ?"
-        " WHERE tenant = ? AND incident_id = ? AND status <> 'resolved'",
-        (e.progress, iso(e.at), e.tenant, e.incident_id),
-    )
-
-
-async def _version_compromised(tx: Transaction, e: ev.SecretVersionCompromised, _: RecordedEvent) -> None:
-    await tx.execute(
-        "INSERT INTO rm_compromised_versions (tenant, secret_id, version, incident_id, at) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (tenant, secret_id, version) DO NOTHING",
-        (e.tenant, e.secret_id, e.version, e.incident_id, iso(e.at)),
     )
 
 
@@ -252,37 +223,6 @@ async def _step_event(
     )
 
 
-async def _version_retired(tx: Transaction, e: ev.SecretVersionRetired, _: RecordedEvent) -> None:
-    await tx.execute(
-        "INSERT INTO rm_retired_versions (tenant, secret_id, version, restorable_until) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (tenant, secret_id, version) DO UPDATE SET restorable_until = excluded.restorable_until",
-        (e.tenant, e.secret_id, e.version, iso(e.restorable_until)),
-    )
-
-
-async def _version_unretired(
-    tx: Transaction, e: ev.SecretVersionRestored | ev.SecretVersionExpired, _: RecordedEvent
-) -> None:
-    await tx.execute(
-        "DELETE FROM rm_retired_versions WHERE tenant = ? AND secret_id = ? AND version = ?",
-        (e.tenant, e.secret_id, e.version),
-    )
-
-
-async def _approvals_met(tx: Transaction, e: ev.RotationApprovalsMet, _: RecordedEvent) -> None:
-    await tx.execute(
-        "UPDATE rm_rotations SET status = ?, updated_at = ? WHERE tenant = ? AND rotation_id = ?",
-        (status_after(e), iso(e.at), e.tenant, e.rotation_id),
-    )
-
-
-async def _rotation_finished(tx: Transaction, e: ev.RotationFinished, _: RecordedEvent) -> None:
-    await tx.execute(
-        "UPDATE rm_rotations SET status = ?, updated_at = ?, finished_at = ? WHERE tenant = ? AND rotation_id = ?",
-        (status_after(e), iso(e.at), iso(e.at), e.tenant, e.rotation_id),
-    )
-
-
 async def _secret_revoked(tx: Transaction, e: ev.SecretRevoked, _: RecordedEvent) -> None:
     await tx.execute(
         "UPDATE rm_secrets SET status = 'revoked' WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id)
@@ -290,69 +230,105 @@ async def _secret_revoked(tx: Transaction, e: ev.SecretRevoked, _: RecordedEvent
     await tx.execute("DELETE FROM rm_retired_versions WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id))
 
 
-async def _dependent_adopted(tx: Transaction, e: ev.DependentAdopted, _: RecordedEvent) -> None:
-    await tx.execute(
-        "UPDATE rm_dependents SET adopted_version = ?, last_seen_at = ? WHERE tenant = ? AND dependent_id = ?",
-        (e.version, iso(e.at), e.tenant, e.dependent_id),
-    )
-
-
-async def _anomaly_observed(tx: Transaction, e: ev.UsageAnomalyObserved, _: RecordedEvent) -> None:
-    await tx.execute(
-        "INSERT INTO rm_anomaly_evidence (tenant, secret_id, fingerprint, status, incident_id, signal, at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, secret_id, fingerprint, status) DO NOTHING",
-        (e.tenant, e.secret_id, e.fingerprint, e.status, e.incident_id, e.signal, iso(e.at)),
-    )
-
-
-async def _intake_created(tx: Transaction, e: ev.IntakeTokenCreated, _: RecordedEvent) -> None:
-    await tx.execute(
-        "INSERT INTO rm_intake_tokens (intake_id, tenant, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-        (e.intake_id, e.tenant, e.name, e.token_hash, iso(e.at)),
-    )
-
-
-async def _intake_revoked(tx: Transaction, e: ev.IntakeTokenRevoked, _: RecordedEvent) -> None:
-    await tx.execute(
-        "UPDATE rm_intake_tokens SET revoked_at = ? WHERE intake_id = ? AND tenant = ? AND revoked_at IS NULL",
-        (iso(e.at), e.intake_id, e.tenant),
-    )
-
-
-Handler = Callable[[Transaction, Any, RecordedEvent], Awaitable[None]]
+_statement(
+    ev.ApiKeyRevoked,
+    "UPDATE rm_api_keys SET revoked_at = ? WHERE key_id = ? AND tenant = ? AND revoked_at IS NULL",
+    lambda e: (iso(e.at), e.key_id, e.tenant),
+)
+_statement(
+    ev.SecretVersionCreated,
+    "UPDATE rm_secrets SET latest_version = ? WHERE tenant = ? AND secret_id = ? AND latest_version < ?",
+    lambda e: (e.version, e.tenant, e.secret_id, e.version),
+)
+_statement(
+    ev.IncidentAcknowledged,
+    "UPDATE rm_incidents SET status = 'acknowledged', updated_at = ?"
+    " WHERE tenant = ? AND incident_id = ? AND status = 'open'",
+    lambda e: (iso(e.at), e.tenant, e.incident_id),
+)
+_statement(
+    ev.IncidentResolved,
+    "UPDATE rm_incidents SET status = 'resolved', updated_at = ? WHERE tenant = ? AND incident_id = ?",
+    lambda e: (iso(e.at), e.tenant, e.incident_id),
+)
+_statement(
+    ev.IncidentMitigated,
+    "UPDATE rm_incidents SET status = 'mitigated', progress = ?, updated_at = ?"
+    " WHERE tenant = ? AND incident_id = ? AND status <> 'resolved'",
+    lambda e: (e.progress, iso(e.at), e.tenant, e.incident_id),
+)
+_statement(
+    ev.SecretVersionCompromised,
+    "INSERT INTO rm_compromised_versions (tenant, secret_id, version, incident_id, at) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (tenant, secret_id, version) DO NOTHING",
+    lambda e: (e.tenant, e.secret_id, e.version, e.incident_id, iso(e.at)),
+)
+_statement(
+    ev.SecretVersionRetired,
+    "INSERT INTO rm_retired_versions (tenant, secret_id, version, restorable_until) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (tenant, secret_id, version) DO UPDATE SET restorable_until = excluded.restorable_until",
+    lambda e: (e.tenant, e.secret_id, e.version, iso(e.restorable_until)),
+)
+_statement(
+    ev.SecretVersionRestored,
+    "DELETE FROM rm_retired_versions WHERE tenant = ? AND secret_id = ? AND version = ?",
+    lambda e: (e.tenant, e.secret_id, e.version),
+)
+_statement(
+    ev.SecretVersionExpired,
+    "DELETE FROM rm_retired_versions WHERE tenant = ? AND secret_id = ? AND version = ?",
+    lambda e: (e.tenant, e.secret_id, e.version),
+)
+_statement(
+    ev.RotationApprovalsMet,
+    "UPDATE rm_rotations SET status = ?, updated_at = ? WHERE tenant = ? AND rotation_id = ?",
+    lambda e: (status_after(e), iso(e.at), e.tenant, e.rotation_id),
+)
+_statement(
+    ev.RotationFinished,
+    "UPDATE rm_rotations SET status = ?, updated_at = ?, finished_at = ? WHERE tenant = ? AND rotation_id = ?",
+    lambda e: (status_after(e), iso(e.at), iso(e.at), e.tenant, e.rotation_id),
+)
+_statement(
+    ev.DependentAdopted,
+    "UPDATE rm_dependents SET adopted_version = ?, last_seen_at = ? WHERE tenant = ? AND dependent_id = ?",
+    lambda e: (e.version, iso(e.at), e.tenant, e.dependent_id),
+)
+_statement(
+    ev.UsageAnomalyObserved,
+    "INSERT INTO rm_anomaly_evidence (tenant, secret_id, fingerprint, status, incident_id, signal, at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, secret_id, fingerprint, status) DO NOTHING",
+    lambda e: (e.tenant, e.secret_id, e.fingerprint, e.status, e.incident_id, e.signal, iso(e.at)),
+)
+_statement(
+    ev.IntakeTokenCreated,
+    "INSERT INTO rm_intake_tokens (intake_id, tenant, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+    lambda e: (e.intake_id, e.tenant, e.name, e.token_hash, iso(e.at)),
+)
+_statement(
+    ev.IntakeTokenRevoked,
+    "UPDATE rm_intake_tokens SET revoked_at = ? WHERE intake_id = ? AND tenant = ? AND revoked_at IS NULL",
+    lambda e: (iso(e.at), e.intake_id, e.tenant),
+)
 
 _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.TenantCreated: _tenant_created,
     ev.ApiKeyCreated: _key_created,
-    ev.ApiKeyRevoked: _key_revoked,
     ev.SecretRegistered: _secret_registered,
-    ev.SecretVersionCreated: _version_created,
     ev.SecretVersionActivated: _version_activated,
     ev.SecretLabelsChanged: _labels_changed,
     ev.SecretPolicyChanged: _policy_changed,
     ev.DependentAdded: _dependent_added,
     ev.DependentRemoved: _dependent_removed,
     ev.IncidentOpened: _incident_opened,
-    ev.IncidentAcknowledged: _incident_acknowledged,
-    ev.IncidentResolved: _incident_resolved,
-    ev.IncidentMitigated: _incident_mitigated,
-    ev.UsageAnomalyObserved: _anomaly_observed,
-    ev.IntakeTokenCreated: _intake_created,
-    ev.IntakeTokenRevoked: _intake_revoked,
     ev.SecretDeleted: _secret_deleted,
-    ev.SecretVersionCompromised: _version_compromised,
     ev.RotationRequested: _rotation_requested,
     ev.SagaStepStarted: _step_event,
     ev.SagaStepCompleted: _step_event,
     ev.SagaStepFailed: _step_event,
-    ev.RotationFinished: _rotation_finished,
-    ev.RotationApprovalsMet: _approvals_met,
-    ev.SecretVersionRetired: _version_retired,
-    ev.SecretVersionRestored: _version_unretired,
-    ev.SecretVersionExpired: _version_unretired,
     ev.SecretRevoked: _secret_revoked,
-    ev.DependentAdopted: _dependent_adopted,
 }
+_HANDLERS.update(_STATEMENTS)
 _HANDLERS.update(CONSOLE_HANDLERS)
 
 

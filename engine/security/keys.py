@@ -21,6 +21,15 @@ _SCOPE = re.compile(r"[A-Za-z0-9/_.:*?-]{1,256}")
 _NAME_MAX = 128
 
 
+def mint_token(engine: Engine, name: str, kind: str, token_prefix: str) -> tuple[str, str, str]:
+    """A new ``kind`` credential's id (``key_…``, ``int_…``: the kind's first three letters), its token (shown
+    once) and the token's keyed hash (what is stored); ``name`` is checked first, as the person gave it."""
+    if len(name) > _NAME_MAX or any(ord(c) < 32 for c in name):
+        raise InvalidInput(f"{kind} name must be at most {_NAME_MAX} printable characters")
+    token = new_token(token_prefix)
+    return new_id(kind[:3]), token, engine.tokens.hash(token)
+
+
 class CreatedKey(msgspec.Struct, frozen=True):
     key_id: str
     #: The token; returned exactly once, at creation.
@@ -57,16 +66,13 @@ async def create_key(
     for scope in scopes:
         if not _SCOPE.fullmatch(scope):
             raise InvalidInput("scope must be a glob of [A-Za-z0-9/_.:-] with * and ?, e.g. prod/*")
-    if len(name) > _NAME_MAX or any(ord(c) < 32 for c in name):
-        raise InvalidInput(f"key name must be at most {_NAME_MAX} printable characters")
-    key_id = new_id("key")
-    token = new_token(MCP_KEY_PREFIX)
+    key_id, token, token_hash = mint_token(engine, name, "key", MCP_KEY_PREFIX)
     event = ev.ApiKeyCreated(
         at=engine.clock.now(),
         tenant=tenant,
         key_id=key_id,
         name=name or key_id,
-        token_hash=engine.tokens.hash(token),
+        token_hash=token_hash,
         read_only=read_only,
         scopes=tuple(scopes),
         expires_at=expires_at,
