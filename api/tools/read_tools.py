@@ -38,6 +38,14 @@ def in_scope(ctx: CallContext, secret_id: str) -> None:
         )
 
 
+def visible_scopes(ctx: CallContext, secret_id: str | None) -> tuple[str, ...]:
+    """The key's scopes as LIKE patterns (what a listing may show), once ``secret_id``, when the call names one,
+    is checked against them."""
+    if secret_id is not None:
+        in_scope(ctx, secret_id)
+    return like_patterns(ctx.key.scopes)
+
+
 class ListSecretsArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     environment: str | None = None
     provider: str | None = None
@@ -49,16 +57,9 @@ class ListSecretsArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 async def list_secrets(ctx: CallContext, a: ListSecretsArgs) -> secrets.SecretPage:
-    f = secrets.SecretFilter(
-        environment=a.environment,
-        provider=a.provider,
-        status=a.status,
-        label=a.label,
-        overdue_only=a.overdue_only,
-        cursor=a.cursor,
-        limit=a.limit,
-    )
-    return await secrets.list_secrets(ctx.engine, ctx.key.tenant, f, visible=like_patterns(ctx.key.scopes))
+    # The tool's arguments are the filter's fields, one for one.
+    f = secrets.SecretFilter(**msgspec.structs.asdict(a))
+    return await secrets.list_secrets(ctx.engine, ctx.key.tenant, f, visible=visible_scopes(ctx, None))
 
 
 class SecretArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -95,18 +96,9 @@ class IncidentArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 async def get_active_incidents(ctx: CallContext, a: IncidentArgs) -> incidents.IncidentPage:
-    if a.secret_id is not None:
-        in_scope(ctx, a.secret_id)
-    return await incidents.active_incidents(
-        ctx.engine,
-        ctx.key.tenant,
-        kind=a.kind,
-        severity=a.severity,
-        secret_id=a.secret_id,
-        cursor=a.cursor,
-        limit=a.limit,
-        visible=like_patterns(ctx.key.scopes),
-    )
+    # IncidentArgs and AuditArgs are the queries' keyword arguments, one for one.
+    visible = visible_scopes(ctx, a.secret_id)
+    return await incidents.active_incidents(ctx.engine, ctx.key.tenant, **msgspec.structs.asdict(a), visible=visible)
 
 
 class AuditArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -121,21 +113,8 @@ class AuditArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 async def get_audit_log(ctx: CallContext, a: AuditArgs) -> audit_log.AuditPage:
-    if a.secret_id is not None:
-        in_scope(ctx, a.secret_id)
-    return await audit_log.audit_log(
-        ctx.engine,
-        ctx.key.tenant,
-        secret_id=a.secret_id,
-        actor_id=a.actor_id,
-        method=a.method,
-        outcome=a.outcome,
-        since=a.since,
-        until=a.until,
-        cursor=a.cursor,
-        limit=a.limit,
-        visible=like_patterns(ctx.key.scopes),
-    )
+    visible = visible_scopes(ctx, a.secret_id)
+    return await audit_log.audit_log(ctx.engine, ctx.key.tenant, **msgspec.structs.asdict(a), visible=visible)
 
 
 async def assess_blast_radius(ctx: CallContext, a: SecretArgs) -> blast_radius.BlastRadius:

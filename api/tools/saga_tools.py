@@ -7,7 +7,7 @@ from typing import Annotated
 import msgspec
 
 from lockzero.api.tools.read_tools import SecretId, in_scope
-from lockzero.api.tools.registry import Annotations, CallContext, Tool
+from lockzero.api.tools.registry import Annotations, CallContext, Handler, Tool
 from lockzero.engine.commands import rotations
 from lockzero.engine.domain.errors import Unavailable
 from lockzero.engine.saga import verification
@@ -82,8 +82,23 @@ async def verify_remediation(ctx: CallContext, a: VerifyArgs) -> verification.Ve
     return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id)
 
 
+def _changes(
+    name: str,
+    title: str,
+    description: str,
+    arguments: type[msgspec.Struct],
+    result: type[msgspec.Struct],
+    handler: Handler,
+    *,
+    idempotent: bool,
+) -> Tool:
+    """A tool that changes the credential at its provider: destructive, open-world, for read-write keys only."""
+    annotations = Annotations(read_only=False, destructive=True, idempotent=idempotent, open_world=True)
+    return Tool(name, title, description, arguments, result, annotations, handler, writes=True)
+
+
 SAGA_TOOLS = [
-    Tool(
+    _changes(
         "rotate_secret",
         "Rotate a secret",
         "Replace a secret's credential for real: create a new one at the provider, check it works, move every "
@@ -93,11 +108,10 @@ SAGA_TOOLS = [
         "safe. Use after a leak (detect_exposure) or when check_rotation_policy says it is overdue.",
         RotateArgs,
         rotations.RotationStarted,
-        Annotations(read_only=False, destructive=True, idempotent=False, open_world=True),
         rotate_secret,
-        writes=True,
+        idempotent=False,
     ),
-    Tool(
+    _changes(
         "rollback_secret",
         "Roll a secret back",
         "Make the previous working credential current again (within its grace period), deliver it to every "
@@ -108,11 +122,10 @@ SAGA_TOOLS = [
         "pending_approval until people approve). Returns at once; poll verify_remediation.",
         RollbackArgs,
         rotations.RollbackStarted,
-        Annotations(read_only=False, destructive=True, idempotent=False, open_world=True),
         rollback_secret,
-        writes=True,
+        idempotent=False,
     ),
-    Tool(
+    _changes(
         "revoke_secret",
         "Revoke a secret now",
         "Emergency stop: make every version of the credential stop working at the provider immediately, mark the "
@@ -122,9 +135,8 @@ SAGA_TOOLS = [
         "incident.",
         RevokeArgs,
         rotations.RevokeResult,
-        Annotations(read_only=False, destructive=True, idempotent=True, open_world=True),
         revoke_secret,
-        writes=True,
+        idempotent=True,
     ),
     Tool(
         "verify_remediation",
