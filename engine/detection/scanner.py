@@ -87,7 +87,7 @@ _lock = threading.Lock()
 _compiled: _Compiled | None = None
 
 
-def _compile(rules: tuple[Rule, ...]) -> _Compiled:
+def _compile(rules: tuple[Rule, ...], triggers: tuple[bytes, ...] = B64_TRIGGERS) -> _Compiled:
     expressions, flags = [], []
     for r in rules:
         expressions.append(r.anchor)
@@ -98,9 +98,9 @@ def _compile(rules: tuple[Rule, ...]) -> _Compiled:
             markers[len(expressions)] = i
             expressions.append(r.until)
             flags.append(0)
-    b64 = frozenset(range(len(expressions), len(expressions) + len(B64_TRIGGERS)))
-    expressions.extend(B64_TRIGGERS)
-    flags.extend([0] * len(B64_TRIGGERS))  # the value starts a fixed 16 before the end: no SOM needed
+    b64 = frozenset(range(len(expressions), len(expressions) + len(triggers)))
+    expressions.extend(triggers)
+    flags.extend([0] * len(triggers))  # the value starts a fixed 16 before the end: no SOM needed
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     db.compile(expressions=expressions, ids=list(range(len(expressions))), flags=flags)
     options = re2.Options()
@@ -146,10 +146,10 @@ _B64_RUN = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 def scan_formats(data: bytes) -> list[Candidate]:
     """Every credential of a known format in ``data``, overlaps not yet resolved; credentials inside a
     base64 value are reported at the value's span, as the most specific format found in what it decodes to."""
-    return _scan(data, 0)
+    return _scan(data, 0, compiled())
 
 
-def _decoded(data: bytes, run_ends: list[int], depth: int) -> list[Candidate]:
+def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled) -> list[Candidate]:
     """Candidates found in the text that base64 values encode, spanning the encoded values.
 
     Each trigger's value is read at most once (triggers inside a value already read are skipped) and
@@ -183,7 +183,7 @@ def _decoded(data: bytes, run_ends: list[int], depth: int) -> list[Candidate]:
     joined = _VIEW_SEPARATOR.join(views)
     starts = [p[0] for p in places]
     out: dict[tuple[int, int, str], Candidate] = {}
-    for inner in _scan(joined, depth + 1):
+    for inner in _scan(joined, depth + 1, c):
         i = bisect.bisect_right(starts, inner.start) - 1
         view_start, prefix_len, start, end = places[i]
         if inner.end <= view_start + prefix_len or inner.end > view_start + len(views[i]):
@@ -194,8 +194,7 @@ def _decoded(data: bytes, run_ends: list[int], depth: int) -> list[Candidate]:
     return list(out.values())
 
 
-def _scan(data: bytes, depth: int) -> list[Candidate]:
-    c = compiled()
+def _scan(data: bytes, depth: int, c: _Compiled) -> list[Candidate]:
     per_rule: dict[int, set[int]] = {}
     marker_ends: dict[int, list[int]] = {}
     b64_ends: set[int] = set()
@@ -252,7 +251,7 @@ def _scan(data: bytes, depth: int) -> list[Candidate]:
                     Candidate(x.start, x.end, x.detector, x.kind, x.confidence, rule.specificity),
                 )
     if b64_ends and depth < MAX_DECODE_DEPTH:
-        for d in _decoded(data, sorted(b64_ends), depth):
+        for d in _decoded(data, sorted(b64_ends), depth, c):
             found.setdefault((d.start, d.end, d.detector), d)
     return list(found.values())
 
