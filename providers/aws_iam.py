@@ -14,6 +14,9 @@ discard         DeleteAccessKey: compensation of create, and the scheduler's cal
 revoke          deactivate, then delete every given key; and cut live sessions: temporary credentials obtained with
                 the keys (GetSessionToken) outlive them, so an inline user policy denies every token issued until now.
 observed_usage  GetAccessKeyLastUsed per key of the user.
+usage_signals   a deactivated key whose GetAccessKeyLastUsed is later than the current key's activation: somebody
+                still presents the retired key (AWS refuses it; moto accepts it and records the use all the same).
+                AWS updates LastUsedDate with a delay (documented as up to hours), so the signal is late, not lost.
 
 A version this provider created carries its key id as ``username``. An imported version has none: its key is
 found by signing GetCallerIdentity with its secret under each of the user's key ids; an inactive imported key
@@ -29,7 +32,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +41,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
 
-from lockzero.providers.base import Auth, Credential, ProviderError, Usage, accepted, refused, unknown
+from lockzero.providers.base import Auth, Credential, ProviderError, Signal, Usage, accepted, refused, unknown
 from lockzero.providers.spec import ProviderSpec
 
 # botocore logs every response body at DEBUG, CreateAccessKey's SecretAccessKey included.
@@ -272,6 +275,34 @@ class AwsIamKeyProvider:
             usages.append(Usage("aws iam GetAccessKeyLastUsed", f"{key_id} ({key['Status']}): {where}", at))
         return usages
 
+    async def usage_signals(self, retired: Sequence[str], since: datetime | None) -> list[Signal]:
+        """Inactive keys used after ``since`` (``retired``, the key ids Lockzero retired, are among them; an
+        imported v1's key has no recorded id, so every inactive key is looked at)."""
+        if since is None:
+            return []
+        signals = []
+        for key in await self._keys():
+            if key["Status"] != "Inactive":
+                continue
+            key_id = key["AccessKeyId"]
+            last = (await self._iam("GetAccessKeyLastUsed", "get_access_key_last_used", AccessKeyId=key_id)).get(
+                "AccessKeyLastUsed", {}
+            )
+            at = last.get("LastUsedDate")
+            if at is None or at <= since:
+                continue
+            where = f"{last.get('ServiceName') or 'an AWS service'} in {last.get('Region') or 'an unknown region'}"
+            signals.append(
+                Signal(
+                    "auth_failure",
+                    key_id,
+                    f"deactivated access key {key_id} of IAM user {self.user_name} used at {at.isoformat()} ({where})",
+                    f"iam-inactive-key:{key_id}:{at.isoformat()}",
+                    at,
+                )
+            )
+        return signals
+
     async def close(self) -> None:
         if self._iam_client is not None:
             self._iam_client.close()
@@ -293,4 +324,5 @@ SPEC = ProviderSpec(
     " iam:DeleteAccessKey, iam:ListAccessKeys and iam:GetAccessKeyLastUsed (observed usage)",
     factory=lambda config, _: AwsIamKeyProvider(config),
     account=lambda cfg: f"aws {cfg.get('endpoint_url') or 'aws'} user {cfg['user_name']}",
+    usage_signals=True,
 )

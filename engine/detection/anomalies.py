@@ -159,7 +159,8 @@ async def _policy_action(
 
 def _watch_targets(secret: Secret) -> tuple[dict[str, int], datetime | None]:
     """Principals no longer handed out (username → the version), and since when a refused login of the managed
-    account means an old credential (the current version's activation, once there was a rotation)."""
+    account means an old credential (the current version's activation or the last retirement, whichever is later,
+    once there was a rotation)."""
     current = secret.version(secret.current_version)
     if secret.status == "revoked" or current is None:
         return {v.username: v.number for v in secret.versions if v.username}, None
@@ -169,7 +170,11 @@ def _watch_targets(secret: Secret) -> tuple[dict[str, int], datetime | None]:
         if gone and v.username and v.username != current.username:
             retired[v.username] = v.number
     rotated = any(v.number < current.number and v.status != "discarded" for v in secret.versions)
-    return retired, current.activated_at if rotated else None
+    if not rotated or current.activated_at is None:
+        return retired, None
+    # Until the old credential was retired it still worked (the shift lets dependents adopt at their pace):
+    # only what happens after both the activation and the last retirement says an old credential is in use.
+    return retired, max([current.activated_at, *(v.retired_at for v in secret.versions if v.retired_at)])
 
 
 async def watch_secret(engine: Engine, tenant: str, secret_id: str, queue: SagaQueue | None = None) -> list[Recorded]:

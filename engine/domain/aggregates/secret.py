@@ -25,6 +25,8 @@ class Version(msgspec.Struct, frozen=True):
     status: VersionStatus = "live"
     activated_at: datetime | None = None
     restorable_until: datetime | None = None
+    #: When it was last retired (its credential stopped being handed out and the provider removed or disabled it).
+    retired_at: datetime | None = None
     #: Seen in a leak (detect_exposure, an incident): never restored without ``force``.
     compromised: bool = False
     compromised_by: str | None = None
@@ -178,7 +180,9 @@ def _apply(state: Secret | None, event: ev.AnyEvent, meta: ev.EventMeta | None) 
             rotated = event.at if event.previous_version is not None else state.last_rotated_at
             return replace(state, versions=versions, current_version=event.version, last_rotated_at=rotated)
         case ev.SecretVersionRetired():
-            versions = _set_version(state, event.version, status="retired", restorable_until=event.restorable_until)
+            versions = _set_version(
+                state, event.version, status="retired", restorable_until=event.restorable_until, retired_at=event.at
+            )
             return replace(state, versions=versions)
         case ev.SecretVersionRestored():
             return replace(state, versions=_set_version(state, event.version, status="live", restorable_until=None))
