@@ -19,6 +19,7 @@ SHELLS = ("bash", "zsh")
 def add_parsers(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     cmd = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
     cmd.add_argument("shell", choices=SHELLS, help="one of: %(choices)s")
+    cmd.add_argument("--json", action="store_true", help='{"shell", "script"} instead of the script itself')
 
 
 def _children(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -104,7 +105,13 @@ def script(shell: str, parser: argparse.ArgumentParser) -> str:
 async def cmd_completion(args: argparse.Namespace) -> None:
     from lockzero.api.cli.parser import build_parser
 
-    print(script(args.shell, build_parser()), end="")
+    text = script(args.shell, build_parser())
+    if args.json:
+        from lockzero.api.cli.output import emit_json
+
+        emit_json({"shell": args.shell, "script": text})
+    else:
+        print(text, end="")
 
 
 HANDLERS: dict[tuple[str, str | None], Callable[[argparse.Namespace], Coroutine[Any, Any, int | None]]] = {

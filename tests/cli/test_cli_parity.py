@@ -257,6 +257,21 @@ def test_usage_errors_exit_2(args: tuple[str, ...], needle: str, tmp_path: Path)
     assert not (tmp_path / ".lockzero").exists()
 
 
+def test_every_command_has_json_and_a_handler() -> None:
+    from lockzero.api.cli.completion import table
+    from lockzero.api.cli.handlers import HANDLERS
+    from lockzero.api.cli.parser import build_parser
+
+    rows = dict(table(build_parser()))
+    commands = {path: [w for w in words if not w.startswith("-")] for path, words in rows.items() if " -" not in path}
+    leaves = [path for path, words in commands.items() if not any(f"{path} {w}" in rows for w in words)]
+    assert len(leaves) >= 45
+    for path in leaves:
+        assert "--json" in rows[path], path
+        command, *action = path.split()[1:]
+        assert (command, action[0] if action else None) in HANDLERS, path
+
+
 # --- completion ----------------------------------------------------------------------------------
 
 
