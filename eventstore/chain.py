@@ -4,7 +4,7 @@ Every event appended after the chain migration carries ``chain_seq`` (1, 2, … 
 chain) and ``chain_hash`` = SHA-256 over canonical bytes of the event and the previous hash of that
 chain. ``lz_chain_heads`` holds each chain's last (seq, position, hash), written in the append's own
 transaction. PostgreSQL computes the hash inside ``lz_append_batch`` (migration eventstore:3); SQLite
-in :func:`chain_rows`; both must produce the bytes of :func:`canonical` exactly, and the tests check it.
+in :func:`link_rows`; both must produce the bytes of :func:`canonical` exactly, and the tests check it.
 
 A plain hash chain proves order and integrity against edits of single rows; someone who rewrites a
 whole chain can recompute it, which is what the signed, witnessed checkpoints (engine/audit/chain.py)
@@ -80,24 +80,28 @@ def link(prev: bytes, *content: Any) -> bytes:
     return hashlib.sha256(canonical(prev, *content)).digest()
 
 
-async def chain_rows(
-    tx: Transaction, stream: str, rows: Sequence[tuple[Any, ...]], at: datetime
+#: SQLite: the store's head position and the chain's head in one statement (one round trip to the
+#: connection's thread instead of two); the head columns are NULL for a chain's first record.
+HEADS_SQL = (
+    "SELECT (SELECT COALESCE(MAX(position), 0) FROM lz_events), h.seq, h.hash"
+    " FROM (SELECT 1) LEFT JOIN lz_chain_heads h ON h.chain = ?"
+)
+
+
+def link_rows(
+    rows: Sequence[tuple[Any, ...]], at: datetime, seq: int | None, prev: bytes | None
 ) -> list[tuple[Any, ...]]:
-    """SQLite: extend ``rows`` (position, stream, version, event_id, type, data, metadata, recorded_at)
-    with (chain_seq, chain_hash) and move the chain's head, inside the caller's write transaction."""
-    chain = chain_of(stream)
-    head = await tx.fetchone("SELECT seq, hash FROM lz_chain_heads WHERE chain = ?", (chain,))
-    seq, prev = (int(head[0]), bytes(head[1])) if head else (0, GENESIS)
+    """SQLite: extend ``rows`` (position, stream, version, event_id, type, data, metadata, recorded_at) with
+    (chain_seq, chain_hash, chain), continuing from the chain's head (seq, hash) as read by :data:`HEADS_SQL`
+    inside the same write transaction (None, None for a new chain). Inserted through the view
+    ``lz_chained_events`` (migration eventstore:5), whose trigger writes the event and moves the chain's head
+    in the same statement."""
+    seq, prev = (int(seq), bytes(prev)) if seq is not None and prev is not None else (0, GENESIS)
     out: list[tuple[Any, ...]] = []
     for r in rows:
         seq += 1
         prev = link(prev, r[0], seq, r[1], r[2], uuid.UUID(str(r[3])), r[4], r[5], r[6], at)
-        out.append((*r, seq, prev))
-    await tx.execute(
-        "INSERT INTO lz_chain_heads (chain, seq, position, hash) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, position = excluded.position, hash = excluded.hash",
-        (chain, seq, out[-1][0], prev),
-    )
+        out.append((*r, seq, prev, chain_of(r[1])))
     return out
 
 

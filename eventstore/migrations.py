@@ -217,6 +217,27 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
             " updated_at TEXT NOT NULL)",
         ),
     ),
+    Migration(
+        namespace="eventstore",
+        version=5,
+        name="sqlite_chained_append",
+        # SQLite only: appends insert through this view, whose trigger writes the event and moves its chain's
+        # head in one statement (each statement is a round trip to aiosqlite's thread; the chain cost two).
+        # Rows written into lz_events directly do not fire it. Literal SQL, as every migration.
+        postgresql=(),
+        sqlite=(
+            "CREATE VIEW lz_chained_events AS SELECT position, stream, version, event_id, type, data, metadata,"
+            " recorded_at, chain_seq, chain_hash, NULL AS chain FROM lz_events WHERE 0",
+            "CREATE TRIGGER lz_chained_events_insert INSTEAD OF INSERT ON lz_chained_events BEGIN"
+            " INSERT INTO lz_events (position, stream, version, event_id, type, data, metadata, recorded_at,"
+            " chain_seq, chain_hash) VALUES (NEW.position, NEW.stream, NEW.version, NEW.event_id, NEW.type,"
+            " NEW.data, NEW.metadata, NEW.recorded_at, NEW.chain_seq, NEW.chain_hash);"
+            " INSERT INTO lz_chain_heads (chain, seq, position, hash)"
+            " VALUES (NEW.chain, NEW.chain_seq, NEW.position, NEW.chain_hash)"
+            " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, position = excluded.position,"
+            " hash = excluded.hash; END",
+        ),
+    ),
 )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiosqlite
 
-from lockzero.eventstore.chain import chain_rows
+from lockzero.eventstore.chain import HEADS_SQL, chain_of, link_rows
 from lockzero.eventstore.common import EVENT_COLUMNS, check_append, replay_pages
 from lockzero.eventstore.interface import (
     ANY_VERSION,
@@ -192,7 +192,10 @@ class SQLiteEventStore:
             current = int(row[0]) if row else 0
             if expected_version != ANY_VERSION and current != expected_version:
                 raise ConcurrencyError(stream, expected_version, current)
-            row = await tx.fetchone("SELECT COALESCE(MAX(position), 0) FROM lz_events")
+            if self._chain:
+                row = await tx.fetchone(HEADS_SQL, (chain_of(stream),))
+            else:
+                row = await tx.fetchone("SELECT COALESCE(MAX(position), 0) FROM lz_events")
             first = (int(row[0]) if row else 0) + 1
             at = datetime.now(UTC)
             now = at.isoformat()
@@ -201,12 +204,12 @@ class SQLiteEventStore:
                 for i, e in enumerate(events)
             ]
             if self._chain:
-                # Linked inside BEGIN IMMEDIATE: the chain head cannot move under us.
-                chained = await chain_rows(tx, stream, rows, at)
+                # Linked inside BEGIN IMMEDIATE: the chain head cannot move under us. The view's trigger
+                # inserts each event and moves its chain's head: one statement, one trip to the thread.
                 await tx.executemany(
-                    f"INSERT INTO lz_events ({EVENT_COLUMNS}, chain_seq, chain_hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    chained,
+                    f"INSERT INTO lz_chained_events ({EVENT_COLUMNS}, chain_seq, chain_hash, chain)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    link_rows(rows, at, *(row[1:3] if row else (None, None))),
                 )
             else:
                 await tx.executemany(f"INSERT INTO lz_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
