@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 import pytest
 
 if TYPE_CHECKING:
+    from tests.providers_ext.support import MotoServer
     from tests.saga.support import AclUser
+
+T = TypeVar("T")
 
 ADMIN_DSN = os.environ.get("LOCKZERO_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -70,13 +73,27 @@ async def store(store_url: str) -> AsyncIterator[object]:
         await s.close()
 
 
+def _until_teardown(resource: T, release: Callable[[], object]) -> Iterator[T]:
+    """A fixture's body for a resource made outside it: yield it, release it however the test ended."""
+    try:
+        yield resource
+    finally:
+        release()
+
+
 @pytest.fixture
 def acl_user() -> Iterator[AclUser]:
     """A real Redis ACL user with one password (+@all), deleted afterwards."""
     from tests.saga.support import AclUser  # that module imports this one
 
     user = AclUser.create()
-    try:
-        yield user
-    finally:
-        user.delete()
+    yield from _until_teardown(user, user.delete)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    """A moto server process (AWS IAM, STS, S3) per test module, stopped afterwards."""
+    from tests.providers_ext.support import MotoServer
+
+    server = MotoServer.start()
+    yield from _until_teardown(server, server.stop)

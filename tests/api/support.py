@@ -189,10 +189,13 @@ class Server:
         value: bytes | None = None,
         labels: dict[str, str] | None = None,
         provider: str = "generated",
+        config: str | None = None,
     ) -> dict[str, Any]:
         args = ["secret", "add", secret_id, "--tenant", tenant, "--provider", provider, "--environment", environment]
         for k, v in (labels or {}).items():
             args += ["--label", f"{k}={v}"]
+        if config is not None:
+            args += ["--config", config]
         if value is not None:
             args.append("--value-stdin")
         out = self.cli(*args, stdin=value)

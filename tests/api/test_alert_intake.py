@@ -17,15 +17,12 @@ from lockzero.api.app import create_app
 from lockzero.engine.app import Engine
 from lockzero.engine.commands.intake import create_intake, revoke_intake
 from lockzero.engine.commands.secrets import register_secret
-from lockzero.engine.commands.tenants import create_tenant
 from lockzero.engine.config import Settings
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.security.crypto import MasterKey
 from lockzero.engine.security.keys import create_key
-from lockzero.eventstore import open_store
 from lockzero.workers.inprocess import InProcessQueue
-from tests.engine.support import OPERATOR
+from tests.engine.support import OPERATOR, migrated_engine, scalar
 from tests.saga.support import AclUser
 
 TENANT = "acme"
@@ -33,13 +30,8 @@ TENANT = "acme"
 
 @pytest.fixture
 async def engine(sqlite_url: str) -> AsyncIterator[Engine]:
-    e = Engine(await open_store(sqlite_url), MasterKey.generate())
-    await e.migrate()
-    await create_tenant(e, TENANT, OPERATOR)
-    try:
+    async with migrated_engine(sqlite_url, TENANT) as e:
         yield e
-    finally:
-        await e.close()
 
 
 def alertmanager(status: str, fingerprint: str, labels: dict[str, str], summary: str) -> dict[str, Any]:
@@ -135,10 +127,7 @@ async def test_alertmanager_firing_resolved_then_agent_rotates_and_it_resolves(
 
 
 async def count_incidents(engine: Engine) -> int:
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone("SELECT count(*) FROM rm_incidents WHERE tenant = ?", (TENANT,))
-    assert row is not None
-    return int(row[0])
+    return int(await scalar(engine, "SELECT count(*) FROM rm_incidents WHERE tenant = ?", (TENANT,)))
 
 
 async def test_bad_intake_input_is_refused_and_opens_nothing(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:

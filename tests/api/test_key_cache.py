@@ -14,14 +14,11 @@ from pathlib import Path
 import pytest
 
 from lockzero.engine.app import Engine
-from lockzero.engine.commands.tenants import create_tenant
-from lockzero.engine.security.crypto import MasterKey
 from lockzero.engine.security.key_cache import KeyCache
 from lockzero.engine.security.keys import create_key, revoke_key
-from lockzero.eventstore import open_store
 from tests.api.support import Key, Server, start_server
 from tests.conftest import fresh_pg_database
-from tests.engine.support import OPERATOR, ManualClock
+from tests.engine.support import OPERATOR, ManualClock, migrated_engine
 
 #: What the product promises: a revoked key is refused by every API process within one second.
 REVOCATION_REACHES_EVERY_PROCESS_S = 1.0
@@ -77,13 +74,8 @@ def test_a_key_revoked_by_another_process_is_refused_on_sqlite(tmp_path: Path) -
 
 @pytest.fixture
 async def engine(sqlite_url: str) -> AsyncIterator[Engine]:
-    e = Engine(await open_store(sqlite_url), MasterKey.generate(), clock=ManualClock())
-    await e.migrate()
-    await create_tenant(e, "acme", OPERATOR)
-    try:
+    async with migrated_engine(sqlite_url, clock=ManualClock()) as e:
         yield e
-    finally:
-        await e.close()
 
 
 async def _until_watching(cache: KeyCache, token: str) -> None:

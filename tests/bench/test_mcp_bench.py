@@ -35,6 +35,7 @@ import psycopg
 import pytest
 
 from lockzero.engine.domain.events import AuditRecorded
+from tests.api.support import free_port
 from tests.conftest import fresh_pg_database
 
 pytestmark = pytest.mark.bench
@@ -56,12 +57,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 # --------------------------------------------------------------------------------------------------
 # Processes and plumbing.
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def base_env(url: str, master_key: str) -> dict[str, str]:

@@ -44,15 +44,13 @@ from lockzero.engine.commands.rotations import rotate
 from lockzero.engine.commands.secrets import register_secret
 from lockzero.engine.commands.tenants import create_tenant
 from lockzero.engine.domain import events as ev
-from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
 from lockzero.engine.saga.provider_access import credential
 from lockzero.engine.saga.rotation import RotationSaga
 from lockzero.engine.security.crypto import MasterKey
 from lockzero.eventstore import open_store
 from lockzero.providers.base import Credential
 from tests.bench.saga_support import median, percentile
-from tests.engine.support import OPERATOR
+from tests.engine.support import OPERATOR, RecordingQueue, folded_secret
 from tests.providers.support import PgCluster, new_account
 from tests.providers_ext.support import HookService, MotoServer
 from tests.saga.support import AclUser
@@ -67,16 +65,6 @@ CORES = os.cpu_count() or 1
 
 #: Called once after the rotations with (v1, last version): raises unless the last works and v1 is refused.
 Check = Callable[[Credential, Credential], None]
-
-
-class RecordingQueue:
-    """rotate() enqueues here; the benchmark runs the saga itself."""
-
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
-        self.enqueued.append(rotation_id)
 
 
 @dataclass(frozen=True)
@@ -109,13 +97,6 @@ class Result:
 # One provider: a fresh engine, one secret, WARMUP_ROTATIONS + ROTATIONS rotations in sequence.
 
 
-async def load_secret(engine: Engine, secret_id: str) -> Secret:
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream(TENANT, secret_id))
-    secret = fold_secret(events, metas)
-    assert secret is not None
-    return secret
-
-
 async def bench_provider(workdir: Path, case: Case) -> Result:
     db = workdir / f"{case.name.replace(' ', '-')}-{case.strategy}.db"
     engine = Engine(await open_store(f"sqlite:///{db}"), MasterKey.generate())
@@ -141,7 +122,7 @@ async def bench_provider(workdir: Path, case: Case) -> Result:
 
         # ---- correctness -------------------------------------------------------------------------
         total = WARMUP_ROTATIONS + ROTATIONS
-        secret = await load_secret(engine, secret_id)
+        secret = await folded_secret(engine, secret_id, TENANT)
         assert len(secret.rotations) == total and all(r.outcome == "completed" for r in secret.rotations)
         assert secret.current_version == 1 + total, secret.current_version
         assert [v.status for v in secret.versions] == ["retired"] * total + ["current"]
@@ -200,8 +181,7 @@ def account_case(kind: str, strategy: str, cluster: PgCluster | None) -> Iterato
             assert account.works(last), account.login_error(last)
             assert account.refused(first), f"the first {kind} password still logs in"
 
-        provider = "postgres_role" if kind == "postgres" else "mysql_user"
-        yield Case(provider, strategy, account.config(), account.password.encode(), check)
+        yield Case(account.provider_name, strategy, account.config(), account.password.encode(), check)
     finally:
         account.drop()
 

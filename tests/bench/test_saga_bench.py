@@ -236,21 +236,7 @@ async def time_to_remediation(
     key = server.key(tenant)
     secret_id = "prod/redis/cache"
     config = json.dumps({"url": REDIS_ADMIN_URL, "username": username})
-    added = server.cli(
-        "secret",
-        "add",
-        secret_id,
-        "--tenant",
-        tenant,
-        "--provider",
-        "redis_acl",
-        "--environment",
-        "prod",
-        "--config",
-        config,
-        "--value-stdin",
-        stdin=leaked.encode(),
-    )
+    added = server.secret(tenant, secret_id, provider="redis_acl", config=config, value=leaked.encode())
     assert added["current_version"] == "v1", added
     receiver = WebhookReceiver()
     receiver.start()

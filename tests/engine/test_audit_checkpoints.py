@@ -6,11 +6,10 @@ the scheduler's pass opens one critical incident for a broken chain."""
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -25,6 +24,7 @@ from lockzero.engine.app import Engine
 from lockzero.engine.audit import chain as audit_chain
 from lockzero.engine.saga.scheduler import run_pass
 from lockzero.eventstore.chain import GENESIS, chain_of, link
+from tests.engine.support import serving
 from tests.engine.test_audit_chain import mixed_calls, positions_of, sql
 from tests.providers_ext.support import MotoServer
 
@@ -136,13 +136,8 @@ class _WitnessHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def http_witness() -> Iterator[str]:
     _WitnessHandler.store = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _WitnessHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/checkpoints"
-    finally:
-        server.shutdown()
+    with serving(_WitnessHandler) as origin:
+        yield f"{origin}/checkpoints"
 
 
 async def test_http_witness_catches_a_rewrite(engine: Engine, http_witness: str) -> None:
@@ -156,15 +151,6 @@ async def test_http_witness_catches_a_rewrite(engine: Engine, http_witness: str)
     failures = (await audit_chain.verify(engine, "acme", witness=witness)).failures
     # The witnessed checkpoint is missing from the database, and the chain differs from it.
     assert {f.kind for f in failures} == {"rewritten"} and any("differs" in f.detail for f in failures)
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_s3_witness_on_moto_catches_a_rewrite(engine: Engine, moto: MotoServer) -> None:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from lockzero.engine.audit import records as audit
 from lockzero.engine.commands import secrets as engine_secrets
 from lockzero.engine.commands import tenants
 from lockzero.engine.domain.errors import Unavailable
-from tests.engine.support import OPERATOR
+from tests.engine.support import OPERATOR, serving
 
 CANARY = "canary-Zq81kP0vLx7Ww3-not-to-be-exported"
 SIGNING = b"sink-signing-secret"
@@ -88,12 +87,8 @@ class _Sink(BaseHTTPRequestHandler):
 @pytest.fixture
 def sink_url() -> Iterator[str]:
     _Sink.up, _Sink.received = True, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/siem"
-    finally:
-        server.shutdown()
+    with serving(_Sink) as origin:
+        yield f"{origin}/siem"
 
 
 async def test_sink_resumes_after_being_down(engine: Engine, sink_url: str) -> None:

@@ -4,46 +4,25 @@ of the JSON report is known exactly; the HTML escapes whatever names it shows.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import msgspec
 import pytest
 
 from lockzero.engine.app import Engine
-from lockzero.engine.commands import approvals, denial, secrets, tenants
+from lockzero.engine.commands import approvals, denial, tenants
 from lockzero.engine.commands.incidents import open_incident, resolve_incident
 from lockzero.engine.commands.rotations import rotate
-from lockzero.engine.domain import events as ev
 from lockzero.engine.domain.errors import InvalidInput, NotFound
 from lockzero.engine.queries.compliance import ComplianceReport, compliance_report
 from lockzero.engine.queries.compliance_html import render_html
 from lockzero.workers.inprocess import InProcessQueue
-from tests.engine.support import OPERATOR, ManualClock
+from tests.engine.support import OPERATOR, ManualClock, add_generated
 
 DAY = 86400
 HOSTILE = '<script>alert("x")</script>&<b>'
 
 
-@pytest.fixture
-async def queue(engine: Engine) -> AsyncIterator[InProcessQueue]:
-    q = InProcessQueue(engine)  # no start(): the test drives, nothing runs in the background
-    try:
-        yield q
-    finally:
-        await q.close()
-
-
 async def _add(engine: Engine, secret_id: str, **policy: object) -> None:
-    await secrets.register_secret(
-        engine,
-        "acme",
-        OPERATOR,
-        secret_id=secret_id,
-        provider="generated",
-        environment=secret_id.split("/")[0],
-        labels={"owner": HOSTILE},
-        policy=ev.Policy(**policy),  # type: ignore[arg-type]
-    )
+    await add_generated(engine, secret_id, environment=secret_id.split("/")[0], labels={"owner": HOSTILE}, **policy)
 
 
 async def _story(engine: Engine, clock: ManualClock, queue: InProcessQueue) -> None:

@@ -11,23 +11,12 @@ from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
 from lockzero.engine.queries.history import rotation_history
-from lockzero.engine.saga.rotation import RotationSaga
-from tests.engine.support import OPERATOR
+from tests.engine.support import OPERATOR, RunNow
 
 SID = "prod/db/password"
 
 
-class RecordingQueue:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.enqueued: list[str] = []
-
-    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
-        self.enqueued.append(rotation_id)
-        await RotationSaga(self.engine).run(tenant, secret_id, rotation_id)
-
-
-async def _pending(engine: Engine, queue: RecordingQueue) -> str:
+async def _pending(engine: Engine, queue: RunNow) -> str:
     await tenants.create_tenant(engine, "acme", OPERATOR)
     await secrets.register_secret(
         engine, "acme", OPERATOR, secret_id=SID, provider="generated", environment="prod",
@@ -39,7 +28,7 @@ async def _pending(engine: Engine, queue: RecordingQueue) -> str:
 
 
 async def test_one_denial_cancels_a_rotation_waiting_for_approvals(engine: Engine) -> None:
-    queue = RecordingQueue(engine)
+    queue = RunNow(engine)
     rotation_id = await _pending(engine, queue)
     await approvals.approve(engine, "acme", rotation_id, "alice", queue)
     before = len(await engine.store.read_stream(naming.secret_stream("acme", SID)))
@@ -77,7 +66,7 @@ async def test_one_denial_cancels_a_rotation_waiting_for_approvals(engine: Engin
 
 
 async def test_a_running_rotation_cannot_be_denied(engine: Engine) -> None:
-    queue = RecordingQueue(engine)
+    queue = RunNow(engine)
     rotation_id = await _pending(engine, queue)
     await approvals.approve(engine, "acme", rotation_id, "alice", queue)
     await approvals.approve(engine, "acme", rotation_id, "bob", queue)

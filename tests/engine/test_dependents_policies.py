@@ -8,22 +8,13 @@ import pytest
 
 from lockzero.engine.app import Engine
 from lockzero.engine.audit import records as audit
-from lockzero.engine.commands import dependents, policies, secrets, tenants
+from lockzero.engine.commands import dependents, policies, tenants
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import fold_secret
 from lockzero.engine.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from lockzero.engine.security.outbound import redact_url
 from tests.engine.support import OPERATOR, T0, all_events, table_rows
-
-
-@pytest.fixture
-async def acme(engine: Engine) -> str:
-    await tenants.create_tenant(engine, "acme", OPERATOR)
-    await secrets.register_secret(
-        engine, "acme", OPERATOR, secret_id="prod/db", provider="generated", environment="prod"
-    )
-    return "acme"
 
 
 async def add_dep(engine: Engine, service: str, delivery: str, environment: str = "prod", secret_id: str = "prod/db"):

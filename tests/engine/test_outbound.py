@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from lockzero.engine.app import Engine
-from lockzero.engine.commands import dependents, policies, tenants
+from lockzero.engine.commands import dependents, policies
 from lockzero.engine.commands import secrets as engine_secrets
 from lockzero.engine.config import ConfigError, load_settings
 from lockzero.engine.domain import events as ev
@@ -77,15 +77,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
-
-
-@pytest.fixture
-async def acme(engine: Engine) -> str:
-    await tenants.create_tenant(engine, "acme", OPERATOR)
-    await engine_secrets.register_secret(
-        engine, "acme", OPERATOR, secret_id="prod/db", provider="generated", environment="prod"
-    )
-    return "acme"
 
 
 async def add_webhook(engine: Engine, service: str, url: str) -> dependents.CreatedDependent:

@@ -13,13 +13,10 @@ from lockzero.engine.commands.dependents import add_dependent
 from lockzero.engine.commands.incidents import active_incidents
 from lockzero.engine.commands.pull import current_for_dependent, identify
 from lockzero.engine.commands.secrets import register_secret
-from lockzero.engine.commands.tenants import create_tenant
 from lockzero.engine.detection.anomalies import PullWatch
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.security.crypto import MasterKey
-from lockzero.eventstore import open_store
-from tests.engine.support import OPERATOR, ManualClock
+from tests.engine.support import OPERATOR, ManualClock, migrated_engine
 
 TENANT = "acme"
 SID = "prod/app/api-key"
@@ -27,17 +24,12 @@ SID = "prod/app/api-key"
 
 @pytest.fixture
 async def engine(store_url: str) -> AsyncIterator[Engine]:
-    e = Engine(await open_store(store_url), MasterKey.generate(), clock=ManualClock())
-    await e.migrate()
-    await create_tenant(e, TENANT, OPERATOR)
-    await register_secret(
-        e, TENANT, OPERATOR, secret_id=SID, provider="generated", environment="prod", config={},
-        value=b"v1-value-0123456789abcdef",
-    )  # fmt: skip
-    try:
+    async with migrated_engine(store_url, TENANT, clock=ManualClock()) as e:
+        await register_secret(
+            e, TENANT, OPERATOR, secret_id=SID, provider="generated", environment="prod", config={},
+            value=b"v1-value-0123456789abcdef",
+        )  # fmt: skip
         yield e
-    finally:
-        await e.close()
 
 
 async def evidence(engine: Engine) -> list[ev.UsageAnomalyObserved]:

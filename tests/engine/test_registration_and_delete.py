@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,8 +19,7 @@ from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import fold_secret
 from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
-from lockzero.engine.saga.rotation import RotationSaga
-from tests.engine.support import OPERATOR
+from tests.engine.support import OPERATOR, RunNow, scalar
 from tests.saga.support import AclUser
 
 AGENT = ev.EventMeta(actor_id="key_agent_1", actor_type="agent")
@@ -35,22 +33,8 @@ async def acme(engine: Engine) -> None:
 
 
 @pytest.fixture
-def user() -> Iterator[AclUser]:
-    u = AclUser.create()
-    try:
-        yield u
-    finally:
-        u.delete()
-
-
-class RunNow:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.enqueued: list[str] = []
-
-    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
-        self.enqueued.append(rotation_id)
-        await RotationSaga(self.engine).run(tenant, secret_id, rotation_id)
+def user(acl_user: AclUser) -> AclUser:
+    return acl_user
 
 
 def config(username: str, **extra: Any) -> dict[str, Any]:
@@ -69,12 +53,11 @@ async def stream_length(engine: Engine, sid: str) -> int:
 
 
 async def stored_values(engine: Engine, sid: str) -> int:
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone(
-            "SELECT count(*) FROM lz_secret_versions WHERE tenant = ? AND secret_id = ?", ("acme", sid)
+    return int(
+        await scalar(
+            engine, "SELECT count(*) FROM lz_secret_versions WHERE tenant = ? AND secret_id = ?", ("acme", sid)
         )
-    assert row is not None
-    return int(row[0])
+    )
 
 
 async def test_a_wrong_imported_value_is_refused_and_leaves_nothing_behind(engine: Engine, user: AclUser) -> None:

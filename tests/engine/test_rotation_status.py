@@ -18,7 +18,7 @@ from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import Rotation, fold_secret
 from lockzero.engine.security.crypto import MasterKey
 from lockzero.eventstore import open_store
-from tests.engine.support import ManualClock
+from tests.engine.support import ManualClock, scalar
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STEPS: tuple[ev.SagaStep, ...] = ("create", "validate", "shift", "retire", "verify")
@@ -78,10 +78,7 @@ async def _read_model_status(db: Path, events: list[ev.Event]) -> str:
         await engine.migrate()
         meta = ev.EventMeta(actor_id="test", actor_type="system")
         await engine.append(naming.secret_stream("acme", "prod/db"), events, meta)
-        async with engine.store.reader() as tx:
-            row = await tx.fetchone("SELECT status FROM rm_rotations WHERE rotation_id = 'rot-1'", ())
-        assert row is not None
-        return str(row[0])
+        return str(await scalar(engine, "SELECT status FROM rm_rotations WHERE rotation_id = 'rot-1'"))
     finally:
         await engine.close()
 

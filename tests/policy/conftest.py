@@ -8,7 +8,7 @@ import pytest
 
 from tests.api.conftest import BACKENDS, running_server
 from tests.api.support import Server
-from tests.engine.conftest import clock, engine  # noqa: F401  (re-exported fixtures)
+from tests.engine.conftest import clock, engine, queue  # noqa: F401  (re-exported fixtures)
 
 
 @pytest.fixture(scope="package", params=BACKENDS)

@@ -6,14 +6,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import http.server
 import json
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.message import Message
 from typing import Any, TypeVar
 
 from lockzero.engine.app import Engine
@@ -21,20 +19,10 @@ from lockzero.engine.domain import events as ev
 from lockzero.engine.security.crypto import MasterKey
 from lockzero.eventstore import open_store
 from tests.api.support import Key, Server
+from tests.saga.support import LocalHttpServer, wait_for
 
 T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Poll until ``check`` returns something truthy (a generous deadline, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"gave up waiting for {what} after {timeout}s (last: {last!r})")
+SCANNER = ev.EventMeta(actor_id="scanner:ci", actor_type="service")
 
 
 def run_cli(server: Server, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
@@ -102,6 +90,18 @@ def with_engine(server: Server, work: Callable[[Engine], Any]) -> Any:
     return asyncio.run(go())
 
 
+def open_leak(server: Server, tenant: str, secret_id: str, summary: str) -> str:
+    """A critical leaked_credential incident about ``secret_id``, opened as a CI scanner would; its id."""
+    from lockzero.engine.commands.incidents import open_incident
+
+    async def leak(engine: Engine) -> str:
+        return await open_incident(
+            engine, tenant, SCANNER, kind="leaked_credential", severity="critical", secret_id=secret_id, summary=summary
+        )
+
+    return str(with_engine(server, leak))
+
+
 # --- a notification receiver ---------------------------------------------------------------------
 
 
@@ -120,42 +120,22 @@ class Received:
         return hmac.compare_digest(self.headers.get("x-lockzero-signature", ""), want)
 
 
-class Receiver:
+class Receiver(LocalHttpServer):
     """A real local HTTP server; each path answers the status set in ``statuses`` (default 204)."""
 
     def __init__(self, statuses: dict[str, int] | None = None) -> None:
+        super().__init__()
         self.statuses = dict(statuses or {})
         self.received: list[Received] = []
-        self.lock = threading.Lock()
-        receiver = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver.lock:
-                    receiver.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(receiver.statuses.get(self.path, 204))
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+    def answer(self, path: str, headers: Message, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        with self.lock:
+            self.received.append(Received(path, {k.lower(): v for k, v in headers.items()}, body))
+        return self.statuses.get(path, 204), {"Content-Length": "0"}, b""
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        return f"{self.origin}{path}"
 
     def at(self, path: str) -> list[Received]:
         with self.lock:
             return [r for r in self.received if r.path == path]
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)

@@ -10,13 +10,9 @@ from typing import Any
 
 import pytest
 
-from lockzero.engine.commands.incidents import open_incident
 from lockzero.engine.commands.secrets import read_version_value
-from lockzero.engine.domain import events as ev
 from tests.api.support import Key, Server, jsonrpc_error, unique
-from tests.policy.support import run_cli, tool, wait_for, wait_verified, with_engine
-
-SCANNER = ev.EventMeta(actor_id="scanner:ci", actor_type="service")
+from tests.policy.support import open_leak, run_cli, tool, wait_for, wait_verified, with_engine
 
 
 def setup(server: Server, secret_id: str, *policy: str) -> tuple[str, Key]:
@@ -172,18 +168,7 @@ def test_leak_rotate_verify_resolve_and_timeline(server: Server) -> None:
     sid = "prod/openai/api-key"
     tenant, key = setup(server, sid)
 
-    async def leak(engine: Any) -> str:
-        return await open_incident(
-            engine,
-            tenant,
-            SCANNER,
-            kind="leaked_credential",
-            severity="critical",
-            secret_id=sid,
-            summary=f"{sid} found in a public repository",
-        )
-
-    incident_id = with_engine(server, leak)
+    incident_id = open_leak(server, tenant, sid, f"{sid} found in a public repository")
     (listed,) = active(server, key, sid)
     assert (listed["incident_id"], listed["kind"], listed["severity"]) == (incident_id, "leaked_credential", "critical")
 

@@ -7,13 +7,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from lockzero.engine.commands.incidents import open_incident
-from lockzero.engine.domain import events as ev
 from tests.api.support import Key, Server
-from tests.policy.support import wait_for, wait_verified, with_engine
+from tests.policy.support import open_leak, wait_for, wait_verified
 from tests.saga.support import AclUser
 
-SCANNER = ev.EventMeta(actor_id="scanner:ci", actor_type="service")
 RISK = ("low", "medium", "high", "critical")
 
 
@@ -32,21 +29,7 @@ def radius(server: Server, key: Key, secret_id: str) -> dict[str, Any]:
 def redis_secret(server: Server, user: AclUser, secret_id: str) -> tuple[str, Key, str]:
     tenant = server.tenant("blast")
     key = server.key(tenant)
-    server.cli(
-        "secret",
-        "add",
-        secret_id,
-        "--tenant",
-        tenant,
-        "--provider",
-        "redis_acl",
-        "--environment",
-        "prod",
-        "--config",
-        user.config(),
-        "--value-stdin",
-        stdin=user.password.encode(),
-    )
+    server.secret(tenant, secret_id, provider="redis_acl", config=user.config(), value=user.password.encode())
     token = server.dependent(tenant, secret_id, "checkout-api")["token"]
     return tenant, key, token
 
@@ -84,18 +67,7 @@ def test_blast_radius_services_usage_and_risk(server: Server, acl_user: AclUser)
         baseline = info["risk"]
         assert acl_user.password not in str(info)
 
-        async def leak(engine: Any) -> str:
-            return await open_incident(
-                engine,
-                tenant,
-                SCANNER,
-                kind="leaked_credential",
-                severity="critical",
-                secret_id=sid,
-                summary="redis password pasted in a ticket",
-            )
-
-        incident_id = with_engine(server, leak)
+        incident_id = open_leak(server, tenant, sid, "redis password pasted in a ticket")
         leaked = radius(server, key, sid)
         assert leaked["risk"] == "critical" and "rotate_secret" in leaked["recommended_action"]
         assert leaked["open_incidents"] == [

@@ -3,7 +3,6 @@ on both backends, with a clock the test moves instead of waiting."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -14,12 +13,11 @@ from lockzero.engine.commands.incidents import active_incidents, open_incident
 from lockzero.engine.commands.rotations import rollback, rotate
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
 from lockzero.engine.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from lockzero.engine.queries.history import rotation_history
 from lockzero.engine.saga.scheduler import run_pass
 from lockzero.workers.inprocess import InProcessQueue
-from tests.engine.support import OPERATOR, T0, ManualClock
+from tests.engine.support import OPERATOR, T0, ManualClock, add_generated, folded_secret, scalar
 
 AGENT = ev.EventMeta(actor_id="key_agent_1", actor_type="agent")
 DAY = 86400
@@ -35,46 +33,10 @@ class RecordingQueue:
         self.enqueued.append((tenant, secret_id, rotation_id))
 
 
-@pytest.fixture
-async def queue(engine: Engine) -> AsyncIterator[InProcessQueue]:
-    q = InProcessQueue(engine)  # no start(): no background reconciler or scheduler, the test drives
-    try:
-        yield q
-    finally:
-        await q.close()
-
-
 async def setup(engine: Engine, secret_id: str = "prod/app/token", **policy: object) -> str:
     await tenants.create_tenant(engine, "acme", OPERATOR)
-    await secrets.register_secret(
-        engine,
-        "acme",
-        OPERATOR,
-        secret_id=secret_id,
-        provider="generated",
-        environment="prod",
-        policy=ev.Policy(**policy),  # type: ignore[arg-type]
-    )
+    await add_generated(engine, secret_id, **policy)
     return "acme"
-
-
-async def add(engine: Engine, secret_id: str, **policy: object) -> None:
-    await secrets.register_secret(
-        engine,
-        "acme",
-        OPERATOR,
-        secret_id=secret_id,
-        provider="generated",
-        environment="prod",
-        policy=ev.Policy(**policy),  # type: ignore[arg-type]
-    )
-
-
-async def load(engine: Engine, secret_id: str) -> Secret:
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream("acme", secret_id))
-    secret = fold_secret(events, metas)
-    assert secret is not None
-    return secret
 
 
 async def incidents(engine: Engine, secret_id: str, kind: str | None = None) -> list[tuple[str, str]]:
@@ -83,12 +45,11 @@ async def incidents(engine: Engine, secret_id: str, kind: str | None = None) -> 
 
 
 async def incident_status(engine: Engine, incident_id: str) -> str:
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone(
-            "SELECT status FROM rm_incidents WHERE tenant = ? AND incident_id = ?", ("acme", incident_id)
+    return str(
+        await scalar(
+            engine, "SELECT status FROM rm_incidents WHERE tenant = ? AND incident_id = ?", ("acme", incident_id)
         )
-    assert row is not None
-    return str(row[0])
+    )
 
 
 # --- agent permission --------------------------------------------------------------------------
@@ -106,19 +67,19 @@ async def test_agent_may_not_rotate_when_policy_forbids_and_the_attempt_is_an_in
     assert info.value.data["incident_id"] == incident[0]
     with pytest.raises(Forbidden):
         await rollback(engine, queue, "acme", "prod/app/token", AGENT, "undo")
-    secret = await load(engine, "prod/app/token")
+    secret = await folded_secret(engine, "prod/app/token")
     assert secret.rotations == () and secret.current_version == 1
     # An operator (a human at the CLI) is not an agent: the same policy lets it rotate.
     started = await rotate(engine, queue, "acme", "prod/app/token", OPERATOR, "by hand")
     await queue.wait_idle()
-    assert (await load(engine, "prod/app/token")).rotation(started.rotation_id).outcome == "completed"  # type: ignore[union-attr]
+    assert (await folded_secret(engine, "prod/app/token")).rotation(started.rotation_id).outcome == "completed"  # type: ignore[union-attr]
 
 
 async def test_agents_rotate_by_default(engine: Engine, queue: InProcessQueue) -> None:
     await setup(engine)
     started = await rotate(engine, queue, "acme", "prod/app/token", AGENT, "leak")
     await queue.wait_idle()
-    secret = await load(engine, "prod/app/token")
+    secret = await folded_secret(engine, "prod/app/token")
     assert secret.rotation(started.rotation_id).outcome == "completed"  # type: ignore[union-attr]
     assert await incidents(engine, "prod/app/token") == []
 
@@ -163,7 +124,7 @@ async def test_rotation_waits_for_distinct_approvers(engine: Engine) -> None:
     with pytest.raises(Conflict):
         await approvals.approve(engine, "acme", started.rotation_id, " alice ", q)  # same person, padded
     assert q.enqueued == []
-    secret = await load(engine, "prod/app/token")
+    secret = await folded_secret(engine, "prod/app/token")
     assert secret.rotation(started.rotation_id).approvers == ("alice",)  # type: ignore[union-attr]
 
     second = await approvals.approve(engine, "acme", started.rotation_id, "bob", q)
@@ -205,10 +166,10 @@ async def test_approved_rotation_runs_to_completion(engine: Engine, queue: InPro
     await setup(engine, required_approvals=1)
     started = await rotate(engine, queue, "acme", "prod/app/token", AGENT, "leak")
     await queue.wait_idle()
-    assert (await load(engine, "prod/app/token")).rotation(started.rotation_id).steps == ()  # type: ignore[union-attr]
+    assert (await folded_secret(engine, "prod/app/token")).rotation(started.rotation_id).steps == ()  # type: ignore[union-attr]
     await approvals.approve(engine, "acme", started.rotation_id, "alice", queue)
     await queue.wait_idle()
-    secret = await load(engine, "prod/app/token")
+    secret = await folded_secret(engine, "prod/app/token")
     rotation = secret.rotation(started.rotation_id)
     assert rotation is not None and rotation.outcome == "completed"
     assert [s.step for s in rotation.steps] == ["create", "validate", "shift", "retire", "verify"]
@@ -232,7 +193,7 @@ async def test_overdue_secret_gets_one_incident_and_an_auto_rotation(
     assert incident == (report.overdue_incidents[0], "overdue_rotation")
     await queue.wait_idle()
 
-    secret = await load(engine, "prod/app/token")
+    secret = await folded_secret(engine, "prod/app/token")
     rotation = secret.rotation(report.auto_rotations[0])
     assert rotation is not None and rotation.outcome == "completed"
     assert (rotation.actor_id, rotation.actor_type) == ("lockzero:scheduler", "system")
@@ -248,7 +209,7 @@ async def test_overdue_secret_gets_one_incident_and_an_auto_rotation(
     report = await run_pass(engine, queue)
     assert len(report.overdue_incidents) == 1 and len(report.auto_rotations) == 1
     await queue.wait_idle()
-    assert (await load(engine, "prod/app/token")).current_version == 3
+    assert (await folded_secret(engine, "prod/app/token")).current_version == 3
 
 
 async def test_repeated_passes_while_overdue_open_no_duplicates(engine: Engine, clock: ManualClock) -> None:
@@ -271,7 +232,7 @@ async def test_overdue_without_auto_rotate_is_an_incident_only(
     report = await run_pass(engine, queue)
     assert len(report.overdue_incidents) == 1 and report.auto_rotations == []
     await queue.wait_idle()
-    secret = await load(engine, "prod/app/token")
+    secret = await folded_secret(engine, "prod/app/token")
     assert secret.rotations == () and secret.current_version == 1
     assert (await run_pass(engine, queue)).overdue_incidents == []
     assert [k for _, k in await incidents(engine, "prod/app/token")] == ["overdue_rotation"]
@@ -286,18 +247,18 @@ async def test_auto_rotation_is_not_an_agent_but_still_needs_approvals(
     engine: Engine, clock: ManualClock, queue: InProcessQueue
 ) -> None:
     await setup(engine, "prod/a", max_age_s=DAY, auto_rotate=True, allow_agent_rotation=False)
-    await add(engine, "prod/b", max_age_s=DAY, auto_rotate=True, required_approvals=1)
+    await add_generated(engine, "prod/b", max_age_s=DAY, auto_rotate=True, required_approvals=1)
     clock.advance(days=2)
     report = await run_pass(engine, queue)
     assert len(report.overdue_incidents) == 2 and len(report.auto_rotations) == 2
     await queue.wait_idle()
-    assert (await load(engine, "prod/a")).current_version == 2
+    assert (await folded_secret(engine, "prod/a")).current_version == 2
     assert await incidents(engine, "prod/a", "policy_violation") == []
-    b = await load(engine, "prod/b")
+    b = await folded_secret(engine, "prod/b")
     assert b.current_version == 1 and b.in_flight is not None and b.in_flight.status == "pending_approval"
     await approvals.approve(engine, "acme", b.in_flight.rotation_id, "alice", queue)
     await queue.wait_idle()
-    assert (await load(engine, "prod/b")).current_version == 2
+    assert (await folded_secret(engine, "prod/b")).current_version == 2
     assert await incidents(engine, "prod/b") == []
 
 
@@ -307,7 +268,7 @@ async def test_auto_rotation_is_not_an_agent_but_still_needs_approvals(
 async def _rotate_and_wait(engine: Engine, queue: InProcessQueue, secret_id: str) -> str:
     started = await rotate(engine, queue, "acme", secret_id, OPERATOR, "rotate")
     await queue.wait_idle()
-    rotation = (await load(engine, secret_id)).rotation(started.rotation_id)
+    rotation = (await folded_secret(engine, secret_id)).rotation(started.rotation_id)
     assert rotation is not None and rotation.outcome == "completed"
     return started.rotation_id
 
@@ -317,7 +278,7 @@ async def test_retired_version_is_restorable_during_grace(
 ) -> None:
     await setup(engine, grace_s=DAY)
     await _rotate_and_wait(engine, queue, "prod/app/token")
-    secret = await load(engine, "prod/app/token")
+    secret = await folded_secret(engine, "prod/app/token")
     v1 = secret.version(1)
     assert v1 is not None and v1.status == "retired" and v1.restorable_until == T0 + timedelta(days=1)
     clock.advance(hours=23)
@@ -325,7 +286,7 @@ async def test_retired_version_is_restorable_during_grace(
     started = await rollback(engine, queue, "acme", "prod/app/token", OPERATOR, "broke something")
     assert started.restored_version == "v1"
     await queue.wait_idle()
-    secret = await load(engine, "prod/app/token")
+    secret = await folded_secret(engine, "prod/app/token")
     assert secret.rotation(started.rotation_id).outcome == "completed"  # type: ignore[union-attr]
     assert secret.current_version == 1 and secret.version(2).status == "retired"  # type: ignore[union-attr]
 
@@ -341,14 +302,14 @@ async def test_grace_end_expires_the_version_and_rollback_is_refused(
     events, metas, _ = await engine.load_with_meta(naming.secret_stream("acme", "prod/app/token"))
     expired = [(e, m) for e, m in zip(events, metas, strict=True) if isinstance(e, ev.SecretVersionExpired)]
     assert len(expired) == 1 and expired[0][0].version == 1 and expired[0][1].actor_id == "lockzero:scheduler"
-    assert (await load(engine, "prod/app/token")).version(1).status == "expired"  # type: ignore[union-attr]
+    assert (await folded_secret(engine, "prod/app/token")).version(1).status == "expired"  # type: ignore[union-attr]
     assert (await run_pass(engine, queue)).expired_versions == []  # once only
     with pytest.raises(Conflict) as info:
         await rollback(engine, queue, "acme", "prod/app/token", OPERATOR, "too late")
     assert info.value.name == "conflict"
     with pytest.raises(Conflict):
         await rollback(engine, queue, "acme", "prod/app/token", OPERATOR, "too late", to_version=1)
-    secret = await load(engine, "prod/app/token")
+    secret = await folded_secret(engine, "prod/app/token")
     assert secret.current_version == 2 and secret.in_flight is None
     assert [r.kind for r in secret.rotations] == ["rotate"]
 
@@ -409,7 +370,7 @@ async def test_failed_rotation_opens_rotation_failed_and_keeps_the_leak_open(
         user.setuser("off")
         started = await rotate(engine, queue, "acme", sid, OPERATOR, "rotate")
         await queue.wait_idle()
-        secret = await load(engine, sid)
+        secret = await folded_secret(engine, sid)
         rotation = secret.rotation(started.rotation_id)
         assert rotation is not None and rotation.outcome == "compensated"
         failed = rotation.last("validate")

@@ -13,28 +13,25 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pymysql
 
 from lockzero.providers.base import Credential
+from tests.api.support import free_port
+
+if TYPE_CHECKING:
+    from lockzero.engine.app import Engine
 
 MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def secret_value() -> str:
@@ -109,6 +106,31 @@ class Account:
     def config(self, **extra: Any) -> dict[str, Any]:
         key = "role" if self.kind == "postgres" else "user"
         return {"dsn": self.admin_dsn, key: self.name, "strategy": self.strategy, **extra}
+
+    @property
+    def provider_name(self) -> str:
+        return "postgres_role" if self.kind == "postgres" else "mysql_user"
+
+    async def register(self, engine: Engine, tenant: str) -> str:
+        """Register this account as secret prod/<kind>/<name> of ``tenant``, its password imported as v1."""
+        from lockzero.engine.commands.secrets import register_secret
+        from tests.engine.support import OPERATOR
+
+        sid = f"prod/{self.kind}/{self.name}"
+        await register_secret(
+            engine, tenant, OPERATOR, secret_id=sid, provider=self.provider_name, environment="prod",
+            config=self.config(), value=self.password.encode(),
+        )  # fmt: skip
+        return sid
+
+    @asynccontextmanager
+    async def provider(self, **extra: Any) -> AsyncIterator[Any]:
+        """The provider for this account (``extra``: config keys to add), closed afterwards."""
+        provider = self.build(**extra)
+        try:
+            yield provider
+        finally:
+            await provider.close()
 
     def build(self, **extra: Any) -> Any:
         if self.kind == "postgres":
@@ -244,3 +266,14 @@ def new_account(kind: str, strategy: str, cluster: PgCluster | None) -> Account:
                           MYSQL_PORT)  # fmt: skip
     account.create()
     return account
+
+
+@asynccontextmanager
+async def built_account(kind: str, strategy: str, cluster: PgCluster | None) -> AsyncIterator[tuple[Account, Any]]:
+    """A fresh account and the provider for it; the provider closed and the account dropped afterwards."""
+    account = new_account(kind, strategy, cluster)
+    try:
+        async with account.provider() as provider:
+            yield account, provider
+    finally:
+        account.drop()

@@ -29,11 +29,8 @@ def mysql_alt() -> Iterator[Account]:
 
 
 async def test_postgres_clone_acts_as_the_role(pg_alt: Account) -> None:
-    provider = pg_alt.build()
-    try:
+    async with pg_alt.provider() as provider:
         new = await provider.create(Credential(secret_value(), pg_alt.name), pg_alt.current)
-    finally:
-        await provider.close()
     with pg_alt.connect(new) as conn:
         session_user, current_user = conn.execute("SELECT session_user, current_user").fetchone()
         conn.execute(f"INSERT INTO {pg_alt.name}_t VALUES (1)")  # the role's table, no grant needed
@@ -48,25 +45,19 @@ async def test_postgres_clone_acts_as_the_role(pg_alt: Account) -> None:
 
 @pytest.mark.parametrize("terminate", [False, True])
 async def test_postgres_retire_cuts_old_sessions_only_when_asked(pg_alt: Account, terminate: bool) -> None:
-    provider = pg_alt.build(terminate_sessions=terminate)
-    try:
+    async with pg_alt.provider(terminate_sessions=terminate) as provider:
         old_session = pg_alt.hold_session(pg_alt.current)
         new = await provider.create(Credential(secret_value(), pg_alt.name), pg_alt.current)
         new_session = pg_alt.hold_session(new)
         await provider.retire(pg_alt.current)
-    finally:
-        await provider.close()
     assert pg_alt.refused(pg_alt.current)
     assert pg_alt.alive(old_session) is not terminate
     assert pg_alt.alive(new_session)
 
 
 async def test_mysql_clone_gets_the_users_grants(mysql_alt: Account) -> None:
-    provider = mysql_alt.build()
-    try:
+    async with mysql_alt.provider() as provider:
         new = await provider.create(Credential(secret_value(), mysql_alt.name), mysql_alt.current)
-    finally:
-        await provider.close()
     assert new.username == mysql_alt.clone
     with mysql_alt.mysql_admin() as cur:
         cur.execute("SHOW GRANTS FOR %s@'%%'", (mysql_alt.clone,))
@@ -83,13 +74,10 @@ async def test_mysql_clone_gets_the_users_grants(mysql_alt: Account) -> None:
 
 
 async def test_mysql_retire_locks_the_old_account_and_keeps_sessions(mysql_alt: Account) -> None:
-    provider = mysql_alt.build()
-    try:
+    async with mysql_alt.provider() as provider:
         old_session = mysql_alt.hold_session(mysql_alt.current)
         await provider.create(Credential(secret_value(), mysql_alt.name), mysql_alt.current)
         await provider.retire(mysql_alt.current)
-    finally:
-        await provider.close()
     assert mysql_alt.refused(mysql_alt.current)
     with mysql_alt.mysql_admin() as cur:
         cur.execute("SHOW CREATE USER %s@'%%'", (mysql_alt.name,))

@@ -9,16 +9,12 @@ import pytest
 
 from lockzero.engine.app import Engine
 from lockzero.engine.commands.rotations import revoke, rollback, rotate
-from lockzero.engine.commands.secrets import register_secret
-from lockzero.engine.commands.tenants import create_tenant
 from lockzero.engine.queries.blast_radius import assess
 from lockzero.engine.saga.provider_access import credential
 from lockzero.engine.saga.rotation import RotationSaga
 from lockzero.engine.saga.verification import verify
-from lockzero.engine.security.crypto import MasterKey
-from lockzero.eventstore import open_store
 from lockzero.providers.base import Credential
-from tests.engine.support import OPERATOR
+from tests.engine.support import OPERATOR, RecordingQueue, migrated_engine
 from tests.providers.support import Account
 
 TENANT = "acme"
@@ -27,21 +23,8 @@ TENANT = "acme"
 @pytest.fixture
 async def engine(store_url: str) -> AsyncIterator[Engine]:
     """On each event-store backend (tests/conftest.py's ``store_url``: SQLite and PostgreSQL)."""
-    e = Engine(await open_store(store_url), MasterKey.generate())
-    await e.migrate()
-    await create_tenant(e, TENANT, OPERATOR)
-    try:
+    async with migrated_engine(store_url, TENANT) as e:
         yield e
-    finally:
-        await e.close()
-
-
-class Queue:
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
-        self.enqueued.append(rotation_id)
 
 
 async def current(engine: Engine, secret_id: str, version: int) -> Credential:
@@ -54,13 +37,8 @@ async def current(engine: Engine, secret_id: str, version: int) -> Credential:
 
 
 async def test_rotate_rollback_revoke_through_the_engine(engine: Engine, account: Account) -> None:
-    provider = "postgres_role" if account.kind == "postgres" else "mysql_user"
-    sid = f"prod/{account.kind}/{account.name}"
-    await register_secret(
-        engine, TENANT, OPERATOR, secret_id=sid, provider=provider, environment="prod",
-        config=account.config(), value=account.password.encode(),
-    )  # fmt: skip
-    queue, saga = Queue(), RotationSaga(engine)
+    sid = await account.register(engine, TENANT)
+    queue, saga = RecordingQueue(), RotationSaga(engine)
     v1 = await current(engine, sid, 1)
     assert v1.username == account.name
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,7 @@ from lockzero.providers.http_hooks import HttpHooksProvider
 from lockzero.providers.mysql_user import MysqlUserProvider
 from lockzero.providers.postgres_role import PostgresRoleProvider
 from lockzero.providers.redis_acl import RedisAclProvider
-from tests.providers.support import MYSQL_HOST, MYSQL_PORT, PgCluster, free_port, new_account
+from tests.providers.support import MYSQL_HOST, MYSQL_PORT, PgCluster, built_account, free_port, new_account
 from tests.providers_ext.support import HookService, MotoServer, _policy
 from tests.saga.support import REDIS_HOST, REDIS_PORT, AclUser
 
@@ -216,9 +216,7 @@ def pg_admin(cluster: PgCluster) -> psycopg.Connection[Any]:
 
 
 async def test_postgres_old_role_left_working_is_accepted_then_refused(pg_cluster: PgCluster) -> None:
-    account = new_account("postgres", "alternating", pg_cluster)
-    provider = account.build()
-    try:
+    async with built_account("postgres", "alternating", pg_cluster) as (account, provider):
         v1 = account.current
         v2 = await provider.create(Credential(value(), v1.username), v1)
         assert v2.username == account.clone
@@ -233,42 +231,29 @@ async def test_postgres_old_role_left_working_is_accepted_then_refused(pg_cluste
         assert account.refused(v1)
         assert_refused(await judge(provider, v1, pg_cluster.password), PG_REFUSED)
         assert_refused(await judge(provider, Credential(value(), account.clone), pg_cluster.password), "28P01")
-    finally:
-        await provider.close()
-        account.drop()
 
 
 async def test_postgres_refusals_name_their_sqlstate(pg_cluster: PgCluster) -> None:
-    account = new_account("postgres", "single", pg_cluster)
-    provider = account.build()
-    try:
+    async with built_account("postgres", "single", pg_cluster) as (account, provider):
         wrong = await judge(provider, Credential(value(), account.name), pg_cluster.password)
         assert_refused(wrong, r"SQLSTATE 28P01\b")
         with pg_admin(pg_cluster) as conn:
             conn.execute(f"ALTER ROLE {account.name} NOLOGIN")
         assert account.refused(account.current)
         assert_refused(await judge(provider, account.current, pg_cluster.password), r"SQLSTATE 28000\b")
-    finally:
-        await provider.close()
-        account.drop()
 
 
 async def test_postgres_connection_limit_after_authentication_is_unknown(pg_cluster: PgCluster) -> None:
     """``CONNECTION LIMIT 0``: the server checks the password, then refuses the session with SQLSTATE 53300
     (too many connections for role). That is no verdict on the password, so it is unknown, not refused; a
     wrong password under the same limit is still refused (28P01), since authentication comes first."""
-    account = new_account("postgres", "single", pg_cluster)
-    provider = account.build()
-    try:
+    async with built_account("postgres", "single", pg_cluster) as (account, provider):
         with pg_admin(pg_cluster) as conn:
             conn.execute(f"ALTER ROLE {account.name} CONNECTION LIMIT 0")
         with pytest.raises(psycopg.OperationalError, match="too many connections for role"):
             account.connect(account.current)
         assert_unknown(await judge(provider, account.current, pg_cluster.password), "SQLSTATE 53300")
         assert_refused(await judge(provider, Credential(value(), account.name), pg_cluster.password), "28P01")
-    finally:
-        await provider.close()
-        account.drop()
 
 
 async def test_postgres_no_connect_privilege_still_authenticated(pg_cluster: PgCluster) -> None:
@@ -311,9 +296,7 @@ def mysql_admin() -> pymysql.connections.Connection[Any]:
 
 
 async def test_mysql_old_account_left_working_is_accepted_then_refused() -> None:
-    account = new_account("mysql", "alternating", None)
-    provider = account.build()
-    try:
+    async with built_account("mysql", "alternating", None) as (account, provider):
         v1 = account.current
         v2 = await provider.create(Credential(value(), v1.username), v1)
         assert v2.username == account.clone
@@ -327,31 +310,21 @@ async def test_mysql_old_account_left_working_is_accepted_then_refused() -> None
         await provider.retire(v1)
         assert account.refused(v1)
         assert_refused(await judge(provider, v1), MYSQL_REFUSED)
-    finally:
-        await provider.close()
-        account.drop()
 
 
 async def test_mysql_refusals_name_their_error() -> None:
-    account = new_account("mysql", "single", None)
-    provider = account.build()
-    try:
+    async with built_account("mysql", "single", None) as (account, provider):
         assert_refused(await judge(provider, Credential(value(), account.name)), r"\berror 1045\b")
         with mysql_admin() as conn, conn.cursor() as cur:
             cur.execute("ALTER USER %s@'%%' ACCOUNT LOCK", (account.name,))
         assert account.refused(account.current)
         assert_refused(await judge(provider, account.current), r"\berror 4151\b")
-    finally:
-        await provider.close()
-        account.drop()
 
 
 async def test_mysql_user_connection_limit_is_unknown() -> None:
     """``MAX_USER_CONNECTIONS 1`` with one session held: MariaDB checks the password, then refuses the session
     with error 1226. No verdict on the password: unknown. A wrong password in that state is still 1045."""
-    account = new_account("mysql", "single", None)
-    provider = account.build()
-    try:
+    async with built_account("mysql", "single", None) as (account, provider):
         with mysql_admin() as conn, conn.cursor() as cur:
             cur.execute("ALTER USER %s@'%%' WITH MAX_USER_CONNECTIONS 1", (account.name,))
         account.hold_session(account.current)
@@ -360,9 +333,6 @@ async def test_mysql_user_connection_limit_is_unknown() -> None:
         assert denied.value.args[0] == 1226
         assert_unknown(await judge(provider, account.current), "error 1226")
         assert_refused(await judge(provider, Credential(value(), account.name)), r"\berror 1045\b")
-    finally:
-        await provider.close()
-        account.drop()
 
 
 async def test_mysql_unreachable_is_unknown() -> None:
@@ -401,15 +371,6 @@ async def test_a_server_that_never_answers_is_unknown_within_the_timeout() -> No
 
 
 # --- aws_iam_access_key: a moto server process ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -15,17 +15,14 @@ from lockzero.engine.app import Engine
 from lockzero.engine.commands.incidents import active_incidents
 from lockzero.engine.commands.rotations import rotate
 from lockzero.engine.commands.secrets import register_secret
-from lockzero.engine.commands.tenants import create_tenant
 from lockzero.engine.detection.anomalies import watch_pass
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.queries.blast_radius import assess
 from lockzero.engine.queries.timeline import incident_timeline
 from lockzero.engine.saga.rotation import RotationSaga
-from lockzero.engine.security.crypto import MasterKey
-from lockzero.eventstore import open_store
 from lockzero.workers.inprocess import InProcessQueue
-from tests.engine.support import OPERATOR
+from tests.engine.support import OPERATOR, RecordingQueue, migrated_engine
 from tests.providers.support import Account, new_account
 from tests.saga.support import AclUser
 
@@ -34,25 +31,12 @@ TENANT = "acme"
 
 @pytest.fixture
 async def engine(sqlite_url: str) -> AsyncIterator[Engine]:
-    e = Engine(await open_store(sqlite_url), MasterKey.generate())
-    await e.migrate()
-    await create_tenant(e, TENANT, OPERATOR)
-    try:
+    async with migrated_engine(sqlite_url, TENANT) as e:
         yield e
-    finally:
-        await e.close()
-
-
-class Queue:
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
-        self.enqueued.append(rotation_id)
 
 
 async def rotate_now(engine: Engine, sid: str) -> str:
-    started = await rotate(engine, Queue(), TENANT, sid, OPERATOR, "scheduled")
+    started = await rotate(engine, RecordingQueue(), TENANT, sid, OPERATOR, "scheduled")
     assert await RotationSaga(engine).run(TENANT, sid, started.rotation_id) == "completed"
     return started.rotation_id
 
@@ -129,12 +113,7 @@ def alternating(request: pytest.FixtureRequest) -> Iterator[Account]:
 
 async def test_database_session_of_a_retired_account_is_an_anomaly(engine: Engine, alternating: Account) -> None:
     acc = alternating
-    provider = "postgres_role" if acc.kind == "postgres" else "mysql_user"
-    sid = f"prod/{acc.kind}/{acc.name}"
-    await register_secret(
-        engine, TENANT, OPERATOR, secret_id=sid, provider=provider, environment="prod",
-        config=acc.config(), value=acc.password.encode(),
-    )  # fmt: skip
+    sid = await acc.register(engine, TENANT)
     session = acc.hold_session(acc.current)  # a client that never picks up the new credential
     assert await watch_pass(engine) == []  # v1 is current: its session is ordinary use
 

@@ -7,7 +7,6 @@ import hmac
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -20,15 +19,10 @@ import boto3
 import httpx
 
 from lockzero.providers.deliveries import SIGNATURE_HEADER
+from tests.api.support import free_port
 
 #: Requests moto serves before it starts checking signatures and policies: the bootstrap below.
 BOOTSTRAP_REQUESTS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

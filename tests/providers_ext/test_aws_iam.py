@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -20,15 +20,6 @@ from lockzero.providers import aws_iam
 from lockzero.providers.aws_iam import AwsIamKeyProvider
 from lockzero.providers.base import Credential, ProviderError
 from tests.providers_ext.support import MotoServer, accepts
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

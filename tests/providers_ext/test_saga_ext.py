@@ -2,64 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from lockzero.engine.app import Engine
-from lockzero.engine.commands import secrets, tenants
+from lockzero.engine.commands import secrets
 from lockzero.engine.commands.rotations import revoke, rollback, rotate
-from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
 from lockzero.engine.saga import provider_access as access
 from lockzero.engine.saga.rotation import RotationSaga
 from lockzero.engine.saga.scheduler import run_pass
-from lockzero.engine.security.crypto import MasterKey
 from lockzero.engine.security.outbound import OutboundPolicy
-from lockzero.eventstore import open_store
 from lockzero.providers.base import Credential
-from tests.engine.support import OPERATOR, ManualClock
+from tests.engine.support import OPERATOR, ManualClock, RecordingQueue, folded_secret, migrated_engine
 from tests.providers_ext.support import HookService, MotoServer
-
-
-class RecordingQueue:
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
-        self.enqueued.append(rotation_id)
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 async def engine(sqlite_url: str) -> AsyncIterator[Engine]:
     # The hook service listens on loopback: allowed here as LOCKZERO_OUTBOUND_ALLOW=127.0.0.1 would.
-    e = Engine(await open_store(sqlite_url), MasterKey.generate(), ManualClock(), OutboundPolicy.allowing("127.0.0.1"))
-    await e.migrate()
-    await tenants.create_tenant(e, "acme", OPERATOR)
-    try:
+    async with migrated_engine(sqlite_url, clock=ManualClock(), outbound=OutboundPolicy.allowing("127.0.0.1")) as e:
         yield e
-    finally:
-        await e.close()
-
-
-async def load(engine: Engine, secret_id: str) -> Secret:
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream("acme", secret_id))
-    secret = fold_secret(events, metas)
-    assert secret is not None
-    return secret
 
 
 async def version(engine: Engine, secret_id: str, number: int) -> Credential:
-    cred = await access.credential(engine, await load(engine, secret_id), number)
+    cred = await access.credential(engine, await folded_secret(engine, secret_id), number)
     assert cred is not None
     return cred
 

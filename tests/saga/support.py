@@ -18,8 +18,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from email.message import Message
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 import redis
@@ -174,28 +175,23 @@ class Delivery:
         return dict(json.loads(self.body))
 
 
-class WebhookReceiver:
-    """A real HTTP server that answers 204 to correctly signed POSTs and 401 to anything else."""
+class LocalHttpServer:
+    """A real HTTP server on a free loopback port, serving from a thread between ``with`` enter and exit.
+    Subclasses answer each POST in ``answer``: its status, headers and body."""
 
     def __init__(self) -> None:
-        self.signing_secret: str | None = None
-        self.deliveries: list[Delivery] = []
         self.lock = threading.Lock()
-        receiver = self
+        server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(length)
-                got = self.headers.get("X-Lockzero-Signature", "")
-                ok = False
-                if receiver.signing_secret is not None:
-                    want = "sha256=" + hmac.new(receiver.signing_secret.encode(), body, hashlib.sha256).hexdigest()
-                    ok = hmac.compare_digest(got, want)
-                with receiver.lock:
-                    receiver.deliveries.append(Delivery(dict(self.headers.items()), body, ok))
-                self.send_response(204 if ok else 401)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status, headers, reply = server.answer(self.path, self.headers, body)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
+                self.wfile.write(reply)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -204,20 +200,47 @@ class WebhookReceiver:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks/lockzero"
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
-    def received(self) -> list[Delivery]:
-        with self.lock:
-            return list(self.deliveries)
+    def answer(self, path: str, headers: Message, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        raise NotImplementedError
 
-    def __enter__(self) -> WebhookReceiver:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+class WebhookReceiver(LocalHttpServer):
+    """A real HTTP server that answers 204 to correctly signed POSTs and 401 to anything else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signing_secret: str | None = None
+        self.deliveries: list[Delivery] = []
+
+    def answer(self, path: str, headers: Message, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        got = headers.get("X-Lockzero-Signature", "")
+        ok = False
+        if self.signing_secret is not None:
+            want = "sha256=" + hmac.new(self.signing_secret.encode(), body, hashlib.sha256).hexdigest()
+            ok = hmac.compare_digest(got, want)
+        with self.lock:
+            self.deliveries.append(Delivery(dict(headers.items()), body, ok))
+        return (204 if ok else 401), {}, b""
+
+    @property
+    def url(self) -> str:
+        return f"{self.origin}/hooks/lockzero"
+
+    def received(self) -> list[Delivery]:
+        with self.lock:
+            return list(self.deliveries)
 
 
 # --- a TCP proxy in front of Redis that can stall replies ------------------------------------------
@@ -379,13 +402,11 @@ class Stack:
         return tenant, self.server.key(tenant)
 
     def add_redis_secret(self, tenant: str, secret_id: str, user: AclUser, port: int = REDIS_PORT) -> dict[str, Any]:
-        out = self.server.cli(
-            "secret", "add", secret_id, "--tenant", tenant, "--provider", "redis_acl", "--environment", "prod",
-            "--config", user.config(port), "--value-stdin",
-            stdin=user.password.encode(),
-        )  # fmt: skip
+        out = self.server.secret(
+            tenant, secret_id, provider="redis_acl", config=user.config(port), value=user.password.encode()
+        )
         assert out["current_version"] == "v1", out
-        return dict(out)
+        return out
 
     def policy(self, tenant: str, secret_id: str, *args: str) -> dict[str, Any]:
         return dict(self.server.cli("secret", "policy", secret_id, "--tenant", tenant, *args))

@@ -5,21 +5,19 @@ recorded outcome), then a fresh runner resumes from the events alone. On real Re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from lockzero.engine.app import Engine
-from lockzero.engine.commands import secrets, tenants
+from lockzero.engine.commands import secrets
 from lockzero.engine.commands.incidents import active_incidents
 from lockzero.engine.commands.rotations import rotate
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.incident import fold_incident
 from lockzero.engine.domain.aggregates.secret import fold_secret
 from lockzero.engine.saga.rotation import Finish, RotationSaga, failure_incident_id, next_action
-from lockzero.engine.security.crypto import MasterKey
-from lockzero.eventstore import open_store
-from tests.engine.support import OPERATOR
+from tests.engine.support import OPERATOR, migrated_engine
 from tests.saga.support import AclUser
 
 
@@ -30,22 +28,13 @@ class Recording:
 
 @pytest.fixture
 async def engine(store_url: str) -> AsyncIterator[Engine]:
-    e = Engine(await open_store(store_url), MasterKey.generate())
-    await e.migrate()
-    await tenants.create_tenant(e, "acme", OPERATOR)
-    try:
+    async with migrated_engine(store_url) as e:
         yield e
-    finally:
-        await e.close()
 
 
 @pytest.fixture
-def user() -> Iterator[AclUser]:
-    u = AclUser.create()
-    try:
-        yield u
-    finally:
-        u.delete()
+def user(acl_user: AclUser) -> AclUser:
+    return acl_user
 
 
 @pytest.mark.parametrize("crash", ["before_incident", "after_incident"])

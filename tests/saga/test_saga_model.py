@@ -29,27 +29,18 @@ from lockzero.engine.commands.secrets import register_secret
 from lockzero.engine.commands.tenants import create_tenant
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
+from lockzero.engine.domain.aggregates.secret import Rotation, Secret, fold_secret
 from lockzero.engine.domain.errors import Conflict
 from lockzero.engine.saga.provider_access import credential, open_provider
 from lockzero.engine.saga.rotation import Do, RotationSaga, next_action
 from lockzero.engine.security.crypto import MasterKey
 from lockzero.eventstore import open_store
+from tests.engine.support import RecordingQueue
 from tests.saga.support import AclUser, StallingProxy
 
 TENANT = "model"
 SECRET = "prod/cache/redis"
 AGENT = ev.EventMeta(actor_id="key_model", actor_type="agent")
-
-
-class RecordingQueue:
-    """Where rotate/rollback put started sagas: recorded, run by the test (or left crashed)."""
-
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
-        self.enqueued.append(rotation_id)
 
 
 class SagaModel(RuleBasedStateMachine):
@@ -136,27 +127,28 @@ class SagaModel(RuleBasedStateMachine):
         )
         assert set(outcomes) == {"completed"}, outcomes
 
+    async def _next_step(self, rotation_id: str) -> tuple[Secret, Rotation, int, Do] | None:
+        """What the saga would do next for the rotation, with what it acts on; None when nothing is left to do."""
+        secret, version = await self._secret()
+        rotation = secret.rotation(rotation_id)
+        assert rotation is not None
+        action = next_action(rotation)
+        return (secret, rotation, version, action) if isinstance(action, Do) else None
+
     async def _crash(self, rotation_id: str, whole_steps: int, cut: str) -> None:
         """Run ``whole_steps`` steps, then start the next one and stop it the way a killed worker stops:
         ``before_side_effect`` — its intent is recorded, nothing reached Redis (the proxy holds it);
         ``after_side_effect`` — Redis applied the change, its reply never came back (the proxy drops it)."""
         saga = RotationSaga(self.engine)
         for _ in range(whole_steps):
-            secret, version = await self._secret()
-            rotation = secret.rotation(rotation_id)
-            assert rotation is not None
-            action = next_action(rotation)
-            if not isinstance(action, Do):
+            if (step := await self._next_step(rotation_id)) is None:
                 return
-            await saga._advance(secret, rotation, version, action)
+            await saga._advance(*step)
         if cut == "none" or self.proxy is None or self.user is None:
             return
-        secret, version = await self._secret()
-        rotation = secret.rotation(rotation_id)
-        assert rotation is not None
-        action = next_action(rotation)
-        if not isinstance(action, Do):
+        if (step := await self._next_step(rotation_id)) is None:
             return
+        secret, rotation, version, action = step
         passwords = self.user.passwords()
         gate = self.proxy.hold if cut == "before_side_effect" else self.proxy.stall_setuser
         gate.set()

@@ -6,9 +6,8 @@ the credential it replaced."""
 from __future__ import annotations
 
 import gzip
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -18,66 +17,45 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from tests.saga.support import ARQ, AclUser, running_stack, wait_for
+from tests.saga.support import ARQ, AclUser, LocalHttpServer, running_stack, wait_for
 
 REDIS_DB = 14
 
 
-class OtlpReceiver:
+class OtlpReceiver(LocalHttpServer):
     """The OTLP/HTTP traces endpoint (protobuf), keeping every span with its resource attributes."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.spans: list[dict[str, Any]] = []
         self.bodies: list[bytes] = []
-        lock = threading.Lock()
-        receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                request = ExportTraceServiceRequest.FromString(body)
-                with lock:
-                    receiver.bodies.append(body)
-                    for rs in request.resource_spans:
-                        resource = {a.key: a.value.string_value for a in rs.resource.attributes}
-                        for ss in rs.scope_spans:
-                            for s in ss.spans:
-                                receiver.spans.append(
-                                    {
-                                        "name": s.name,
-                                        "trace_id": s.trace_id.hex(),
-                                        "span_id": s.span_id.hex(),
-                                        "parent": s.parent_span_id.hex(),
-                                        "instance": resource.get("service.instance.id"),
-                                        "role": resource.get("lockzero.role"),
-                                    }
-                                )
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+    def answer(self, path: str, headers: Message, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        request = ExportTraceServiceRequest.FromString(body)
+        with self.lock:
+            self.bodies.append(body)
+            for rs in request.resource_spans:
+                resource = {a.key: a.value.string_value for a in rs.resource.attributes}
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        self.spans.append(
+                            {
+                                "name": s.name,
+                                "trace_id": s.trace_id.hex(),
+                                "span_id": s.span_id.hex(),
+                                "parent": s.parent_span_id.hex(),
+                                "instance": resource.get("service.instance.id"),
+                                "role": resource.get("lockzero.role"),
+                            }
+                        )
+        reply = ExportTraceServiceResponse().SerializeToString()
+        return 200, {"Content-Type": "application/x-protobuf", "Content-Length": str(len(reply))}, reply
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> OtlpReceiver:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return self.origin
 
 
 @pytest.fixture

@@ -19,15 +19,12 @@ import pytest
 from lockzero.engine.app import Engine
 from lockzero.engine.commands.rotations import rotate
 from lockzero.engine.commands.secrets import register_secret
-from lockzero.engine.commands.tenants import create_tenant
 from lockzero.engine.saga.provider_access import credential
 from lockzero.engine.saga.rotation import RotationSaga
 from lockzero.engine.saga.verification import verify
-from lockzero.engine.security.crypto import MasterKey
 from lockzero.engine.unit_of_work import load_secret
-from lockzero.eventstore import open_store
 from lockzero.providers.base import Credential
-from tests.engine.support import OPERATOR
+from tests.engine.support import OPERATOR, RecordingQueue, migrated_engine
 from tests.saga.support import REDIS_HOST, REDIS_PORT, AclUser
 
 TENANT = "acme"
@@ -80,23 +77,10 @@ class Forwarder:
         self._server = None
 
 
-class Queue:
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-
-    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
-        self.enqueued.append(rotation_id)
-
-
 @pytest.fixture
 async def engine(store_url: str) -> AsyncIterator[Engine]:
-    e = Engine(await open_store(store_url), MasterKey.generate())
-    await e.migrate()
-    await create_tenant(e, TENANT, OPERATOR)
-    try:
+    async with migrated_engine(store_url, TENANT) as e:
         yield e
-    finally:
-        await e.close()
 
 
 @pytest.fixture
@@ -126,7 +110,7 @@ async def test_unreachable_redis_makes_both_checks_unknown(
         engine, TENANT, OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",
         config=config, value=acl_user.password.encode(),
     )  # fmt: skip
-    queue = Queue()
+    queue = RecordingQueue()
     started = await rotate(engine, queue, TENANT, sid, OPERATOR, "leaked in a CI log")
     assert queue.enqueued == [started.rotation_id]
     assert await RotationSaga(engine).run(TENANT, sid, started.rotation_id) == "completed"
