@@ -28,7 +28,7 @@ from lockzero.engine.security.crypto import MasterKey
 from lockzero.eventstore import open_store
 from lockzero.eventstore.chain import verify_chain
 from tests.conftest import fresh_pg_database
-from tests.engine.support import OPERATOR, T0, ManualClock, snapshot
+from tests.engine.support import OPERATOR, T0, ManualClock, add_imported_redis, migrated_engine, snapshot
 from tests.engine.test_replay import build_history
 
 CANARY = b"canary-" + pysecrets.token_hex(12).encode()
@@ -60,20 +60,9 @@ async def all_tables(engine: Engine) -> dict[str, list[tuple[object, ...]]]:
 
 
 async def _source(url: str, key: MasterKey, clock: ManualClock) -> dict[str, str]:
-    async with opened(url, key, clock) as engine:
-        await engine.migrate()
+    async with migrated_engine(url, None, clock=clock, master_key=key) as engine:
         tokens = await build_history(engine, clock)
-        await secrets.register_secret(
-            engine,
-            "beta",
-            OPERATOR,
-            secret_id="prod/canary",
-            provider="redis_acl",
-            environment="prod",
-            config={"url": "redis://default:pw@127.0.0.1:6379/0", "username": "canary"},
-            value=CANARY,
-            validate_value=False,
-        )
+        await add_imported_redis(engine, "beta", "prod/canary", CANARY, username="canary")
     return tokens
 
 
@@ -116,9 +105,7 @@ async def test_restore_gives_identical_tables_and_a_clean_chain(
 
 async def test_a_non_empty_target_is_refused_and_left_alone(store_url: str, tmp_path: Path) -> None:
     key = MasterKey.generate()
-    async with opened(store_url, key) as engine:
-        await engine.migrate()
-        await tenants.create_tenant(engine, "acme", OPERATOR)
+    async with migrated_engine(store_url, master_key=key) as engine:
         out = tmp_path / "b.lzbackup"
         await create_backup(store_url, key, KeySource(master_key=key), out)
         before = await all_tables(engine)
@@ -174,9 +161,8 @@ async def test_any_flipped_bit_is_refused(tmp_path: Path, position: int, bit: in
     """Wherever a bit flips (magic, header, frame flags, lengths, ciphertext, tags), restore refuses the file."""
     key = MasterKey.generate()
     src = f"sqlite:///{tmp_path / f'src-{pysecrets.token_hex(4)}.db'}"
-    async with opened(src, key) as engine:
-        await engine.migrate()
-        await tenants.create_tenant(engine, "acme", OPERATOR)
+    async with migrated_engine(src, master_key=key):
+        pass  # a store holding tenant acme
     out = tmp_path / f"{pysecrets.token_hex(4)}.lzbackup"
     await create_backup(src, key, KeySource(master_key=key), out)
     data = bytearray(out.read_bytes())
@@ -187,9 +173,8 @@ async def test_any_flipped_bit_is_refused(tmp_path: Path, position: int, bit: in
 
 async def test_a_passphrase_backup_restores_with_the_passphrase_only(store_url: str, tmp_path: Path) -> None:
     key = MasterKey.generate()
-    async with opened(store_url, key) as engine:
-        await engine.migrate()
-        await tenants.create_tenant(engine, "acme", OPERATOR)
+    async with migrated_engine(store_url, master_key=key):
+        pass  # a store holding tenant acme
     out = tmp_path / "p.lzbackup"
     await create_backup(store_url, key, KeySource(passphrase=b"correct horse battery"), out)
     with empty_store_url(store_url, tmp_path, "target.db") as target:
@@ -232,9 +217,7 @@ async def test_a_backup_taken_during_writes_is_one_consistent_snapshot(store_url
     """Tenants and secrets keep being created while the backup reads: whatever instant the snapshot caught, every
     tenant in it has its wrapped key, every stored value its events, and the chains end where their heads say."""
     key = MasterKey.generate()
-    async with opened(store_url, key) as engine:
-        await engine.migrate()
-        await tenants.create_tenant(engine, "acme", OPERATOR)
+    async with migrated_engine(store_url, master_key=key) as engine:
         # Enough rows that reading them takes a while (a thousand audit records, in batches as the batcher makes them).
         for batch in range(4):
             await engine.append_each(
@@ -258,11 +241,7 @@ async def test_a_backup_taken_during_writes_is_one_consistent_snapshot(store_url
             while not stop.is_set():
                 name = f"t{i:04d}"
                 await tenants.create_tenant(engine, name, OPERATOR)
-                await secrets.register_secret(
-                    engine, name, OPERATOR, secret_id="prod/db", provider="redis_acl", environment="prod",
-                    config={"url": "redis://default:pw@127.0.0.1:6379/0", "username": "u"},
-                    value=CANARY, validate_value=False,
-                )  # fmt: skip
+                await add_imported_redis(engine, name, "prod/db", CANARY, username="u")
                 written.append(i)
                 if len(written) == 2:
                     started.set()

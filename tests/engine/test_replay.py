@@ -13,7 +13,7 @@ from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.readmodels.schema import PROJECTION_TABLES
 from lockzero.engine.security import keys
-from tests.engine.support import OPERATOR, T0, ManualClock, all_events, snapshot
+from tests.engine.support import OPERATOR, T0, ManualClock, add_imported_redis, all_events, snapshot
 
 SIDE_TABLES = ("lz_tenant_keys", "lz_secret_versions", "lz_sealed")
 AGENT = ev.EventMeta(actor_id="key_agent", actor_type="agent", correlation_id="corr-1")
@@ -59,17 +59,8 @@ async def build_history(engine: Engine, clock: ManualClock) -> dict[str, str]:
         labels={"team": "core", "tier": "1"},
         policy=ev.Policy(max_age_s=30 * 86400),
     )
-    await secrets.register_secret(
-        engine,
-        "acme",
-        OPERATOR,
-        secret_id="staging/cache",
-        provider="redis_acl",
-        environment="staging",
-        config={"url": "redis://default:pw@127.0.0.1:6379/0", "username": "app"},
-        value=b"imported-redis-password",
-        validate_value=False,  # replay is about read models, not about the Redis user
-    )
+    # Replay is about read models, not about the Redis user.
+    await add_imported_redis(engine, "acme", "staging/cache", b"imported-redis-password", environment="staging")
     await secrets.register_secret(
         engine, "beta", OPERATOR, secret_id="prod/db", provider="generated", environment="prod", labels={"x": "y"}
     )
