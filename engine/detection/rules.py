@@ -1,8 +1,9 @@
 """The one table of credential formats.
 
-Each rule has an ``anchor``: a Hyperscan expression compiled (with every other anchor) into one
-database with start-of-match reporting, so the whole text is read once in linear time. Where an anchor
-starts, the rule's ``confirm`` expression (RE2: linear time too) is matched on a bounded window; its first
+Each rule's pattern is declared once (see "how a rule is declared" below); two expressions are derived
+from it. The ``anchor`` is a Hyperscan expression compiled (with every other anchor) into one database
+with start-of-match reporting, so the whole text is read once in linear time. Where an anchor starts, the
+rule's ``confirm`` expression (RE2: linear time too) is matched on a bounded window; its first
 participating capture group (else the whole match) is the credential. Then boundaries, the rule's
 validator and its base confidence decide.
 """
