@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.api.conftest import Tenant
+from tests.api.strategies import json_scalars
 
 PAGED = {
     "list_secrets": {},
@@ -42,13 +43,7 @@ def test_known_bad_cursors_are_invalid_params(shared: Tenant, tool: str, cursor:
     _check(shared, tool, cursor)
 
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=30)
-)
+scalars = json_scalars(30)
 cursor_values = st.lists(st.recursive(scalars, lambda c: st.lists(c, max_size=3), max_leaves=5), max_size=3)
 cursors = st.text(max_size=80) | cursor_values.map(_b64) | scalars | st.lists(scalars, max_size=2)
 

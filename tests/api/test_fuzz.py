@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.api.conftest import Tenant
+from tests.api.strategies import json_scalars
 from tests.api.support import ALL_TOOLS, ALL_VERSIONS, META_VERSION, READ_TOOLS, Key
 
 FUZZ = settings(
@@ -20,13 +21,7 @@ FUZZ = settings(
     database=None,
 )
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=40)
-)
+scalars = json_scalars(40)
 json_values = st.recursive(
     scalars,
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),

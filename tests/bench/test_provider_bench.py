@@ -39,18 +39,15 @@ from typing import Any
 
 import pytest
 
-from lockzero.engine.app import Engine
 from lockzero.engine.commands.rotations import rotate
 from lockzero.engine.commands.secrets import register_secret
-from lockzero.engine.commands.tenants import create_tenant
 from lockzero.engine.domain import events as ev
 from lockzero.engine.saga.provider_access import credential
 from lockzero.engine.saga.rotation import RotationSaga
-from lockzero.engine.security.crypto import MasterKey
-from lockzero.eventstore import open_store
+from lockzero.engine.security.outbound import OutboundPolicy
 from lockzero.providers.base import Credential
 from tests.bench.saga_support import median, percentile
-from tests.engine.support import OPERATOR, RecordingQueue, folded_secret
+from tests.engine.support import OPERATOR, RecordingQueue, folded_secret, migrated_engine
 from tests.providers.support import PgCluster, new_account
 from tests.providers_ext.support import HookService, MotoServer
 from tests.saga.support import AclUser
@@ -99,10 +96,8 @@ class Result:
 
 async def bench_provider(workdir: Path, case: Case) -> Result:
     db = workdir / f"{case.name.replace(' ', '-')}-{case.strategy}.db"
-    engine = Engine(await open_store(f"sqlite:///{db}"), MasterKey.generate())
-    try:
-        await engine.migrate()
-        await create_tenant(engine, TENANT, OPERATOR)
+    # The hook service listens on loopback: allowed here as LOCKZERO_OUTBOUND_ALLOW=127.0.0.1 would.
+    async with migrated_engine(f"sqlite:///{db}", TENANT, outbound=OutboundPolicy.allowing("127.0.0.1")) as engine:
         secret_id = f"prod/{case.provider}/{case.strategy}"
         summary = await register_secret(
             engine, TENANT, OPERATOR, secret_id=secret_id, provider=case.provider, environment="prod",
@@ -143,8 +138,6 @@ async def bench_provider(workdir: Path, case: Case) -> Result:
                 step_ms[step].append((record.finished_at - record.started_at).total_seconds() * 1000)
                 spent += step_ms[step][-1]
             step_ms["other"].append(ms - spent)
-    finally:
-        await engine.close()
     return Result(case, [ms for _, ms in samples[WARMUP_ROTATIONS:]], [ms for _, ms in samples[:WARMUP_ROTATIONS]],
                   step_ms)  # fmt: skip
 
