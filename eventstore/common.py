@@ -1,11 +1,20 @@
-"""What both backends do alike: check an append's shape, and rebuild read models page by page."""
+"""What both backends do alike: check an append's shape, recognise a retried append, name applied migrations,
+and rebuild read models page by page."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from lockzero.eventstore.interface import IdempotencyError, NewEvent, OnAppend, RecordedEvent, Transaction
+from lockzero.eventstore.interface import (
+    AppendResult,
+    IdempotencyError,
+    Migration,
+    NewEvent,
+    OnAppend,
+    RecordedEvent,
+    Transaction,
+)
 
 EVENT_COLUMNS = "position, stream, version, event_id, type, data, metadata, recorded_at"
 
@@ -15,6 +24,20 @@ def check_append(stream: str, events: Sequence[NewEvent]) -> None:
         raise ValueError("append needs at least one event")
     if len({e.event_id for e in events}) != len(events):
         raise IdempotencyError(f"an append to {stream!r} repeats an event id")
+
+
+def retried_append(stream: str, events: Sequence[NewEvent], found: Sequence[RecordedEvent]) -> AppendResult | None:
+    """``found``: the stored events carrying the append's event ids. All of them, in ``stream``: the append is a
+    retry, answered with what the first one stored. None of them: a new append (None)."""
+    if not found:
+        return None
+    if len(found) != len(events) or any(e.stream != stream for e in found):
+        raise IdempotencyError(f"append to {stream!r} repeats only some already-stored event ids")
+    return AppendResult(events=tuple(found), stream_version=found[-1].version, duplicate=True)
+
+
+def migration_label(m: Migration) -> str:
+    return f"{m.namespace}:{m.version:04d}_{m.name}"
 
 
 async def replay_pages(

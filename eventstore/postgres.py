@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from lockzero.eventstore.common import EVENT_COLUMNS, check_append, replay_pages
+from lockzero.eventstore.common import EVENT_COLUMNS, check_append, migration_label, replay_pages, retried_append
 from lockzero.eventstore.interface import (
     ANY_VERSION,
     AppendResult,
@@ -166,7 +166,7 @@ class PostgresEventStore:
                     "INSERT INTO lz_schema_migrations (namespace, version, name) VALUES (%s, %s, %s)",
                     (m.namespace, m.version, m.name),
                 )
-                applied.append(f"{m.namespace}:{m.version:04d}_{m.name}")
+                applied.append(migration_label(m))
         return applied
 
     async def append(
@@ -197,12 +197,7 @@ class PostgresEventStore:
         cur = await conn.execute(
             f"SELECT {EVENT_COLUMNS} FROM lz_events WHERE event_id = ANY(%s) ORDER BY position", (ids,)
         )
-        found = [_row_to_event(r) for r in await cur.fetchall()]
-        if not found:
-            return None
-        if len(found) != len(ids) or any(e.stream != stream for e in found):
-            raise IdempotencyError(f"append to {stream!r} repeats only some already-stored event ids")
-        return AppendResult(events=tuple(found), stream_version=found[-1].version, duplicate=True)
+        return retried_append(stream, events, [_row_to_event(r) for r in await cur.fetchall()])
 
     @staticmethod
     async def _stream_version(conn: psycopg.AsyncConnection[Any], stream: str) -> int:

@@ -21,13 +21,12 @@ from typing import Any
 import aiosqlite
 
 from lockzero.eventstore.chain import HEADS_SQL, chain_of, link_rows
-from lockzero.eventstore.common import EVENT_COLUMNS, check_append, replay_pages
+from lockzero.eventstore.common import EVENT_COLUMNS, check_append, migration_label, replay_pages, retried_append
 from lockzero.eventstore.interface import (
     ANY_VERSION,
     AppendResult,
     ConcurrencyError,
     Dialect,
-    IdempotencyError,
     Migration,
     NewEvent,
     OnAppend,
@@ -173,7 +172,7 @@ class SQLiteEventStore:
                     "INSERT INTO lz_schema_migrations (namespace, version, name, applied_at) VALUES (?, ?, ?, ?)",
                     (m.namespace, m.version, m.name, datetime.now(UTC).isoformat()),
                 )
-                applied.append(f"{m.namespace}:{m.version:04d}_{m.name}")
+                applied.append(migration_label(m))
         return applied
 
     async def append(
@@ -223,17 +222,10 @@ class SQLiteEventStore:
     async def _duplicate(self, tx: SQLiteTransaction, stream: str, events: Sequence[NewEvent]) -> AppendResult | None:
         ids = [str(e.event_id) for e in events]
         marks = ",".join("?" * len(ids))
-        found = [
-            _row_to_event(r)
-            for r in await tx.fetchall(
-                f"SELECT {EVENT_COLUMNS} FROM lz_events WHERE event_id IN ({marks}) ORDER BY position", ids
-            )
-        ]
-        if not found:
-            return None
-        if len(found) != len(ids) or any(e.stream != stream for e in found):
-            raise IdempotencyError(f"append to {stream!r} repeats only some already-stored event ids")
-        return AppendResult(events=tuple(found), stream_version=found[-1].version, duplicate=True)
+        rows = await tx.fetchall(
+            f"SELECT {EVENT_COLUMNS} FROM lz_events WHERE event_id IN ({marks}) ORDER BY position", ids
+        )
+        return retried_append(stream, events, [_row_to_event(r) for r in rows])
 
     async def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         try:
