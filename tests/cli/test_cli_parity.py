@@ -14,6 +14,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.cli.test_cli import Cli, assert_one_error_line, base_env, is_pg, new_key_b64, query, run
 
@@ -297,6 +299,36 @@ def test_bash_completion_script_parses_and_completes(tmp_path: Path) -> None:
     assert "--wait" in _complete(r.out, ["lockzero", "secret", "rotate", "prod/x", "--"])
     offered = _complete(r.out, ["lockzero", "completion", ""])
     assert [w for w in offered if not w.startswith("-")] == ["bash", "zsh"]
+
+
+def _pairs() -> list[tuple[list[str], str]]:
+    from lockzero.api.cli.completion import table
+    from lockzero.api.cli.parser import build_parser
+
+    rows = dict(table(build_parser()))
+    return [
+        (path.split(), w)
+        for path, words in rows.items()
+        if " -" not in path
+        for w in words
+        if not w.startswith("-") and f"{path} {w}" in rows
+    ]
+
+
+PAIRS = _pairs()
+
+
+@settings(max_examples=40, deadline=None)
+@given(pair=st.sampled_from(PAIRS), cut=st.integers(min_value=0, max_value=20), noise=st.sampled_from(["", "--json"]))
+def test_bash_completes_every_subcommand_from_any_prefix(pair: tuple[list[str], str], cut: int, noise: str) -> None:
+    """Whatever the command path and however much of the next word is typed, bash offers that word."""
+    from lockzero.api.cli.completion import script
+    from lockzero.api.cli.parser import build_parser
+
+    path, word = pair
+    typed = word[: min(cut, len(word))]
+    offered = _complete(script("bash", build_parser()), [*path, *([noise] if noise else []), typed])
+    assert word in offered and all(w.startswith(typed) for w in offered)
 
 
 def test_zsh_completion_script_names_every_command(tmp_path: Path) -> None:
