@@ -28,6 +28,7 @@ from lockzero.engine.app import Engine
 from lockzero.engine.commands import secrets as engine_secrets
 from lockzero.engine.security.crypto import MasterKey
 from lockzero.engine.security.outbound import redact_url
+from lockzero.engine.security.secret_config import config_ref
 from lockzero.eventstore import open_store
 
 _SCRIPT = Path(sys.executable).with_name("lockzero")
@@ -359,7 +360,7 @@ async def test_secret_add_with_config_file(cli: Cli) -> None:
     engine = await cli.engine()
     try:
         keys = await engine.tenant_keys("acme")
-        ref = engine_secrets.config_ref("prod/redis")
+        ref = config_ref("prod/redis")
         ((blob,),) = query(cli.url, f"SELECT ciphertext FROM lz_sealed WHERE ref = '{ref}'")
         assert b"admin-pw-canary" not in bytes(blob)
         assert msgspec.json.decode(keys.open(bytes(blob), ref=ref, version=0, purpose="config")) == REDIS_CONFIG
