@@ -48,7 +48,8 @@ FORWARD: dict[str, tuple[ev.SagaStep, ...]] = {
     "revoke": ("revoke", "alert"),
 }
 
-ADOPTION_POLL_S = 0.01
+#: The adoption wait re-reads at least this often even without appends (the deadline, a clock moved by tests).
+ADOPTION_WAKE_AT_LEAST_EVERY_S = 0.25
 tracer = trace.get_tracer("lockzero.saga")
 VALIDATE_ATTEMPTS = 5
 
@@ -336,13 +337,18 @@ class RotationSaga:
         begin = started.started_at if started else self.engine.clock.now()
         deadline = begin + timedelta(seconds=secret.policy.adoption_deadline_s)
         while True:
+            # The head before the read: an adoption recorded after it wakes the wait below at once.
+            head = await self.engine.store.head_position()
             adopted = await adopted_versions(self.engine, secret.tenant, secret.secret_id)
             count = sum(1 for d in secret.dependents if adopted.get(d.dependent_id) == version)
             if count == total:
                 return f"{count}/{total} dependents adopted v{version}"
-            if self.engine.clock.now() >= deadline:
+            left = (deadline - self.engine.clock.now()).total_seconds()
+            if left <= 0:
                 return f"adoption deadline passed: {count}/{total} dependents adopted v{version}"
-            await asyncio.sleep(ADOPTION_POLL_S)
+            # Woken by the next append anywhere (an adoption is one: a pull or a webhook's answer records it),
+            # through the store's LISTEN/NOTIFY on PostgreSQL or in-process on SQLite; no polling of the read model.
+            await self.engine.store.wait_for_events(head, min(left, ADOPTION_WAKE_AT_LEAST_EVERY_S))
 
     async def _retire_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
         assert rotation.from_version is not None

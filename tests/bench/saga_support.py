@@ -183,7 +183,7 @@ PHASES: tuple[tuple[str, str], ...] = (
     ("shift", "shift    (activate append, webhook POST, wait for adoption)"),
     ("shift_webhook", "  . shift start -> webhook dependent adopted (its 200 recorded)"),
     ("shift_pull", "  . shift start -> pull dependent adopted (sidecar GET recorded)"),
-    ("shift_tail", "  . last adoption -> saga notices (adoption poll, ADOPTION_POLL_S)"),
+    ("shift_tail", "  . last adoption -> saga notices (woken by the append)"),
     ("retire", "retire   (remove old password)"),
     ("verify", "verify   (new works, old refused)"),
     ("between", "between steps: outcome append + reload + next intent (x4)"),
