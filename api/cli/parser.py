@@ -133,7 +133,17 @@ def build_parser() -> UsageParser:
         "approve", parents=[common, tenant_opt], help="approve a rotation that policy holds for human approval"
     )
     approve.add_argument("rotation_id")
-    approve.add_argument("--as", dest="person", required=True, metavar="PERSON", help="who approves (recorded)")
+    approve.add_argument(
+        "--as",
+        dest="person",
+        required=True,
+        metavar="OPERATOR",
+        help="the operator who approves (`lockzero operator add`; role operator or admin); asks for their password",
+    )
+    approve.add_argument(
+        "--password-stdin", action="store_true", help="read the operator's password from stdin instead of a prompt"
+    )
+    approve.add_argument("--totp", default="", metavar="CODE", help="the operator's current TOTP code, if enrolled")
 
     rotation = _actions(sub, "rotation", "rotations, rollbacks and revocations across the tenant")
     r_list = rotation.add_parser("list", parents=[common, tenant_opt], help="rotations, newest first")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import sys
 
 from lockzero.api.cli.context import operator, settings_with_key, tenant_engine
 from lockzero.api.cli.output import emit_json, table
 from lockzero.engine.audit.records import audited
 from lockzero.engine.commands import approvals
 from lockzero.engine.domain import events as ev
+from lockzero.engine.domain.errors import InvalidInput
 from lockzero.engine.queries import rotations
+from lockzero.engine.security import operators as operator_accounts
 
 
 async def cmd_rotation_list(args: argparse.Namespace) -> None:
@@ -70,9 +74,19 @@ async def cmd_rotation_show(args: argparse.Namespace) -> None:
     )
 
 
+def _operator_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise InvalidInput("approve: give the operator's password on a terminal, or pipe it with --password-stdin")
+    return getpass.getpass(f"password of operator {args.person}: ")
+
+
 async def cmd_approve(args: argparse.Namespace) -> None:
+    """An approval is a person's: the operator signs in (password, and TOTP when enrolled) like on the console."""
     settings = settings_with_key()
     async with tenant_engine(args.tenant) as engine:
+        password = _operator_password(args)
         queue = None
         if settings.redis_url:
             from lockzero.workers.arq_worker import ArqQueue
@@ -81,7 +95,11 @@ async def cmd_approve(args: argparse.Namespace) -> None:
         person = ev.EventMeta(actor_id=args.person, actor_type="person")
         try:
             async with audited(engine, args.tenant, person, "rotation.approve"):
-                result = await approvals.approve(engine, args.tenant, args.rotation_id, args.person, queue)
+                who = await operator_accounts.sign_in(
+                    engine, args.tenant, args.person, password, args.totp, f"cli:{getpass.getuser()}"
+                )
+                operator_accounts.require_role(who, "operator", "approving a rotation")
+                result = await approvals.approve(engine, args.tenant, args.rotation_id, who.name, queue)
         finally:
             if queue is not None:
                 await queue.close()

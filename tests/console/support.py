@@ -109,3 +109,12 @@ def signed_in(server: Server, tenant: str, name: str, role: str) -> Browserless:
     client.get("/")
     assert f"{name} · {role}" in client.last_page
     return client
+
+
+def operator_with_password(server: Server, tenant: str, name: str, role: str = "operator") -> None:
+    """An operator who finished set-up with PASSWORD (no TOTP): what `lockzero approve --as NAME` signs in as."""
+    client = Browserless(server)
+    try:
+        client.set_up(invite(server, tenant, name, role))
+    finally:
+        client.close()

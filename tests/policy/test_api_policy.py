@@ -12,6 +12,7 @@ import pytest
 
 from lockzero.engine.commands.secrets import read_version_value
 from tests.api.support import Key, Server, jsonrpc_error, unique
+from tests.console.support import PASSWORD, operator_with_password
 from tests.policy.support import open_leak, run_cli, tool, wait_for, wait_verified, with_engine
 
 
@@ -109,11 +110,13 @@ def test_rotation_waits_for_two_distinct_human_approvals(server: Server) -> None
     assert (v["status"], v["verified"], v["rotation_id"]) == ("pending_approval", False, rot)
     assert "approve" in v["next_action"]
 
-    alice = run_cli(server, "approve", rot, "--tenant", tenant, "--as", "alice")
+    for person in ("alice", "bob", "carol"):
+        operator_with_password(server, tenant, person)
+    alice = approve(server, rot, tenant, "alice")
     assert alice.returncode == 0, alice.stderr
     assert "1/2" in alice.stdout
 
-    again = run_cli(server, "approve", rot, "--tenant", tenant, "--as", "alice")
+    again = approve(server, rot, tenant, "alice")
     assert again.returncode == 1
     lines = [line for line in again.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "alice already approved" in lines[0] and "Traceback" not in again.stderr, again.stderr
@@ -125,7 +128,7 @@ def test_rotation_waits_for_two_distinct_human_approvals(server: Server) -> None
     assert server.result(key, "get_secret_metadata", {"secret_id": sid})["current_version"] == "v1"
 
     before_bob = datetime.now().astimezone()
-    bob = server.cli("approve", rot, "--tenant", tenant, "--as", "bob")
+    bob = json.loads(approve(server, rot, tenant, "bob", "--json").stdout)
     assert (bob["approvers"], bob["required"], bob["status"]) == (["alice", "bob"], 2, "in_progress")
 
     done = wait_verified(server, key, sid, rot)
@@ -138,9 +141,9 @@ def test_rotation_waits_for_two_distinct_human_approvals(server: Server) -> None
     assert all(s["status"] == "completed" for s in steps)
     assert all(datetime.fromisoformat(s["at"]) >= before_bob for s in steps), (before_bob, steps)
 
-    late = run_cli(server, "approve", rot, "--tenant", tenant, "--as", "carol")
+    late = approve(server, rot, tenant, "carol")
     assert late.returncode == 1 and "needs no (more) approvals" in late.stderr
-    unknown = run_cli(server, "approve", "rot_nope", "--tenant", tenant, "--as", "carol")
+    unknown = approve(server, "rot_nope", tenant, "carol")
     assert unknown.returncode == 1 and "no rotation" in unknown.stderr
     # The approvals are in the audit log with the people's names.
     audit = server.result(key, "get_audit_log", {"method": "rotation.approve"})["events"]
@@ -151,6 +154,37 @@ def test_rotation_waits_for_two_distinct_human_approvals(server: Server) -> None
         ("carol", "error"),
         ("carol", "invalid"),
     ], audit
+
+
+def approve(server: Server, rotation_id: str, tenant: str, person: str, *extra: str, password: str = PASSWORD) -> Any:
+    """`lockzero approve` as the operator ``person``, signing in with ``password`` on stdin."""
+    args = ("approve", rotation_id, "--tenant", tenant, "--as", person, "--password-stdin", *extra)
+    return run_cli(server, *args, stdin=f"{password}\n".encode())
+
+
+def test_an_approval_needs_the_operators_own_sign_in(server: Server) -> None:
+    sid = "prod/db/signed"
+    tenant, key = setup(server, sid, "--approvals", "1")
+    rot = server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leaked"})["rotation_id"]
+    operator_with_password(server, tenant, "dana")
+    operator_with_password(server, tenant, "vic", role="viewer")
+
+    wrong = approve(server, rot, tenant, "dana", password="not her password")
+    assert wrong.returncode == 1 and "password" in wrong.stderr and "Traceback" not in wrong.stderr, wrong.stderr
+    nobody = approve(server, rot, tenant, "mallory")  # no such operator: the same refusal
+    assert nobody.returncode == 1 and nobody.stderr == wrong.stderr
+    viewer = approve(server, rot, tenant, "vic")
+    assert viewer.returncode == 1 and "operator role" in viewer.stderr
+    no_password = run_cli(server, "approve", rot, "--tenant", tenant, "--as", "dana")  # stdin is not a terminal
+    assert no_password.returncode == 2 and "--password-stdin" in no_password.stderr
+    assert server.result(key, "verify_remediation", {"secret_id": sid})["status"] == "pending_approval"
+
+    ok = approve(server, rot, tenant, "dana")
+    assert ok.returncode == 0 and "dana approved" in ok.stdout, ok.stderr
+    audit = server.result(key, "get_audit_log", {"method": "rotation.approve"})["events"]
+    outcomes = [(e["actor_id"], e["outcome"]) for e in audit]
+    assert outcomes.count(("dana", "ok")) == 1 and ("mallory", "ok") not in outcomes and ("vic", "ok") not in outcomes
+    assert all(PASSWORD not in str(e) and "not her password" not in str(e) for e in audit)
 
 
 def test_approve_usage_errors(server: Server) -> None:

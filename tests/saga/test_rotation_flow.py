@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from tests.api.support import CliError, Key
+from tests.console.support import PASSWORD, operator_with_password
 from tests.saga.support import AclUser, PasswordSampler, Stack, WebhookReceiver, wait_for
 
 STEPS = ["create", "validate", "shift", "retire", "verify"]
@@ -373,12 +374,19 @@ def test_rotation_needing_approvals_waits_for_distinct_people(stack: Stack) -> N
     again = rotate(stack, key, sid)
     assert again["rotation_id"] == rid, "the held rotation is the in-flight one"
 
-    first = stack.server.cli("approve", rid, "--tenant", tenant, "--as", "alice")
+    for person in ("alice", "bob"):
+        operator_with_password(stack.server, tenant, person)
+
+    def approve(person: str) -> dict[str, Any]:
+        args = ("approve", rid, "--tenant", tenant, "--as", person, "--password-stdin")
+        return dict(stack.server.cli(*args, stdin=f"{PASSWORD}\n".encode()))
+
+    first = approve("alice")
     assert first["status"] == "pending_approval" and first["approvers"] == ["alice"], first
     with pytest.raises(CliError):
-        stack.server.cli("approve", rid, "--tenant", tenant, "--as", "alice")  # the same person twice
+        approve("alice")  # the same person twice
     assert stack.verify(key, sid, rid)["status"] == "pending_approval"
-    second = stack.server.cli("approve", rid, "--tenant", tenant, "--as", "bob")
+    second = approve("bob")
     assert second["status"] == "in_progress", second
     result = stack.wait_finished(key, sid, rid)
     assert result["status"] == "completed" and result["verified"] is True, result
