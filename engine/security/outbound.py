@@ -20,13 +20,13 @@ import ipaddress
 import re
 import socket
 import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, urlsplit
 
-import httpcore
-import httpx
+if TYPE_CHECKING:
+    import httpx
+
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -53,6 +53,11 @@ _RESOLVE_TIMEOUT_S = 5.0
 
 class OutboundRefused(Exception):
     """A target Lockzero will not connect to. The message names the host and the reason, never a path or query."""
+
+
+class Unresolvable(OSError):
+    """The name has no address (yet). The guarded transport turns it into httpx's ConnectError, like any
+    connection that cannot be made."""
 
 
 def redact_url(url: str) -> str:
@@ -171,10 +176,10 @@ class OutboundPolicy:
                 self._resolve_timeout_s,
             )
         except (OSError, TimeoutError) as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host} ({type(exc).__name__})") from None
+            raise Unresolvable(f"cannot resolve {host} ({type(exc).__name__})") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not addresses:
-            raise httpcore.ConnectError(f"{host} has no address")
+            raise Unresolvable(f"{host} has no address")
         for address in addresses:
             if (why := self.refusal(host, address)) is not None:
                 raise OutboundRefused(why)
@@ -189,57 +194,18 @@ class OutboundPolicy:
             await self.resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
         except OutboundRefused as exc:
             raise OutboundRefused(f"{what}: {exc}") from None
-        except httpcore.ConnectError:
+        except Unresolvable:
             pass
 
     def client(self, *, timeout: float, verify: ssl.SSLContext, follow_redirects: bool = False) -> httpx.AsyncClient:
         """An httpx client whose every connection goes through this policy."""
+        # httpx costs ~0.1 s to import: only processes that send requests pay it (not every CLI command).
+        import httpx
+
+        from lockzero.engine.security.outbound_transport import GuardedTransport
+
         return httpx.AsyncClient(
             transport=GuardedTransport(self, verify=verify),
             timeout=timeout,
             follow_redirects=follow_redirects,
         )
-
-
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """Resolve once, check every address, connect to a checked one (never to a name resolved again)."""
-
-    def __init__(self, policy: OutboundPolicy) -> None:
-        self._policy = policy
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self._policy.resolve(host, port)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise OutboundRefused("unix sockets are not an outbound target")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport over a connection pool whose network backend enforces the policy. No proxies:
-    a proxy would connect on our behalf to an address this process never checked."""
-
-    def __init__(self, policy: OutboundPolicy, *, verify: ssl.SSLContext) -> None:
-        super().__init__(verify=verify, trust_env=False)
-        # httpx builds the same pool in __init__ but offers no parameter for the network backend.
-        self._pool = httpcore.AsyncConnectionPool(ssl_context=verify, network_backend=_GuardedBackend(policy))
