@@ -2,8 +2,9 @@
 
 Safe because it forgets on time: a watcher wakes whenever the event store's head moves (PostgreSQL LISTEN/NOTIFY;
 SQLite polls every 0.2 s) and, when the number of revoked keys changed, drops every entry. A revoked key is
-therefore refused by every API process within a fraction of a second. Expiry is checked on every hit. While the
-watcher is not running or is behind, the cache is bypassed and every call reads the store, as before.
+therefore refused by every API process within REVOKED_KEYS_REFUSED_WITHIN_S, and revoking waits that long before
+it answers: when `lockzero key revoke` returns, no process accepts the key any more. Expiry is checked on every
+hit. While the watcher is not running or is behind, the cache is bypassed and every call reads the store.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Final
 
 from lockzero.engine.app import Engine
 from lockzero.engine.domain.aggregates.api_key import ApiKey
-from lockzero.engine.security.keys import authenticate
+from lockzero.engine.security.keys import REVOKED_KEYS_REFUSED_WITHIN_S, authenticate
 from lockzero.eventstore import EventStoreError
 
 log = logging.getLogger("lockzero.api")
 
-#: A watcher that has not checked for this long is behind: bypass the cache until it catches up.
-_STALE_AFTER_S: Final = 0.75
+#: A cached key is used only while the watcher's last check began less than this long ago, so a revocation
+#: committed at T is seen by every check that begins after T and no cache answers from before T past T + this.
+_STALE_AFTER_S: Final = REVOKED_KEYS_REFUSED_WITHIN_S - 0.05
 #: At most this many revocation checks a second under load (each is two tiny reads).
 _CHECK_EVERY_S: Final = 0.1
 #: Even an entry nobody revoked is read again after this long (a backstop, not the invalidation path).
@@ -79,19 +81,22 @@ class KeyCache:
 
     async def _watch(self) -> None:
         try:
+            began = time.monotonic()
             head = await self.engine.store.head_position()
             revoked = await self._revoked()
             self._invalidate()  # whatever was cached before this watcher started is not covered by it
-            self._checked_at = time.monotonic()
+            self._checked_at = began
             while True:
                 # Woken by any append (the revocation is one); otherwise it re-checks at least every 0.5 s.
                 await self.engine.store.wait_for_events(head, _STALE_AFTER_S / 1.5)
+                # The check vouches for the cache as of when it began, not when its reads came back.
+                began = time.monotonic()
                 head = await self.engine.store.head_position()
                 now_revoked = await self._revoked()
                 if now_revoked != revoked:
                     revoked = now_revoked
                     self._invalidate()
-                self._checked_at = time.monotonic()
+                self._checked_at = began
                 await asyncio.sleep(_CHECK_EVERY_S)
         except (EventStoreError, OSError) as exc:
             # Bypassed until the next call starts a new watcher.

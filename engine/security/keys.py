@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime
+from typing import Final
 
 import msgspec
 
@@ -28,6 +30,10 @@ def mint_token(engine: Engine, name: str, kind: str, token_prefix: str) -> tuple
         raise InvalidInput(f"{kind} name must be at most {_NAME_MAX} printable characters")
     token = new_token(token_prefix)
     return new_id(kind[:3]), token, engine.tokens.hash(token)
+
+
+#: Every API process refuses a revoked key within this long of the revocation (the key cache's bound).
+REVOKED_KEYS_REFUSED_WITHIN_S: Final = 0.8
 
 
 class CreatedKey(msgspec.Struct, frozen=True):
@@ -124,6 +130,9 @@ async def revoke_key(engine: Engine, key_id: str, actor: ev.EventMeta, tenant: s
     if state.revoked_at is not None:
         raise Conflict(f"API key {key_id} is already revoked")
     await engine.append(stream, [ev.ApiKeyRevoked(at=engine.clock.now(), tenant=owner, key_id=key_id)], actor, version)
+    # API processes cache keys (key_cache.py) and drop them within this bound: answer once it has passed, so that a
+    # revoke that returned means refused everywhere.
+    await asyncio.sleep(REVOKED_KEYS_REFUSED_WITHIN_S)
     views = [k for k in await list_keys(engine, owner) if k.key_id == key_id]
     return views[0]
 

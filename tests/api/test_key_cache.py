@@ -1,7 +1,8 @@
 """Authenticated keys are cached per API process (engine/security/key_cache.py), and a revocation reaches every
 process within a second: two `lockzero serve` processes on one PostgreSQL (woken by LISTEN/NOTIFY), and one on
 SQLite with the revocation made by another process (the CLI). Engine-level: an expired key is refused from the
-cache itself, and a key revoked in the store is refused once the watcher has looked."""
+cache itself, and a key revoked in the store is refused as soon as the revocation has answered (it waits out the
+caches' bound, REVOKED_KEYS_REFUSED_WITHIN_S)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,10 @@ import pytest
 
 from lockzero.engine.app import Engine
 from lockzero.engine.security.key_cache import KeyCache
-from lockzero.engine.security.keys import create_key, revoke_key
+from lockzero.engine.security.keys import REVOKED_KEYS_REFUSED_WITHIN_S, create_key, revoke_key
 from tests.api.support import Key, Server, start_server
 from tests.conftest import fresh_pg_database
 from tests.engine.support import OPERATOR, ManualClock, migrated_engine
-
-#: What the product promises: a revoked key is refused by every API process within one second.
-REVOCATION_REACHES_EVERY_PROCESS_S = 1.0
 
 
 def _accepted(server: Server, key: Key) -> bool:
@@ -52,8 +50,9 @@ def _revoke_reaches(servers: tuple[Server, ...], cli: Server) -> None:
     key = cli.key(tenant)
     for _ in range(5):  # warm: every process has the key cached
         assert all(_accepted(s, key) for s in servers)
-    cli.revoke(key)
-    time.sleep(REVOCATION_REACHES_EVERY_PROCESS_S)
+    began = time.monotonic()
+    cli.revoke(key)  # answers once every process's cache has had its bound to drop the key
+    assert time.monotonic() - began >= REVOKED_KEYS_REFUSED_WITHIN_S
     assert [_accepted(s, key) for s in servers] == [False] * len(servers)
     other = cli.key(tenant)  # other keys go on working
     assert all(_accepted(s, other) for s in servers)
@@ -107,8 +106,7 @@ async def test_a_key_revoked_in_the_store_is_refused_once_the_watcher_looked(eng
     try:
         await _until_watching(cache, created.key)
         assert (await cache.authenticate(created.key)) is not None
-        await revoke_key(engine, created.key_id, OPERATOR)
-        await asyncio.sleep(REVOCATION_REACHES_EVERY_PROCESS_S)
+        await revoke_key(engine, created.key_id, OPERATOR)  # returns after the bound: refused at once
         assert await cache.authenticate(created.key) is None
         assert await cache.authenticate("lz_mcp_not-a-key") is None
     finally:
