@@ -7,9 +7,10 @@ import msgspec
 from lockzero.engine.app import Engine
 from lockzero.engine.commands.rotations import SagaQueue
 from lockzero.engine.domain import events as ev
-from lockzero.engine.domain.aggregates.secret import Rotation, Secret
-from lockzero.engine.domain.errors import Conflict, InvalidInput, NotFound
+from lockzero.engine.domain.aggregates.secret import Secret
+from lockzero.engine.domain.errors import Conflict, InvalidInput
 from lockzero.engine.domain.rotation_status import fold_status
+from lockzero.engine.queries.rotations import rotation_of, secret_of_rotation
 from lockzero.engine.unit_of_work import Decision, change_secret
 
 
@@ -27,23 +28,6 @@ def acting_person(person: str, unnamed: str) -> tuple[str, ev.EventMeta]:
     if not person or len(person) > 128 or any(ord(c) < 32 for c in person):
         raise InvalidInput(unnamed)
     return person, ev.EventMeta(actor_id=person, actor_type="person")
-
-
-async def secret_of_rotation(engine: Engine, tenant: str, rotation_id: str) -> str:
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone(
-            "SELECT secret_id FROM rm_rotations WHERE tenant = ? AND rotation_id = ?", (tenant, rotation_id)
-        )
-    if row is None:
-        raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
-    return str(row[0])
-
-
-def rotation_of(secret: Secret | None, tenant: str, rotation_id: str) -> Rotation:
-    rotation = secret.rotation(rotation_id) if secret else None
-    if rotation is None:
-        raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
-    return rotation
 
 
 async def approve(

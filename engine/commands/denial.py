@@ -5,11 +5,12 @@ from __future__ import annotations
 import msgspec
 
 from lockzero.engine.app import Engine
-from lockzero.engine.commands.approvals import acting_person, rotation_of, secret_of_rotation
+from lockzero.engine.commands.approvals import acting_person
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain.aggregates.secret import Secret
 from lockzero.engine.domain.errors import Conflict, InvalidInput
 from lockzero.engine.domain.rotation_status import AWAITING_APPROVAL
+from lockzero.engine.queries.rotations import rotation_of, secret_of_rotation
 from lockzero.engine.unit_of_work import Decision, change_secret
 
 

@@ -15,6 +15,7 @@ from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import Rotation, fold_secret
 from lockzero.engine.domain.clock import iso, parse_iso
+from lockzero.engine.queries.rotations import load_rotation
 from lockzero.engine.security.outbound import redact_url, redact_urls_in
 
 #: Enough for a page; a tenant with more sees the newest (the filter narrows the list).
@@ -224,17 +225,10 @@ class RotationProgress(msgspec.Struct, frozen=True):
 async def rotation_progress(engine: Engine, tenant: str, rotation_id: str) -> RotationProgress | None:
     """One rotation as its secret's events tell it now, with the dependents it waits for; None when the
     tenant has no such rotation."""
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone(
-            "SELECT secret_id FROM rm_rotations WHERE tenant = ? AND rotation_id = ?", (tenant, rotation_id)
-        )
-    if row is None:
+    loaded = await load_rotation(engine, tenant, rotation_id)
+    if loaded is None:
         return None
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, str(row[0])))
-    secret = fold_secret(events, metas)
-    r = secret.rotation(rotation_id) if secret else None
-    if secret is None or r is None:
-        return None
+    secret, r = loaded
     shift = r.last("shift")
     waiting: list[Waiting] = []
     deadline = None

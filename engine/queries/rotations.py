@@ -8,7 +8,7 @@ import msgspec
 
 from lockzero.engine.app import Engine
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import fold_secret
+from lockzero.engine.domain.aggregates.secret import Rotation, Secret, fold_secret
 from lockzero.engine.domain.clock import parse_iso
 from lockzero.engine.domain.errors import InvalidInput, NotFound
 from lockzero.engine.domain.rotation_status import RotationStatus
@@ -122,19 +122,50 @@ async def list_rotations(
     return RotationPage([_summary(r) for r in rows[:n]], encode_cursor([last[4], last[0]]) if last else None)
 
 
-async def rotation_detail(engine: Engine, tenant: str, rotation_id: str) -> RotationDetail:
-    """The rotation as its secret's events tell it, each saga step with how long it took."""
+def _no_rotation(tenant: str, rotation_id: str) -> NotFound:
+    return NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
+
+
+async def _secret_id_of(engine: Engine, tenant: str, rotation_id: str) -> str | None:
     async with engine.store.reader() as tx:
         row = await tx.fetchone(
             "SELECT secret_id FROM rm_rotations WHERE tenant = ? AND rotation_id = ?", (tenant, rotation_id)
         )
-    if row is None:
-        raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, str(row[0])))
+    return None if row is None else str(row[0])
+
+
+async def secret_of_rotation(engine: Engine, tenant: str, rotation_id: str) -> str:
+    """The secret a rotation of this tenant is about; NotFound otherwise (another tenant's id included)."""
+    secret_id = await _secret_id_of(engine, tenant, rotation_id)
+    if secret_id is None:
+        raise _no_rotation(tenant, rotation_id)
+    return secret_id
+
+
+def rotation_of(secret: Secret | None, tenant: str, rotation_id: str) -> Rotation:
+    rotation = secret.rotation(rotation_id) if secret else None
+    if rotation is None:
+        raise _no_rotation(tenant, rotation_id)
+    return rotation
+
+
+async def load_rotation(engine: Engine, tenant: str, rotation_id: str) -> tuple[Secret, Rotation] | None:
+    """The rotation as its secret's events tell it now, with that secret; None when the tenant has no such one."""
+    secret_id = await _secret_id_of(engine, tenant, rotation_id)
+    if secret_id is None:
+        return None
+    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, secret_id))
     secret = fold_secret(events, metas)
     found = secret.rotation(rotation_id) if secret is not None else None
-    if secret is None or found is None:
-        raise NotFound(f"no rotation {rotation_id!r} in tenant {tenant!r}")
+    return None if secret is None or found is None else (secret, found)
+
+
+async def rotation_detail(engine: Engine, tenant: str, rotation_id: str) -> RotationDetail:
+    """The rotation as its secret's events tell it, each saga step with how long it took."""
+    loaded = await load_rotation(engine, tenant, rotation_id)
+    if loaded is None:
+        raise _no_rotation(tenant, rotation_id)
+    secret, found = loaded
     steps = [
         StepTiming(
             f"{s.step} (compensation)" if s.compensating else s.step,
