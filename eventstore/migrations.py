@@ -123,6 +123,140 @@ END $$
 """
 
 
+#: Migration 6: the append function decides every append of the batch first and then writes the accepted
+#: events with one INSERT (one statement per append before; each statement is planned afresh, see migration 2's
+#: plan_cache_mode), and reads and moves the chain heads once per batch instead of once per append. The chain
+#: bytes are those of migration 3 (eventstore/chain.py is unchanged). A stream appended to twice in one batch
+#: takes its version from the batch, because its first append is not in lz_events yet.
+#: The chain heads are read and moved by two helpers with generic plans: they look rows up by primary key
+#: only, so a plan made on a small table stays right, and the append function's per-call planning is spared.
+_CHAIN_HEADS_OF = r"""
+CREATE OR REPLACE FUNCTION lz_chain_heads_of(p_streams text[], OUT chains text[], OUT seqs bigint[],
+                                             OUT positions bigint[], OUT hashes bytea[])
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    SELECT array_agg(c.chain), array_agg(coalesce(h.seq, 0)), array_agg(coalesce(h.position, 0)),
+           array_agg(coalesce(h.hash, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea))
+      INTO chains, seqs, positions, hashes
+      FROM (SELECT DISTINCT coalesce(substring(s FROM '^[a-z]+-([^/]+)'), '_system') AS chain
+              FROM unnest(p_streams) AS s) AS c
+      LEFT JOIN lz_chain_heads h ON h.chain = c.chain;
+END $$;
+"""
+
+_CHAIN_HEADS_MOVE = r"""
+CREATE OR REPLACE FUNCTION lz_chain_heads_move(p_chains text[], p_seqs bigint[], p_positions bigint[],
+                                               p_hashes bytea[], p_before bigint[])
+RETURNS void LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    UPDATE lz_chain_heads h SET seq = p_seqs[j], position = p_positions[j], hash = p_hashes[j]
+      FROM generate_subscripts(p_chains, 1) AS j
+     WHERE h.chain = p_chains[j] AND p_before[j] > 0 AND p_seqs[j] <> p_before[j];
+    INSERT INTO lz_chain_heads (chain, seq, position, hash)
+    SELECT p_chains[j], p_seqs[j], p_positions[j], p_hashes[j] FROM generate_subscripts(p_chains, 1) AS j
+     WHERE p_before[j] = 0 AND p_seqs[j] > 0;
+END $$;
+"""
+
+_APPEND_BATCH_FUNCTION_V4 = r"""
+CREATE OR REPLACE FUNCTION lz_append_batch(
+    p_streams text[], p_expected int[], p_counts int[],
+    p_ids uuid[], p_types text[], p_data bytea[], p_meta bytea[], p_at timestamptz
+) RETURNS TABLE (idx int, status text, stream_version int, first_position bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint;
+    cur int;
+    ev int := 1;
+    n int;
+    si int;
+    ci int;
+    m int := 0;
+    seen_streams text[] := '{}';
+    seen_versions int[] := '{}';
+    taken_ids uuid[] := '{}';
+    -- The accepted events, in position order: written by one INSERT once every append is decided.
+    e_at int[] := '{}';
+    e_stream text[] := '{}';
+    e_version int[] := '{}';
+    e_seq bigint[] := '{}';
+    e_hash bytea[] := '{}';
+    chains text[];
+    c_seq bigint[];
+    c_pos bigint[];
+    c_hash bytea[];
+    seq0 bigint[];
+    stream_bytes bytea;
+    at_us bytea := int8send((extract(epoch FROM p_at) * 1000000)::bigint);
+BEGIN
+    -- The one lock that orders all appends: held until COMMIT, so positions follow commit order.
+    SELECT position INTO head FROM lz_event_head WHERE id = 1 FOR UPDATE;
+    SELECT h.chains, h.seqs, h.positions, h.hashes INTO chains, c_seq, c_pos, c_hash
+      FROM lz_chain_heads_of(p_streams) AS h;
+    seq0 := c_seq;
+    FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
+        n := p_counts[i];
+        idx := i;
+        IF p_ids[ev : ev + n - 1] && taken_ids
+           OR EXISTS (SELECT 1 FROM lz_events WHERE event_id = ANY (p_ids[ev : ev + n - 1])) THEN
+            status := 'duplicate'; stream_version := NULL; first_position := NULL;
+        ELSE
+            -- A stream appended to earlier in this batch is not in lz_events yet: its version is kept here.
+            si := array_position(seen_streams, p_streams[i]);
+            IF si IS NULL THEN
+                SELECT coalesce(max(version), 0) INTO cur FROM lz_events WHERE stream = p_streams[i];
+                seen_streams := seen_streams || p_streams[i];
+                si := array_length(seen_streams, 1);
+            ELSE
+                cur := seen_versions[si];
+            END IF;
+            seen_versions[si] := cur;
+            IF p_expected[i] <> -1 AND p_expected[i] <> cur THEN
+                status := 'conflict'; stream_version := cur; first_position := NULL;
+            ELSE
+                ci := array_position(chains, coalesce(substring(p_streams[i] FROM '^[a-z]+-([^/]+)'), '_system'));
+                stream_bytes := convert_to(p_streams[i], 'UTF8');
+                stream_bytes := int4send(octet_length(stream_bytes)) || stream_bytes;
+                FOR k IN 1 .. n LOOP
+                    m := m + 1;
+                    c_seq[ci] := c_seq[ci] + 1;
+                    c_hash[ci] := sha256(
+                        '\x4c5a4331'::bytea || c_hash[ci] || int8send(head + k) || int8send(c_seq[ci])
+                        || stream_bytes || int4send(cur + k) || uuid_send(p_ids[ev + k - 1])
+                        || int4send(octet_length(convert_to(p_types[ev + k - 1], 'UTF8')))
+                        || convert_to(p_types[ev + k - 1], 'UTF8')
+                        || int4send(octet_length(p_data[ev + k - 1])) || p_data[ev + k - 1]
+                        || int4send(octet_length(p_meta[ev + k - 1])) || p_meta[ev + k - 1]
+                        || at_us);
+                    e_at[m] := ev + k - 1;
+                    e_stream[m] := p_streams[i];
+                    e_version[m] := cur + k;
+                    e_seq[m] := c_seq[ci];
+                    e_hash[m] := c_hash[ci];
+                END LOOP;
+                c_pos[ci] := head + n;
+                taken_ids := taken_ids || p_ids[ev : ev + n - 1];
+                seen_versions[si] := cur + n;
+                status := 'ok'; stream_version := cur + n; first_position := head + 1;
+                head := head + n;
+            END IF;
+        END IF;
+        RETURN NEXT;
+        ev := ev + n;
+    END LOOP;
+    IF m > 0 THEN
+        INSERT INTO lz_events (position, stream, version, event_id, type, data, metadata, recorded_at,
+                               chain_seq, chain_hash)
+        SELECT head - m + j, e_stream[j], e_version[j], p_ids[e_at[j]], p_types[e_at[j]], p_data[e_at[j]],
+               p_meta[e_at[j]], p_at, e_seq[j], e_hash[j]
+        FROM generate_series(1, m) AS j;
+        PERFORM lz_chain_heads_move(chains, c_seq, c_pos, c_hash, seq0);
+    END IF;
+    UPDATE lz_event_head SET position = head WHERE id = 1;
+    PERFORM pg_notify('lz_events', head::text);
+END $$
+"""
+
 STORE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         namespace="eventstore",
@@ -237,6 +371,19 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
             " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, position = excluded.position,"
             " hash = excluded.hash; END",
         ),
+    ),
+    Migration(
+        namespace="eventstore",
+        version=6,
+        name="append_batch_in_one_insert",
+        postgresql=(
+            _CHAIN_HEADS_OF,
+            _CHAIN_HEADS_MOVE,
+            _APPEND_BATCH_FUNCTION_V4,
+            "ALTER FUNCTION lz_append_batch(text[], int[], int[], uuid[], text[], bytea[], bytea[], timestamptz)"
+            " SET plan_cache_mode = force_custom_plan",
+        ),
+        sqlite=(),
     ),
 )
 
