@@ -117,15 +117,28 @@ class RotationSaga:
         self.engine = engine
 
     async def run(self, tenant: str, secret_id: str, rotation_id: str) -> str:
-        """Drive the rotation to its end; returns the outcome. Safe to call again at any time."""
+        """Drive the rotation to its end; returns the outcome. Safe to call again at any time.
+
+        One runner goes from step to step without reading its stream back: it folds what it appends, and a
+        step's outcome travels in the same append as the next step's intent (or as RotationFinished). That
+        is still durable before the next side effect begins; a crash before it leaves the step started, so a
+        fresh runner repeats it, exactly as when the outcome was its own append. Any other append to the
+        stream meanwhile makes the next append conflict, and the runner reloads.
+        """
         stream = naming.secret_stream(tenant, secret_id)
         lost: Do | None = None
+        known: tuple[Secret, int] | None = None  # the stream as this runner last wrote it, folded
+        outcome: _Unrecorded | None = None  # the last step's outcome, folded into ``known``, not yet appended
         while True:
-            events, metas, version = await self.engine.load_with_meta(stream)
-            secret = fold_secret(events, metas)
-            rotation = secret.rotation(rotation_id) if secret else None
-            if secret is None or rotation is None:
+            if known is None:
+                events, metas, version = await self.engine.load_with_meta(stream)
+                folded = fold_secret(events, metas)
+            else:
+                folded, version = known
+            rotation = folded.rotation(rotation_id) if folded else None
+            if folded is None or rotation is None:
                 raise NotFound(f"no rotation {rotation_id!r} of secret {secret_id!r}")
+            secret = folded
             if rotation.outcome is not None:
                 return rotation.outcome
             if not rotation.approved:
@@ -137,39 +150,64 @@ class RotationSaga:
                 # the reconciler starts a fresh one, which resumes.
                 return "running elsewhere"
             try:
-                await self._advance(secret, rotation, version, action)
+                if isinstance(action, Finish):
+                    await self._finish(secret, rotation, version, action.outcome, outcome)
+                    return action.outcome
+                secret, rotation, version = await self._begin(secret, rotation, version, action, outcome)
+                outcome = await self._outcome(secret, rotation, action)
+                known = (outcome.fold(secret), version)
                 lost = None
             except ConcurrencyError:
                 lost = action if isinstance(action, Do) and not action.resume else None
+                known, outcome = None, None
 
     async def _advance(self, secret: Secret, rotation: Rotation, version: int, action: Do | Finish) -> None:
+        """One whole step with its outcome recorded on its own (tests stop a runner between steps with it)."""
         if isinstance(action, Finish):
             await self._finish(secret, rotation, version, action.outcome)
             return
-        step = {"rotation_id": rotation.rotation_id, "step": action.step, "compensating": action.compensating}
-        started = self._event(ev.SagaStepStarted, secret, **step)
-        if not action.resume:
-            intent_events, side = await self._intent(secret, rotation, action)
-            version = await self._append(secret, [started, *intent_events], version, side)
-            # Fold what we just wrote instead of reading the stream back.
-            for event in (started, *intent_events):
-                folded = apply_secret(secret, cast(ev.AnyEvent, event), SYSTEM)
-                assert folded is not None
-                secret = folded
-            refreshed = secret.rotation(rotation.rotation_id)
-            assert refreshed is not None
-            rotation = refreshed
-        try:
-            outcome = await self._execute(secret, rotation, action)
-        except (StepFailed, ProviderError) as exc:
-            failed = self._event(ev.SagaStepFailed, secret, **step, error=str(exc)[:500])
-            await self._append(secret, [failed], version)
-            return
-        completed = self._event(
-            ev.SagaStepCompleted, secret, **step, detail=outcome.detail, delivered=outcome.delivered
-        )
+        secret, rotation, version = await self._begin(secret, rotation, version, action)
+        outcome = await self._outcome(secret, rotation, action)
         # If anything else was appended meanwhile this conflicts, and the step is simply resumed (idempotent).
-        await self._append(secret, [completed, *outcome.events], version, outcome.side)
+        await self._append(secret, outcome.events, version, outcome.side)
+
+    async def _begin(
+        self, secret: Secret, rotation: Rotation, version: int, action: Do, carried: _Unrecorded | None = None
+    ) -> tuple[Secret, Rotation, int]:
+        """Record the step's intent (with the previous step's outcome, if one is carried) before its side effect."""
+        if action.resume:
+            assert carried is None  # a carried outcome is folded in, so the next step is never a resumed one
+            return secret, rotation, version
+        started = self._event(
+            ev.SagaStepStarted,
+            secret,
+            rotation_id=rotation.rotation_id,
+            step=action.step,
+            compensating=action.compensating,
+        )
+        intent_events, side = await self._intent(secret, rotation, action)
+        before = carried.events if carried else []
+        version = await self._append(
+            secret, [*before, started, *intent_events], version, _both(carried.side if carried else None, side)
+        )
+        # Fold what we just wrote instead of reading the stream back.
+        for event in (started, *intent_events):
+            folded = apply_secret(secret, cast(ev.AnyEvent, event), SYSTEM)
+            assert folded is not None
+            secret = folded
+        refreshed = secret.rotation(rotation.rotation_id)
+        assert refreshed is not None
+        return secret, refreshed, version
+
+    async def _outcome(self, secret: Secret, rotation: Rotation, action: Do) -> _Unrecorded:
+        """Do the step's side effect; its outcome events, to be appended by the caller."""
+        step = {"rotation_id": rotation.rotation_id, "step": action.step, "compensating": action.compensating}
+        try:
+            result = await self._execute(secret, rotation, action)
+        except (StepFailed, ProviderError) as exc:
+            return _Unrecorded([self._event(ev.SagaStepFailed, secret, **step, error=str(exc)[:500])], None)
+        completed = self._event(ev.SagaStepCompleted, secret, **step, detail=result.detail, delivered=result.delivered)
+        return _Unrecorded([completed, *result.events], result.side)
 
     async def _append(
         self, secret: Secret, events: list[ev.Event], expected: int, side: SideWrites | None = None
@@ -421,14 +459,19 @@ class RotationSaga:
 
     # --- the end ---------------------------------------------------------------------------------
 
-    async def _finish(self, secret: Secret, rotation: Rotation, version: int, outcome: Outcome) -> None:
+    async def _finish(
+        self, secret: Secret, rotation: Rotation, version: int, outcome: Outcome, carried: _Unrecorded | None = None
+    ) -> None:
         # The incident of a failed saga is opened *before* the outcome is recorded, under an id derived from the
         # rotation: a crash in between leaves the rotation unfinished, so a resumed runner comes back here and
         # finds the incident already open. Recording the outcome first could lose the incident for good.
         if outcome != "completed":
             await self.open_failure_incident(secret, rotation, outcome)
         finished = self._event(ev.RotationFinished, secret, rotation_id=rotation.rotation_id, outcome=outcome)
-        await self._append(secret, [finished], version)
+        if carried is None:
+            await self._append(secret, [finished], version)
+        else:
+            await self._append(secret, [*carried.events, finished], version, carried.side)
         observability.rotation_finished(
             tenant=secret.tenant,
             secret_id=secret.secret_id,
@@ -483,6 +526,33 @@ class RotationSaga:
             summary=f"{rotation.kind} {rotation.rotation_id} {outcome}: {why}"[:500],
             incident_id=failure_incident_id(rotation.rotation_id),
         )
+
+
+@dataclass(frozen=True)
+class _Unrecorded:
+    """A step's outcome events (and rows written with them) that the runner has not appended yet."""
+
+    events: list[ev.Event]
+    side: SideWrites | None
+
+    def fold(self, secret: Secret) -> Secret:
+        for event in self.events:
+            folded = apply_secret(secret, cast(ev.AnyEvent, event), SYSTEM)
+            assert folded is not None
+            secret = folded
+        return secret
+
+
+def _both(first: SideWrites | None, second: SideWrites | None) -> SideWrites | None:
+    """Rows of a carried outcome and of the next intent, written in the one transaction of their append."""
+    if first is None or second is None:
+        return first or second
+
+    async def write(tx: Transaction) -> None:
+        await first(tx)
+        await second(tx)
+
+    return write
 
 
 def failure_incident_id(rotation_id: str) -> str:
