@@ -11,13 +11,13 @@ from __future__ import annotations
 import bisect
 import re
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import hyperscan
 import re2  # type: ignore[import-untyped]
 
 from lockzero.engine.detection import validators as v
-from lockzero.engine.detection.rules import B64_TRIGGER_TAIL, B64_TRIGGERS, RULES, Rule, Verdict
+from lockzero.engine.detection.rules import B64_TRIGGER_TAIL, B64_TRIGGERS, RULES, ReadsText, Rule, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +37,26 @@ class Candidate:
 @dataclass(frozen=True)
 class _Compiled:
     database: hyperscan.Database
-    confirm: tuple[_Confirm, ...]
+    confirm: tuple[_RuleConfirm, ...]
     #: expression id of a closing marker -> the rule it closes
     markers: dict[int, int]
     #: expression ids of the base64 triggers (rules.B64_TRIGGERS)
     b64: frozenset[int]
+    #: this thread's Hyperscan scratch space (allocating one per scan costs more than a short text's scan)
+    local: threading.local = field(default_factory=threading.local, compare=False)
+
+    def scratch(self) -> hyperscan.Scratch:
+        s: hyperscan.Scratch | None = getattr(self.local, "scratch", None)
+        if s is None:
+            s = self.local.scratch = hyperscan.Scratch(self.database)
+        return s
+
+
+Spans = list[tuple[int, int]]
 
 
 class _Confirm:
-    """An RE2 expression matched anchored at a position; returns the credential's span.
+    """An RE2 expression matched anchored at a position; returns the span of each group (0: the whole match).
 
     google-re2's public ``match`` builds a generator and a match object per call; on text with many
     anchors that is most of the cost, so the span list is read from the compiled RE2 object directly
@@ -64,23 +75,59 @@ class _Confirm:
         if not usable:
             self._raw = None
 
-    def span(self, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
-        """Span of the first participating group (else of the whole match), or None."""
+    def spans(self, data: bytes, pos: int, endpos: int) -> Spans | None:
+        """The whole match's span then each group's ((-1, -1) if it took no part), or None."""
         if self._raw is not None:
-            spans: list[tuple[int, int]] = self._raw.Match(self._anchor, data, pos, endpos)
-            if spans[0][0] < 0:
-                return None
-            for span in spans[1:]:
-                if span[0] >= 0:
-                    return span
-            return spans[0]
+            spans: Spans = self._raw.Match(self._anchor, data, pos, endpos)
+            return spans if spans[0][0] >= 0 else None
         m = self._regex.match(data, pos, endpos)
         if m is None:
             return None
-        for g in range(1, m.re.groups + 1):
-            if m.span(g)[0] >= 0:
-                return tuple(m.span(g))
-        return tuple(m.span())
+        return [tuple(m.span(g)) for g in range(m.re.groups + 1)]
+
+    def span(self, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
+        """Span of the first participating group (else of the whole match), or None."""
+        spans = self.spans(data, pos, endpos)
+        return None if spans is None else _credential(spans)
+
+
+def _credential(spans: Spans) -> tuple[int, int]:
+    for span in spans[1:]:
+        if span[0] >= 0:
+            return span
+    return spans[0]
+
+
+class _RuleConfirm:
+    """A rule's confirmation, through the cheapest of its derived expressions that gives the same span.
+
+    Capture groups are what make RE2 slow here (its DFA cannot report them; its capture engines cost in
+    proportion to the program's size): where the credential is the whole match, the expression has no
+    group; where it is a bounded character class, the unbounded form is asked first and trusted when its
+    groups keep the bounds (rules._relaxed says why that is exact). Else the confirm expression as declared.
+    """
+
+    def __init__(self, rule: Rule, options: object) -> None:
+        self.exact = _Confirm(rule.confirm, options)
+        self._whole = _Confirm(rule.confirm_whole, options) if rule.confirm_whole else None
+        self._relaxed = _Confirm(rule.confirm_relaxed, options) if rule.confirm_relaxed else None
+        self._bounds = rule.group_bounds
+
+    def span(self, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
+        if self._whole is not None:
+            spans = self._whole.spans(data, pos, endpos)
+            return None if spans is None else spans[0]
+        if self._relaxed is None:
+            return self.exact.span(data, pos, endpos)
+        spans = self._relaxed.spans(data, pos, endpos)
+        if spans is None:
+            return None  # the unbounded expression accepts all the bounded one does
+        if self._within_bounds(spans):
+            return _credential(spans)
+        return self.exact.span(data, pos, endpos)
+
+    def _within_bounds(self, spans: Spans) -> bool:
+        return all(b is None or s < 0 or e - s <= b for (s, e), b in zip(spans[1:], self._bounds, strict=True))
 
 
 _lock = threading.Lock()
@@ -105,7 +152,7 @@ def _compile(rules: tuple[Rule, ...], triggers: tuple[bytes, ...] = B64_TRIGGERS
     db.compile(expressions=expressions, ids=list(range(len(expressions))), flags=flags)
     options = re2.Options()
     options.max_mem = 64 << 20
-    confirm = tuple(_Confirm(r.confirm, options) for r in rules)
+    confirm = tuple(_RuleConfirm(r, options) for r in rules)
     return _Compiled(db, confirm, markers, b64)
 
 
@@ -149,7 +196,7 @@ def scan_formats(data: bytes) -> list[Candidate]:
     return _scan(data, 0, compiled())
 
 
-def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled) -> list[Candidate]:
+def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled, verdicts: _Verdicts) -> list[Candidate]:
     """Candidates found in the text that base64 values encode, spanning the encoded values.
 
     Each trigger's value is read at most once (triggers inside a value already read are skipped) and
@@ -183,7 +230,7 @@ def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled) -> list
     joined = _VIEW_SEPARATOR.join(views)
     starts = [p[0] for p in places]
     out: dict[tuple[int, int, str], Candidate] = {}
-    for inner in _scan(joined, depth + 1, c):
+    for inner in _scan(joined, depth + 1, c, verdicts):
         i = bisect.bisect_right(starts, inner.start) - 1
         view_start, prefix_len, start, end = places[i]
         if inner.end <= view_start + prefix_len or inner.end > view_start + len(views[i]):
@@ -194,66 +241,104 @@ def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled) -> list
     return list(out.values())
 
 
-def _scan(data: bytes, depth: int, c: _Compiled) -> list[Candidate]:
-    per_rule: dict[int, set[int]] = {}
-    marker_ends: dict[int, list[int]] = {}
-    b64_ends: set[int] = set()
-
-    def on_match(expr_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-        rule_id = c.markers.get(expr_id)
-        if rule_id is not None:
-            marker_ends.setdefault(rule_id, []).append(end)
-        elif expr_id in c.b64:
-            b64_ends.add(end)
-        else:
-            per_rule.setdefault(expr_id, set()).add(start)
-
-    c.database.scan(data, match_event_handler=on_match, scratch=hyperscan.Scratch(c.database))
+def _scan(data: bytes, depth: int, c: _Compiled, verdicts: _Verdicts | None = None) -> list[Candidate]:
+    hits = _Hits(c)
+    c.database.scan(data, match_event_handler=hits.on_match, scratch=c.scratch())
+    verdicts = {} if verdicts is None else verdicts
     found: dict[tuple[int, int, str], Candidate] = {}
-    size = len(data)
-    for rule_id in sorted(per_rule):
-        rule = RULES[rule_id]
-        anchors = sorted(per_rule[rule_id])
-        limits = _paired(anchors, marker_ends.get(rule_id, []), rule.window) if rule.until else None
-        regex = c.confirm[rule_id]
-        accepted_until = -1
-        for anchor in anchors:
-            # Inside a credential this rule already accepted: a sub-match of it, and a way to make the
-            # scan quadratic (password=password=…) if every one were confirmed.
-            if anchor < accepted_until:
-                continue
-            if rule.left and anchor > 0 and data[anchor - 1] in rule.left:
-                continue
-            if limits is None:
-                stop = min(size, anchor + rule.window)
-            elif anchor in limits:
-                stop = limits[anchor]
-            else:
-                continue
-            span = regex.span(data, anchor, stop)
-            if span is None:
-                continue
-            start, end = span
-            if start == end or (rule.right and end < size and data[end] in rule.right):
-                continue
-            verdict = rule.validator(data, start, end, rule.confidence) if rule.validator else Verdict(rule.confidence)
-            if verdict is None:
-                continue
-            accepted_until = end
-            if rule.back and data[max(0, start - len(rule.back)) : start] == rule.back:
-                start -= len(rule.back)
-            key = (start, end, rule.detector)
-            if key not in found:
-                found[key] = Candidate(start, end, rule.detector, rule.kind, verdict.confidence, rule.specificity)
-            for x in verdict.extras:
-                found.setdefault(
-                    (x.start, x.end, x.detector),
-                    Candidate(x.start, x.end, x.detector, x.kind, x.confidence, rule.specificity),
-                )
-    if b64_ends and depth < MAX_DECODE_DEPTH:
-        for d in _decoded(data, sorted(b64_ends), depth, c):
+    for rule_id in sorted(hits.starts):
+        _confirm_rule(data, rule_id, hits, c, verdicts.setdefault(rule_id, {}), found)
+    if hits.b64_ends and depth < MAX_DECODE_DEPTH:
+        for d in _decoded(data, sorted(hits.b64_ends), depth, c, verdicts):
             found.setdefault((d.start, d.end, d.detector), d)
     return list(found.values())
+
+
+#: Per rule, the verdict of its value validator on each value seen so far in this scan.
+_Verdicts = dict[int, dict[bytes, Verdict | None]]
+
+
+class _Hits:
+    """What the Hyperscan pass reports: anchor starts per rule, closing markers' ends, base64 triggers' ends."""
+
+    def __init__(self, c: _Compiled) -> None:
+        self.starts: dict[int, set[int]] = {}
+        self.marker_ends: dict[int, list[int]] = {}
+        self.b64_ends: set[int] = set()
+        self._markers = c.markers
+        self._b64 = c.b64
+
+    def on_match(self, expr_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+        rule_id = self._markers.get(expr_id)
+        if rule_id is not None:
+            self.marker_ends.setdefault(rule_id, []).append(end)
+        elif expr_id in self._b64:
+            self.b64_ends.add(end)
+        else:
+            self.starts.setdefault(expr_id, set()).add(start)
+
+
+def _confirm_rule(
+    data: bytes,
+    rule_id: int,
+    hits: _Hits,
+    c: _Compiled,
+    verdicts: dict[bytes, Verdict | None],
+    found: dict[tuple[int, int, str], Candidate],
+) -> None:
+    """Confirm and validate each anchor of one rule, adding its credentials to ``found``."""
+    rule = RULES[rule_id]
+    anchors = sorted(hits.starts[rule_id])
+    limits = _paired(anchors, hits.marker_ends.get(rule_id, []), rule.window) if rule.until else None
+    confirm = c.confirm[rule_id]
+    size = len(data)
+    accepted_until = -1
+    for anchor in anchors:
+        # Inside a credential this rule already accepted: a sub-match of it, and a way to make the
+        # scan quadratic (password=password=…) if every one were confirmed.
+        if anchor < accepted_until:
+            continue
+        if rule.left and anchor > 0 and data[anchor - 1] in rule.left:
+            continue
+        if limits is None:
+            stop = min(size, anchor + rule.window)
+        elif anchor in limits:
+            stop = limits[anchor]
+        else:
+            continue
+        span = confirm.span(data, anchor, stop)
+        if span is None:
+            continue
+        start, end = span
+        if start == end or (rule.right and end < size and data[end] in rule.right):
+            continue
+        verdict = _verdict(rule, data, start, end, verdicts)
+        if verdict is None:
+            continue
+        accepted_until = end
+        if rule.back and data[max(0, start - len(rule.back)) : start] == rule.back:
+            start -= len(rule.back)
+        key = (start, end, rule.detector)
+        if key not in found:
+            found[key] = Candidate(start, end, rule.detector, rule.kind, verdict.confidence, rule.specificity)
+        for x in verdict.extras:
+            found.setdefault(
+                (x.start, x.end, x.detector),
+                Candidate(x.start, x.end, x.detector, x.kind, x.confidence, rule.specificity),
+            )
+
+
+def _verdict(rule: Rule, data: bytes, start: int, end: int, verdicts: dict[bytes, Verdict | None]) -> Verdict | None:
+    check = rule.validator
+    if check is None:
+        return Verdict(rule.confidence)
+    if isinstance(check, ReadsText):
+        return check.check(data, start, end, rule.confidence)
+    value = data[start:end]
+    if value in verdicts:
+        return verdicts[value]
+    verdict = verdicts[value] = check(value, rule.confidence)
+    return verdict
 
 
 MANAGED_SPECIFICITY = 10

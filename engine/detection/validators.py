@@ -15,6 +15,7 @@ import re
 from collections import Counter
 
 import msgspec
+import re2  # type: ignore[import-untyped]
 
 BASE62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _B62_INDEX = {c: i for i, c in enumerate(BASE62)}
@@ -118,21 +119,64 @@ _WORDS = (
     "todo",
     "fixme",
 )
-_PLACEHOLDER_WORDS = re.compile(
+_PLACEHOLDER_WORDS = (
     rb"(?:^|[^A-Za-z])(?:"
     + b"|".join(re.escape(w).encode() for word in _WORDS for w in {word, word.upper(), word.capitalize()})
     + rb")"
 )
-#: A cheap test first: most values contain none of the words in any case.
-_WORD_STEMS = tuple({w.encode()[:4] for w in _WORDS})
 #: Filler characters, anywhere.
 _FILLER = (b"xxxxxx", b"XXXXXX", b"******", b"...", b"\xe2\x80\xa6")  # … is U+2026
 
+#: What Python's ``\s`` and ``$`` match in a bytes pattern, spelled for RE2 (whose ``\s`` has no vertical tab
+#: and whose ``$`` is the end only): these expressions were first written for Python's engine.
+_SPACE = rb" \t\n\r\f\x0b"
+_END = rb"(?:\n?\z)"
 #: Template and variable syntax: ${VAR}, {{ var }}, $(cmd), %s, %(name)s, <password>, #{x}, $VAR, %VAR%, !Ref.
-_TEMPLATE = re.compile(
-    rb"\$\{|\{\{|\}\}|\$\(|(?:^|[\s:/=@'\"])%[sd](?:$|[\s:/@'\"&])|%\([a-z_]+\)[sd]|%\{|#\{|<[A-Za-z][A-Za-z0-9_ .-]*>"
-    rb"|^\$[A-Za-z_][A-Za-z0-9_]*$|^%[A-Za-z_][A-Za-z0-9_]*%$|^![A-Za-z]+$|^@[A-Za-z_][A-Za-z0-9_.]*$"
+_TEMPLATE = (
+    rb"\$\{|\{\{|\}\}|\$\(|(?:^|[" + _SPACE + rb""":/=@'"])%[sd](?:""" + _END + rb"|[" + _SPACE + rb""":/@'"&])"""
+    rb"|%\([a-z_]+\)[sd]|%\{|#\{|<[A-Za-z][A-Za-z0-9_ .-]*>"
+    rb"|^\$[A-Za-z_][A-Za-z0-9_]*"
+    + _END
+    + rb"|^%[A-Za-z_][A-Za-z0-9_]*%"
+    + _END
+    + rb"|^![A-Za-z]+"
+    + _END
+    + rb"|^@[A-Za-z_][A-Za-z0-9_.]*"
+    + _END
 )
+
+
+class _Occurs:
+    """Whether an RE2 expression occurs in a value, read as bytes (Latin-1: one byte is one character, as
+    in a Python bytes pattern). One DFA pass however many alternatives; Python's engine tries each of them
+    at each position, which made these checks most of a dense text's scan.
+
+    The compiled object is called directly when the binding has it (the public ``search`` builds a match
+    object per call), as scanner._Confirm does.
+    """
+
+    def __init__(self, pattern: bytes) -> None:
+        options = re2.Options()
+        options.encoding = re2.Options.Encoding.LATIN1
+        self._regex = re2.compile(pattern, options)
+        self._anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+        self._raw = getattr(self._regex, "_regexp", None)
+        try:
+            probe = self._raw.Match(self._anchor, b"", 0, 0) if self._raw is not None else None
+            usable = isinstance(probe, list) and len(probe) == self._regex.groups + 1
+        except Exception:  # another binding version: the public API below always works
+            usable = False
+        if not usable:
+            self._raw = None
+
+    def __call__(self, value: bytes) -> bool:
+        if self._raw is not None:
+            return bool(self._raw.Match(self._anchor, value, 0, len(value))[0][0] >= 0)
+        return self._regex.search(value) is not None
+
+
+#: Words, filler and template syntax: any of them makes a placeholder.
+_PLACEHOLDER_MARKS = _Occurs(b"|".join([_PLACEHOLDER_WORDS, *(re.escape(f) for f in _FILLER), _TEMPLATE]))
 
 #: Passwords so common in dev configs and tutorials that reporting them is noise.
 WEAK_DEFAULTS = frozenset(
@@ -185,7 +229,8 @@ _NUMBER = re.compile(rb"[-+]?[0-9][0-9_.,:eE+-]*[a-zA-Z]{0,3}")
 _REPEAT = re.compile(rb"(.)\1{5,}")
 #: Password hashes (bcrypt, argon2, crypt(3) SHA, PBKDF2, scrypt): what a system stores instead of a secret.
 _PASSWORD_HASH = re.compile(rb"^\$(?:2[abxy]?|argon2(?:id|i|d)|[156]|pbkdf2[-_a-z0-9]*|scrypt|y|gy)\$")
-_SEQUENCES = (b"0123456", b"1234567", b"abcdefg", b"ABCDEFG", b"qwertyu")
+#: Runs of keys, searched in the lowercased value.
+_SEQUENCES = _Occurs(b"|".join(re.escape(s) for s in (b"0123456", b"1234567", b"abcdefg", b"qwertyu")))
 
 
 def is_example(value: bytes) -> bool:
@@ -194,18 +239,14 @@ def is_example(value: bytes) -> bool:
 
 def is_placeholder(value: bytes) -> bool:
     """Template syntax, filler and documentation markers (xxx, changeme, <password>, ${VAR}, ****)."""
-    low = value.lower()
-    if any(w in low for w in _WORD_STEMS) and _PLACEHOLDER_WORDS.search(value):
+    if _PLACEHOLDER_MARKS(value):
         return True
-    if any(f in value for f in _FILLER):
+    distinct = len(set(value))
+    if distinct <= 2:
         return True
-    if _TEMPLATE.search(value):
+    if distinct < max(6, len(value) // 3) and _REPEAT.search(value):
         return True
-    if len(set(value)) <= 2:
-        return True
-    if _REPEAT.search(value) and len(set(value)) < max(6, len(value) // 3):
-        return True
-    return any(s.lower() in low for s in _SEQUENCES) and entropy(value) < 4.0
+    return _SEQUENCES(value.lower()) and entropy(value) < 4.0
 
 
 def is_hash_like(value: bytes) -> bool:
