@@ -9,6 +9,7 @@ from lockzero.engine.config import ConfigError
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain.clock import Clock, SystemClock, iso
 from lockzero.engine.domain.errors import NotFound
+from lockzero.engine.folded_secrets import FoldedSecrets
 from lockzero.engine.readmodels import projections
 from lockzero.engine.readmodels.schema import ENGINE_MIGRATIONS
 from lockzero.engine.security.crypto import CryptoError, MasterKey, TenantKeys, TokenHasher
@@ -45,6 +46,8 @@ class Engine:
         self._master_key = master_key
         self.tokens: TokenHasher = master_key.token_hasher()
         self._tenant_keys: dict[str, TenantKeys] = {}
+        #: Secret streams folded once per process (see engine/folded_secrets.py).
+        self.secrets = FoldedSecrets(store)
 
     @classmethod
     async def open(

@@ -17,7 +17,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from lockzero.engine.app import Engine
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
+from lockzero.engine.domain.aggregates.secret import Secret
 from lockzero.engine.domain.errors import Conflict, NotFound
 from lockzero.eventstore import ConcurrencyError, Transaction
 
@@ -40,12 +40,12 @@ class Decision(Generic[T]):
     then: Callable[[], Awaitable[None]] | None = field(default=None)
 
 
-Folder = Callable[[list[ev.AnyEvent], list[ev.EventMeta]], S]
+Loader = Callable[[], Awaitable[tuple[S, int]]]
 Decider = Callable[[S], Awaitable[Decision[T]] | Decision[T]]
 
 
 async def decide_and_append(
-    engine: Engine, stream: str, actor: ev.EventMeta, fold: Folder[S], decide: Decider[S, T], *, what: str
+    engine: Engine, stream: str, actor: ev.EventMeta, load: Loader[S], decide: Decider[S, T], *, what: str
 ) -> T:
     """Domain errors raised by ``decide`` end the command at once; only a lost race is retried."""
     try:
@@ -56,8 +56,8 @@ async def decide_and_append(
             reraise=True,
         ):
             with attempt:
-                events, metas, version = await engine.load_with_meta(stream)
-                decided = decide(fold(events, metas))
+                state, version = await load()
+                decided = decide(state)
                 decision = await decided if not isinstance(decided, Decision) else decided
                 if decision.events:
                     await engine.append(stream, list(decision.events), actor, version, decision.side)
@@ -71,15 +71,10 @@ async def decide_and_append(
 
 async def load_secret(engine: Engine, tenant: str, secret_id: str) -> tuple[Secret, int]:
     """The secret folded from its stream, and the stream version it was folded at; NotFound when there is none."""
-    events, metas, version = await engine.load_with_meta(naming.secret_stream(tenant, naming.secret_id(secret_id)))
-    secret = fold_secret(events, metas)
+    secret, version = await engine.secrets.load(naming.secret_stream(tenant, naming.secret_id(secret_id)))
     if secret is None:
         raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
     return secret, version
-
-
-def fold_secret_stream(events: list[ev.AnyEvent], metas: list[ev.EventMeta]) -> Secret | None:
-    return fold_secret(events, metas)
 
 
 async def change_secret(
@@ -89,6 +84,7 @@ async def change_secret(
     actor: ev.EventMeta,
     decide: Callable[[Secret | None], Awaitable[Decision[T]] | Decision[T]],
 ) -> T:
+    stream = naming.secret_stream(tenant, secret_id)
     return await decide_and_append(
-        engine, naming.secret_stream(tenant, secret_id), actor, fold_secret_stream, decide, what=f"secret {secret_id!r}"
+        engine, stream, actor, lambda: engine.secrets.load(stream), decide, what=f"secret {secret_id!r}"
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 from lockzero.engine.app import Engine
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import fold_secret
 from lockzero.engine.domain.errors import Conflict, NotFound
 from lockzero.engine.security.secret_config import config_ref
 from lockzero.eventstore import ConcurrencyError, Transaction
@@ -21,8 +20,7 @@ from lockzero.eventstore import ConcurrencyError, Transaction
 async def delete_secret(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta, reason: str) -> list[int]:
     """Returns the version numbers whose values were destroyed."""
     stream = naming.secret_stream(tenant, naming.secret_id(secret_id))
-    events, metas, version = await engine.load_with_meta(stream)
-    secret = fold_secret(events, metas)
+    secret, version = await engine.secrets.load(stream)
     if secret is None:
         raise NotFound(f"no secret {secret_id!r}")
     if secret.in_flight is not None:

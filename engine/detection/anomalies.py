@@ -27,7 +27,7 @@ from lockzero.engine.commands.rotations import SagaQueue, rotate
 from lockzero.engine.detection.baselines import Baselines, Deviation
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
+from lockzero.engine.domain.aggregates.secret import Secret
 from lockzero.engine.domain.errors import LockzeroError
 from lockzero.engine.saga.provider_access import open_provider
 from lockzero.engine.security.crypto import SERVICE_TOKEN_PREFIX
@@ -178,8 +178,7 @@ def _watch_targets(secret: Secret) -> tuple[dict[str, int], datetime | None]:
 
 
 async def watch_secret(engine: Engine, tenant: str, secret_id: str, queue: SagaQueue | None = None) -> list[Recorded]:
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, secret_id))
-    secret = fold_secret(events, metas)
+    secret, _ = await engine.secrets.load(naming.secret_stream(tenant, secret_id))
     if secret is None:
         return []
     retired, since = _watch_targets(secret)

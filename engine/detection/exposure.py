@@ -30,7 +30,7 @@ from lockzero.engine.detection.scanner import (
 from lockzero.engine.detection.validators import redact
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import VersionStatus, fold_secret
+from lockzero.engine.domain.aggregates.secret import VersionStatus
 from lockzero.engine.domain.errors import PayloadTooLarge
 from lockzero.engine.security.crypto import TenantKeys, new_id
 from lockzero.eventstore import NO_STREAM, ConcurrencyError
@@ -96,8 +96,7 @@ def _source_label(source: str | None, dirty: bool) -> str | None:
 async def _version_statuses(engine: Engine, tenant: str, secret_ids: set[str]) -> dict[str, dict[int, VersionStatus]]:
     out: dict[str, dict[int, VersionStatus]] = {}
     for secret_id in sorted(secret_ids):
-        events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, secret_id))
-        secret = fold_secret(events, metas)
+        secret, _ = await engine.secrets.load(naming.secret_stream(tenant, secret_id))
         if secret is not None:
             out[secret_id] = {v.number: v.status for v in secret.versions}
     return out

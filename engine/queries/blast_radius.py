@@ -10,7 +10,7 @@ import msgspec
 from lockzero.engine.app import Engine
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Secret, fold_secret
+from lockzero.engine.domain.aggregates.secret import Secret
 from lockzero.engine.domain.clock import parse_iso
 from lockzero.engine.domain.errors import NotFound
 from lockzero.engine.saga.provider_access import open_provider, provider_config
@@ -78,8 +78,7 @@ def _risk(secret: Secret, incidents: list[IncidentRef], pending: int) -> tuple[s
 
 
 async def assess(engine: Engine, tenant: str, secret_id: str) -> BlastRadius:
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, naming.secret_id(secret_id)))
-    secret = fold_secret(events, metas)
+    secret, _ = await engine.secrets.load(naming.secret_stream(tenant, naming.secret_id(secret_id)))
     if secret is None:
         raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
     async with engine.store.reader() as tx:

@@ -13,7 +13,7 @@ import msgspec
 from lockzero.engine.app import Engine
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Rotation, fold_secret
+from lockzero.engine.domain.aggregates.secret import Rotation
 from lockzero.engine.domain.clock import iso, parse_iso
 from lockzero.engine.queries.rotations import load_rotation
 from lockzero.engine.security.outbound import redact_url, redact_urls_in
@@ -174,8 +174,7 @@ class StepBar(msgspec.Struct, frozen=True):
 
 async def step_durations(engine: Engine, tenant: str, secret_id: str, limit: int = 20) -> dict[str, list[StepBar]]:
     """The steps of the secret's newest rotations, by rotation id, folded from its stream."""
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, naming.secret_id(secret_id)))
-    secret = fold_secret(events, metas)
+    secret, _ = await engine.secrets.load(naming.secret_stream(tenant, naming.secret_id(secret_id)))
     if secret is None:
         return {}
     out: dict[str, list[StepBar]] = {}

@@ -6,7 +6,7 @@ import msgspec
 
 from lockzero.engine.app import Engine
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Rotation, fold_secret
+from lockzero.engine.domain.aggregates.secret import Rotation
 from lockzero.engine.domain.errors import InvalidInput, NotFound
 from lockzero.engine.queries.paging import decode_cursor, encode_cursor, page_limit
 
@@ -82,8 +82,7 @@ async def rotation_history(
 ) -> RotationHistory:
     """Newest first. The saga's events add records here; a secret never rotated has none."""
     n = page_limit(limit)
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, naming.secret_id(secret_id)))
-    secret = fold_secret(events, metas)
+    secret, _ = await engine.secrets.load(naming.secret_stream(tenant, naming.secret_id(secret_id)))
     if secret is None:
         raise NotFound(f"no secret {secret_id!r}; list_secrets shows the ids this key can see")
     records = [_record(r) for r in reversed(secret.rotations)]

@@ -8,7 +8,7 @@ import msgspec
 
 from lockzero.engine.app import Engine
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Rotation, Secret, fold_secret
+from lockzero.engine.domain.aggregates.secret import Rotation, Secret
 from lockzero.engine.domain.clock import parse_iso
 from lockzero.engine.domain.errors import InvalidInput, NotFound
 from lockzero.engine.domain.rotation_status import RotationStatus
@@ -154,8 +154,7 @@ async def load_rotation(engine: Engine, tenant: str, rotation_id: str) -> tuple[
     secret_id = await _secret_id_of(engine, tenant, rotation_id)
     if secret_id is None:
         return None
-    events, metas, _ = await engine.load_with_meta(naming.secret_stream(tenant, secret_id))
-    secret = fold_secret(events, metas)
+    secret, _ = await engine.secrets.load(naming.secret_stream(tenant, secret_id))
     found = secret.rotation(rotation_id) if secret is not None else None
     return None if secret is None or found is None else (secret, found)
 

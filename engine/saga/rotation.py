@@ -31,7 +31,7 @@ from lockzero.engine.app import SYSTEM, Engine
 from lockzero.engine.commands.incidents import open_incident, resolve_for_secret
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import Rotation, Secret, apply_secret, fold_secret
+from lockzero.engine.domain.aggregates.secret import Rotation, Secret, apply_secret
 from lockzero.engine.domain.clock import iso
 from lockzero.engine.domain.errors import NotFound
 from lockzero.engine.saga.delivery import adopted_versions, deliver
@@ -131,8 +131,7 @@ class RotationSaga:
         outcome: _Unrecorded | None = None  # the last step's outcome, folded into ``known``, not yet appended
         while True:
             if known is None:
-                events, metas, version = await self.engine.load_with_meta(stream)
-                folded = fold_secret(events, metas)
+                folded, version = await self.engine.secrets.load(stream)
             else:
                 folded, version = known
             rotation = folded.rotation(rotation_id) if folded else None

@@ -17,7 +17,6 @@ from lockzero.engine.commands.incidents import open_incident
 from lockzero.engine.commands.rotations import SagaQueue, rotate
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import fold_secret
 from lockzero.engine.domain.clock import iso
 from lockzero.engine.domain.errors import LockzeroError
 from lockzero.engine.saga.provider_access import credential, open_provider
@@ -108,8 +107,7 @@ async def _grace_ends(engine: Engine, report: PassReport) -> None:
         )
     for tenant, secret_id, version in rows:
         stream = naming.secret_stream(tenant, secret_id)
-        events, metas, stream_version = await engine.load_with_meta(stream)
-        secret = fold_secret(events, metas)
+        secret, stream_version = await engine.secrets.load(stream)
         v = secret.version(version) if secret else None
         if secret is None or v is None or v.status != "retired" or secret.in_flight is not None:
             continue  # a rollback may be restoring it right now; try again next pass
