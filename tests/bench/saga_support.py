@@ -178,7 +178,7 @@ STEPS: tuple[ev.SagaStep, ...] = ("create", "validate", "shift", "retire", "veri
 PHASES: tuple[tuple[str, str], ...] = (
     ("api", "rotate_secret call -> RotationRequested appended"),
     ("queue", "RotationRequested -> create step starts (enqueue, worker pickup, fold)"),
-    ("create", "create   (intent+pending value append, reload, provider add password)"),
+    ("create", "create   (intent+pending value append, provider add password)"),
     ("validate", "validate (new password authenticates at Redis)"),
     ("shift", "shift    (activate append, webhook POST, wait for adoption)"),
     ("shift_webhook", "  . shift start -> webhook dependent adopted (its 200 recorded)"),
@@ -186,7 +186,7 @@ PHASES: tuple[tuple[str, str], ...] = (
     ("shift_tail", "  . last adoption -> saga notices (woken by the append)"),
     ("retire", "retire   (remove old password)"),
     ("verify", "verify   (new works, old refused)"),
-    ("between", "between steps: outcome append + reload + next intent (x4)"),
+    ("between", "between steps: next intent made; the append is in the next step (x4)"),
     ("finish", "last step -> RotationFinished appended"),
     ("observe", "RotationFinished -> verify_remediation says verified"),
 )

@@ -17,7 +17,7 @@ Rows (each against a real system, created for this run and removed at the end):
 
 A second table splits the median rotation into its saga steps, read from the saga's own events
 (SagaStepStarted.at -> SagaStepCompleted.at: the intent append plus the provider work) and the rest (rotate()'s
-request, the outcome appends and reloads between steps, RotationFinished).
+request, the appends between steps (each outcome rides with the next intent), RotationFinished).
 
 The test prints the tables and asserts correctness only (every rotation completed, the last credential works and
 the first is refused, checked independently of the provider where there is a real system), never a speed threshold.
@@ -275,7 +275,7 @@ def report(results: list[Result], runtime_s: float) -> None:
         hr,
         "mean ms per saga step (SagaStepStarted.at -> SagaStepCompleted.at: intent append + provider work); other ="
         " rotate()",
-        "request + outcome appends and stream reloads between steps + RotationFinished; the means add up to the mean"
+        "request + appends between steps (outcome with next intent) + RotationFinished; the means add up to the mean"
         " rotation",
         hr,
         f"{'provider':<28} | {'strategy':<11} | "

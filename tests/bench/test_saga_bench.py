@@ -94,10 +94,10 @@ DB_POLL_S = 0.02
 THROUGHPUT_TIMEOUT_S = 120.0
 GOAL_ROTATIONS_PER_S = 50.0
 #: Appends one rotation of a `generated` secret without dependents makes on its stream, and their event
-#: counts: RotationRequested; then per step an intent append and an outcome append (create: started |
-#: completed + SecretVersionCreated; validate: 1 | 1; shift: started + SecretVersionActivated | completed;
-#: retire: 1 | completed + SecretVersionRetired; verify: 1 | 1); RotationFinished.
-APPEND_SHAPE = (1, 1, 2, 1, 1, 2, 1, 1, 2, 1, 1, 1)
+#: counts: RotationRequested; create's intent; then each step's outcome with the next step's intent
+#: (completed + SecretVersionCreated + started validate; completed + started shift + SecretVersionActivated;
+#: completed + started retire; completed + SecretVersionRetired + started verify); completed + RotationFinished.
+APPEND_SHAPE = (1, 1, 3, 3, 2, 3, 2)
 BASELINE_PAYLOAD = b'{"at":"2026-01-01T00:00:00.000000+00:00","tenant":"bench","secret_id":"bench/gen/000",' + (
     b'"rotation_id":"rot_0123456789abcdef","step":"create","compensating":false,"detail":"' + b"x" * 120 + b'"}'
 )
@@ -210,6 +210,8 @@ class LatencyResult:
     ms: list[float]
     phases: list[dict[str, float]]
     polls: list[int]
+    #: How long each verify_remediation call took (ms), every call of every rotation.
+    verify_call_ms: list[float]
     sidecar_reads: int
     webhook_ok: int
     cpu: CpuUsage
@@ -246,7 +248,7 @@ async def time_to_remediation(
         pull = server.dependent(tenant, secret_id, "checkout-api", "pull")
         assert str(pull["token"]).startswith("lz_svc_"), pull
 
-        samples: list[tuple[str, float, float, float, int]] = []  # rotation_id, t0 wall, t1 wall, ms, polls
+        samples: list[tuple[str, float, float, float, list[float]]] = []  # rotation_id, t0/t1 wall, ms, call ms
         async with (
             httpx.AsyncClient(base_url=server.base, timeout=30) as agent,
             httpx.AsyncClient(base_url=server.base, timeout=30) as side,
@@ -288,21 +290,29 @@ async def time_to_remediation(
 
     phases = [phase_breakdown(record, rid, t0, t1) for rid, t0, t1, _, _ in samples]
     return LatencyResult(
-        label, [s[3] for s in samples], phases, [s[4] for s in samples], sidecar.reads, receiver.ok, cpu
+        label,
+        [s[3] for s in samples],
+        phases,
+        [len(s[4]) for s in samples],
+        [ms for s in samples for ms in s[4]],
+        sidecar.reads,
+        receiver.ok,
+        cpu,
     )
 
 
 async def one_rotation(
     agent: httpx.AsyncClient, key: Key, secret_id: str, reason: str
-) -> tuple[str, float, float, float, int]:
+) -> tuple[str, float, float, float, list[float]]:
     t0_wall, t0 = time.time(), time.perf_counter()
     started = await rpc(agent, key, "rotate_secret", {"secret_id": secret_id, "reason": reason})
     assert started["status"] == "in_progress", started
     rotation_id = started["rotation_id"]
-    polls = 0
+    calls: list[float] = []
     while True:
+        called = time.perf_counter()
         verdict = await rpc(agent, key, "verify_remediation", {"secret_id": secret_id, "rotation_id": rotation_id})
-        polls += 1
+        calls.append((time.perf_counter() - called) * 1000)
         if verdict["verified"]:
             t1, t1_wall = time.perf_counter(), time.time()
             break
@@ -312,7 +322,7 @@ async def one_rotation(
     checks = verdict["checks"]
     assert checks["new_credential_valid"] == "passed" and checks["old_credential_rejected"] == "passed", verdict
     assert checks["dependents_adopted"] == {"adopted": 2, "total": 2, "pending": []}, verdict
-    return rotation_id, t0_wall, t1_wall, (t1 - t0) * 1000, polls
+    return rotation_id, t0_wall, t1_wall, (t1 - t0) * 1000, calls
 
 
 # --------------------------------------------------------------------------------------------------
@@ -573,6 +583,8 @@ def report(
         f" {median(embedded.ms):>7.1f}{sum(embedded.ms) / ROTATIONS:>7.1f}",
         f"   {'verify_remediation calls per rotation (median)':<70} {median(arq.polls):>11.0f}"
         f" {median(embedded.polls):>14.0f}",
+        f"   {'one verify_remediation call, ms (median)':<70} {median(arq.verify_call_ms):>11.1f}"
+        f" {median(embedded.verify_call_ms):>14.1f}",
         f"   {f'trend: median ms of rotations 1-{third} -> {ROTATIONS - third + 1}-{ROTATIONS} (stream grows)':<70}"
         f" {f'{median(arq.ms[:third]):.0f} -> {median(arq.ms[-third:]):.0f}':>14}"
         f" {f'{median(embedded.ms[:third]):.0f} -> {median(embedded.ms[-third:]):.0f}':>14}",
