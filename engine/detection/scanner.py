@@ -111,7 +111,8 @@ class _RuleConfirm:
         self.exact = _Confirm(rule.confirm, options)
         self._whole = _Confirm(rule.confirm_whole, options) if rule.confirm_whole else None
         self._relaxed = _Confirm(rule.confirm_relaxed, options) if rule.confirm_relaxed else None
-        self._bounds = rule.group_bounds
+        #: (group, bound) of each group the relaxed expression leaves unbounded above
+        self._bounded = tuple((g, b) for g, b in enumerate(rule.group_bounds, start=1) if b is not None)
 
     def span(self, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
         if self._whole is not None:
@@ -122,12 +123,11 @@ class _RuleConfirm:
         spans = self._relaxed.spans(data, pos, endpos)
         if spans is None:
             return None  # the unbounded expression accepts all the bounded one does
-        if self._within_bounds(spans):
-            return _credential(spans)
-        return self.exact.span(data, pos, endpos)
-
-    def _within_bounds(self, spans: Spans) -> bool:
-        return all(b is None or s < 0 or e - s <= b for (s, e), b in zip(spans[1:], self._bounds, strict=True))
+        for group, bound in self._bounded:
+            start, end = spans[group]
+            if start >= 0 and end - start > bound:
+                return self.exact.span(data, pos, endpos)
+        return _credential(spans)
 
 
 _lock = threading.Lock()

@@ -20,6 +20,10 @@ Rows:
 - lockzero formats on the families corpus (tests/detection/corpus_families.py: timestamped CI logs, base64
   values, HTTP Basic, driver-qualified/JDBC URLs, telling names, with their hard negatives): speed, and the
   strict per-family table of tests/detection/test_families.py.
+- issue 17, before and after: the format scan as first written (tests/detection/reference_scan.py: every
+  anchor confirmed with capture groups, every value validated afresh, Python's engine for the placeholder
+  checks) beside the engine's, on the dense corpus, its hard negatives and plain logs: best of 3 runs each,
+  alternating, same findings required (lines here; tests/detection/test_scan_equivalence.py compares spans).
 - detect-secrets: its own file scan (``detect_secrets.core.scan.scan_file`` with the default plugins and
   filters, as ``detect-secrets scan`` runs it) on the same text written to a temporary file.
 
@@ -46,6 +50,7 @@ from lockzero.engine.detection.rules import B64_TRIGGERS_IN_ONE, RULES
 from lockzero.engine.security.crypto import MasterKey, random_secret
 from tests.detection import corpus_families
 from tests.detection.corpus import Label, concatenated
+from tests.detection.reference_scan import Reference, locate
 from tests.detection.test_families import RECALL_FLOOR, score
 
 pytestmark = pytest.mark.bench
@@ -75,6 +80,35 @@ def lockzero_lines(data: bytes, compiled: scanner._Compiled | None = None) -> li
         where = scanner.locate(chunk, [c.start for c in kept])
         lines.extend(offset + where[c.start][0] for c in kept)
     return lines
+
+
+def reference_lines(data: bytes, ref: Reference) -> list[int]:
+    """lockzero_lines through the reference scan (the baseline of issue 17)."""
+    lines: list[int] = []
+    for offset, chunk in pieces(data):
+        kept = scanner.resolve(ref.scan(chunk))
+        where = locate(chunk, [c.start for c in kept])
+        lines.extend(offset + where[c.start][0] for c in kept)
+    return lines
+
+
+def before_and_after(blobs: dict[str, bytes], rounds: int = 3) -> list[tuple[str, float, dict[str, float]]]:
+    """(name, MB, best cpu seconds per form) for the reference scan and the engine's, run alternately."""
+    ref = Reference()
+    rows = []
+    for name, blob in blobs.items():
+        best: dict[str, float] = {}
+        found: dict[str, list[int]] = {}
+        for _ in range(rounds):
+            for form in ("before", "now"):
+                if form == "before":
+                    found[form], _, cpu = timed(reference_lines, blob, ref)
+                else:
+                    found[form], _, cpu = timed(lockzero_lines, blob)
+                best[form] = min(best.get(form, cpu), cpu)
+        assert found["before"] == found["now"], name
+        rows.append((name, len(blob) / 1e6, best))
+    return rows
 
 
 def detect_secrets_lines(text: str) -> list[int]:
@@ -145,6 +179,7 @@ def test_detect_throughput_beside_detect_secrets() -> None:
                 best[form] = (min(w, wall), min(p, cpu))
         assert found["in one"] == found["per first char"]
         trigger_rows.append((name, len(blob) / 1e6, best))
+    issue17 = before_and_after({"dense (labeled)": data, **sparse})
     family_docs = corpus_families.generate(20260601, per_family=300)
     family_bytes = sum(len(d.document.text.encode()) for d in family_docs)
     family_score, family_wall, family_cpu = timed(score, family_docs)
@@ -175,6 +210,10 @@ def test_detect_throughput_beside_detect_secrets() -> None:
     for name, size, best in trigger_rows:
         cells = [f"{form} {size / w:7.1f} MB/s ({size / p:7.1f} cpu)" for form, (w, p) in best.items()]
         print(f"  {name:16} " + "   ".join(cells))
+    print("issue 17: format scan as first written vs now (MB/s cpu, best of 3, alternating, same findings):")
+    for name, size, best in issue17:
+        before, now = size / best["before"], size / best["now"]
+        print(f"  {name:16} {size:5.1f} MB  before {before:7.1f}  now {now:7.1f}  x{now / before:.1f}")
     print(
         f"lockzero formats on the families corpus: {family_bytes / 1e6:.1f} MB in {len(family_docs)} documents,"
         f" {family_bytes / 1e6 / family_wall:.1f} MB/s, {family_bytes / 1e6 / family_cpu:.1f} MB/s cpu"
