@@ -34,7 +34,7 @@ REPLAY_STREAMS = 1_000  # one append per stream: REPLAY_EVENTS // REPLAY_STREAMS
 REPLAY_LOAD_WRITERS = 8
 REPLAY_PAGE = 5_000
 
-APPEND_GOAL_RATIO = 0.50  # Lockzero appends/s >= 50% of plain INSERT at 8 writers
+APPEND_GOAL_RATIO = 0.60  # Lockzero appends/s >= 60% of plain INSERT at 8 writers (issue 17; issue 2 asked 50%)
 REPLAY_GOAL = 100_000  # events/s
 
 EVENT_TYPES = ("SecretLeaked", "RotationStarted", "CredentialIssued", "RotationCompleted")
