@@ -150,6 +150,25 @@ def _confirm(parts: tuple[Part, ...], groups: bool = True) -> bytes:
     return b"".join(out)
 
 
+def _has_secret(parts: tuple[Part, ...]) -> bool:
+    return any(
+        isinstance(p, Secret) or (isinstance(p, Either) and any(_has_secret(b) for b in p.branches)) for p in parts
+    )
+
+
+def _split(parts: tuple[Part, ...]) -> tuple[bytes, bytes]:
+    """(head, credential) without capture groups, when the credential is the last part and the only one.
+
+    The match's highest-priority parse runs the head's first, so the credential starts where the head's own
+    first match ends if the credential matches there (it then ends where its own first match does); the
+    scanner asks the full expression otherwise. Two DFA passes, no capture engine: a service-account key
+    (a PEM block behind a JSON name) costs a tenth."""
+    last = parts[-1] if parts else None
+    if not isinstance(last, Secret) or len(parts) < 2 or _has_secret(parts[:-1]):
+        return b"", b""
+    return _confirm(parts[:-1], groups=False), _confirm(last.parts, groups=False)
+
+
 #: A credential that is one character class repeated a bounded number of times (``[^"\r\n]{1,512}``).
 _BOUNDED_CLASS = re.compile(rb"(\[\^?\]?(?:\\.|[^\]\\])*\])\{([0-9]+),([0-9]+)\}")
 
@@ -253,6 +272,10 @@ class Rule:
     #: The confirm expression without capture groups, when the credential is the whole match: RE2 then
     #: answers from its DFA alone, without a capture engine (a PEM block costs 15x less).
     confirm_whole: bytes = field(init=False)
+    #: The confirm expression before the credential and the credential's, when it is the last part (see
+    #: ``_split``); empty otherwise.
+    confirm_head: bytes = field(init=False)
+    confirm_tail: bytes = field(init=False)
     #: The confirm expression with its bounded one-class credentials unbounded above (see ``_relaxed``), and
     #: each group's bound; empty when no credential is such a class.
     confirm_relaxed: bytes = field(init=False)
@@ -273,6 +296,9 @@ class Rule:
         object.__setattr__(self, "confirm", flags + _confirm(self.pattern))
         whole = len(self.pattern) == 1 and isinstance(self.pattern[0], Secret)
         object.__setattr__(self, "confirm_whole", flags + _confirm(self.pattern, groups=False) if whole else b"")
+        head, tail = _split(self.pattern)
+        object.__setattr__(self, "confirm_head", flags + head if head else b"")
+        object.__setattr__(self, "confirm_tail", flags + tail if head else b"")
         bounds: list[int | None] = []
         relaxed = _relaxed(self.pattern, bounds)
         relaxes = any(b is not None for b in bounds)

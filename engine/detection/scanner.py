@@ -103,13 +103,17 @@ class _RuleConfirm:
 
     Capture groups are what make RE2 slow here (its DFA cannot report them; its capture engines cost in
     proportion to the program's size): where the credential is the whole match, the expression has no
-    group; where it is a bounded character class, the unbounded form is asked first and trusted when its
-    groups keep the bounds (rules._relaxed says why that is exact). Else the confirm expression as declared.
+    group; where it is the last part, the head and the credential are matched one after the other without
+    groups (rules._split); where it is a bounded character class, the unbounded form is asked first and
+    trusted when its groups keep the bounds (rules._relaxed). Each says why its answer is the declared
+    expression's; else the confirm expression as declared.
     """
 
     def __init__(self, rule: Rule, options: object) -> None:
         self.exact = _Confirm(rule.confirm, options)
         self._whole = _Confirm(rule.confirm_whole, options) if rule.confirm_whole else None
+        self._head = _Confirm(rule.confirm_head, options) if rule.confirm_head else None
+        self._tail = _Confirm(rule.confirm_tail, options) if rule.confirm_tail else None
         self._relaxed = _Confirm(rule.confirm_relaxed, options) if rule.confirm_relaxed else None
         #: (group, bound) of each group the relaxed expression leaves unbounded above
         self._bounded = tuple((g, b) for g, b in enumerate(rule.group_bounds, start=1) if b is not None)
@@ -118,6 +122,8 @@ class _RuleConfirm:
         if self._whole is not None:
             spans = self._whole.spans(data, pos, endpos)
             return None if spans is None else spans[0]
+        if self._head is not None and self._tail is not None:
+            return self._split_span(self._head, self._tail, data, pos, endpos)
         if self._relaxed is None:
             return self.exact.span(data, pos, endpos)
         spans = self._relaxed.spans(data, pos, endpos)
@@ -128,6 +134,15 @@ class _RuleConfirm:
             if start >= 0 and end - start > bound:
                 return self.exact.span(data, pos, endpos)
         return _credential(spans)
+
+    def _split_span(self, head: _Confirm, tail: _Confirm, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
+        spans = head.spans(data, pos, endpos)
+        if spans is None:
+            return None  # every match of the whole expression starts with one of its head
+        spans = tail.spans(data, spans[0][1], endpos)
+        if spans is not None:
+            return spans[0]
+        return self.exact.span(data, pos, endpos)  # the head's first match is not the one that leads on
 
 
 _lock = threading.Lock()
@@ -242,14 +257,13 @@ def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled, verdict
 
 
 def _scan(data: bytes, depth: int, c: _Compiled, verdicts: _Verdicts | None = None) -> list[Candidate]:
-    hits = _Hits(c)
-    c.database.scan(data, match_event_handler=hits.on_match, scratch=c.scratch())
+    hits = _hyperscan_pass(data, c)
     verdicts = {} if verdicts is None else verdicts
     found: dict[tuple[int, int, str], Candidate] = {}
     for rule_id in sorted(hits.starts):
         _confirm_rule(data, rule_id, hits, c, verdicts.setdefault(rule_id, {}), found)
     if hits.b64_ends and depth < MAX_DECODE_DEPTH:
-        for d in _decoded(data, sorted(hits.b64_ends), depth, c, verdicts):
+        for d in _decoded(data, hits.b64_ends, depth, c, verdicts):
             found.setdefault((d.start, d.end, d.detector), d)
     return list(found.values())
 
@@ -258,24 +272,37 @@ def _scan(data: bytes, depth: int, c: _Compiled, verdicts: _Verdicts | None = No
 _Verdicts = dict[int, dict[bytes, Verdict | None]]
 
 
+@dataclass(frozen=True)
 class _Hits:
-    """What the Hyperscan pass reports: anchor starts per rule, closing markers' ends, base64 triggers' ends."""
+    """What the Hyperscan pass reported: anchor starts per rule, closing markers' ends per rule, base64
+    triggers' ends (sorted, each once)."""
 
-    def __init__(self, c: _Compiled) -> None:
-        self.starts: dict[int, set[int]] = {}
-        self.marker_ends: dict[int, list[int]] = {}
-        self.b64_ends: set[int] = set()
-        self._markers = c.markers
-        self._b64 = c.b64
+    starts: dict[int, set[int]]
+    marker_ends: dict[int, list[int]]
+    b64_ends: list[int]
 
-    def on_match(self, expr_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
-        rule_id = self._markers.get(expr_id)
-        if rule_id is not None:
-            self.marker_ends.setdefault(rule_id, []).append(end)
-        elif expr_id in self._b64:
-            self.b64_ends.add(end)
+
+def _hyperscan_pass(data: bytes, c: _Compiled) -> _Hits:
+    # The handler runs once per match (tens of thousands on dense text): it only files the offset by
+    # expression id; what each id means is sorted out once afterwards.
+    anchors = len(c.confirm)
+    starts: list[set[int]] = [set() for _ in range(anchors)]
+    ends: dict[int, list[int]] = {}
+
+    def on_match(expr_id: int, start: int, end: int, _flags: int, _ctx: object) -> None:
+        if expr_id < anchors:
+            starts[expr_id].add(start)
+        elif expr_id in ends:
+            ends[expr_id].append(end)
         else:
-            self.starts.setdefault(expr_id, set()).add(start)
+            ends[expr_id] = [end]
+
+    c.database.scan(data, match_event_handler=on_match, scratch=c.scratch())
+    return _Hits(
+        {rule_id: s for rule_id, s in enumerate(starts) if s},
+        {c.markers[e]: found for e, found in ends.items() if e in c.markers},
+        sorted({end for e, found in ends.items() if e in c.b64 for end in found}),
+    )
 
 
 def _confirm_rule(

@@ -12,11 +12,16 @@ from __future__ import annotations
 import random
 
 import pytest
+import re2  # type: ignore[import-untyped]
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lockzero.engine.detection import scanner
+from lockzero.engine.detection.rules import RULES
 from tests.detection import corpus_families
 from tests.detection.corpus import Maker, concatenated
 from tests.detection.reference_scan import Reference, locate
+from tests.detection.test_declarations import _PIECES
 
 _reference = Reference()
 
@@ -75,3 +80,22 @@ def test_edge_input_gives_the_same_findings(seed: int) -> None:
     for text in _edges(m):
         assert_same_findings(text.encode())
     assert_same_findings("\n".join(_edges(m)).encode())
+
+
+_EXACT = [scanner._Confirm(r.confirm, re2.Options()) for r in RULES]
+#: Runs long enough to cross the bounds the relaxed expressions drop (256, 512), with and without non-ASCII.
+_RUNS = st.one_of(
+    st.text(alphabet="ABCDEFabcdef0123456789XYZxyz+/=:é€", min_size=1, max_size=60),
+    st.builds(lambda c, n: c * n, st.sampled_from("aZ9é"), st.sampled_from((255, 256, 257, 511, 512, 513, 700))),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_PIECES), _RUNS), min_size=1, max_size=30))
+def test_each_rule_confirms_the_span_its_declared_expression_gives_at_every_position(pieces: list[str]) -> None:
+    data = "".join(pieces).encode()
+    confirm = scanner.compiled().confirm
+    for i, rule in enumerate(RULES):
+        for pos in range(len(data)):
+            stop = min(len(data), pos + rule.window)
+            assert confirm[i].span(data, pos, stop) == _EXACT[i].span(data, pos, stop), (rule.detector, pos)
