@@ -156,17 +156,22 @@ def _has_secret(parts: tuple[Part, ...]) -> bool:
     )
 
 
-def _split(parts: tuple[Part, ...]) -> tuple[bytes, bytes]:
-    """(head, credential) without capture groups, when the credential is the last part and the only one.
+def _split(parts: tuple[Part, ...]) -> tuple[bytes, bytes, bool]:
+    """(head, tail, whether the tail has groups): the parts before the first that holds a credential, without
+    capture groups, and the rest (as ``_relaxed`` writes it; without groups when it is the credential alone).
+    Empty when the match starts with a credential.
 
-    The match's highest-priority parse runs the head's first, so the credential starts where the head's own
-    first match ends if the credential matches there (it then ends where its own first match does); the
-    scanner asks the full expression otherwise. Two DFA passes, no capture engine: a service-account key
-    (a PEM block behind a JSON name) costs a tenth."""
-    last = parts[-1] if parts else None
-    if not isinstance(last, Secret) or len(parts) < 2 or _has_secret(parts[:-1]):
-        return b"", b""
-    return _confirm(parts[:-1], groups=False), _confirm(last.parts, groups=False)
+    The match's highest-priority parse runs the head's first, so if the tail matches where the head's own
+    first match ends, the whole expression's credential is the tail's; the scanner asks the whole
+    expression otherwise. RE2's DFA finds the head, and the tail's program is a small part of the whole:
+    a service-account key (a PEM block behind a JSON name) costs a tenth, a password assignment half."""
+    k = next((i for i, p in enumerate(parts) if _has_secret((p,))), 0)
+    if k == 0:
+        return b"", b"", False
+    head, tail = _confirm(parts[:k], groups=False), parts[k:]
+    if len(tail) == 1 and isinstance(tail[0], Secret):
+        return head, _confirm(tail[0].parts, groups=False), False
+    return head, _relaxed(tail, []), True
 
 
 #: A credential that is one character class repeated a bounded number of times (``[^"\r\n]{1,512}``).
@@ -272,10 +277,12 @@ class Rule:
     #: The confirm expression without capture groups, when the credential is the whole match: RE2 then
     #: answers from its DFA alone, without a capture engine (a PEM block costs 15x less).
     confirm_whole: bytes = field(init=False)
-    #: The confirm expression before the credential and the credential's, when it is the last part (see
-    #: ``_split``); empty otherwise.
+    #: The confirm expression before its first credential, and the rest (see ``_split``); empty when the match
+    #: starts with a credential. The tail has the expression's groups (relaxed as below) unless it is the
+    #: credential alone.
     confirm_head: bytes = field(init=False)
     confirm_tail: bytes = field(init=False)
+    tail_groups: bool = field(init=False)
     #: The confirm expression with its bounded one-class credentials unbounded above (see ``_relaxed``), and
     #: each group's bound; empty when no credential is such a class.
     confirm_relaxed: bytes = field(init=False)
@@ -296,9 +303,10 @@ class Rule:
         object.__setattr__(self, "confirm", flags + _confirm(self.pattern))
         whole = len(self.pattern) == 1 and isinstance(self.pattern[0], Secret)
         object.__setattr__(self, "confirm_whole", flags + _confirm(self.pattern, groups=False) if whole else b"")
-        head, tail = _split(self.pattern)
+        head, tail, tail_groups = _split(self.pattern)
         object.__setattr__(self, "confirm_head", flags + head if head else b"")
         object.__setattr__(self, "confirm_tail", flags + tail if head else b"")
+        object.__setattr__(self, "tail_groups", tail_groups)
         bounds: list[int | None] = []
         relaxed = _relaxed(self.pattern, bounds)
         relaxes = any(b is not None for b in bounds)

@@ -103,10 +103,10 @@ class _RuleConfirm:
 
     Capture groups are what make RE2 slow here (its DFA cannot report them; its capture engines cost in
     proportion to the program's size): where the credential is the whole match, the expression has no
-    group; where it is the last part, the head and the credential are matched one after the other without
-    groups (rules._split); where it is a bounded character class, the unbounded form is asked first and
-    trusted when its groups keep the bounds (rules._relaxed). Each says why its answer is the declared
-    expression's; else the confirm expression as declared.
+    group; where the match starts with something else (a name, a scheme), that head is matched without
+    groups and only the rest with them (rules._split); a bounded character class as the credential is
+    asked unbounded and trusted when the groups keep the bounds (rules._relaxed). Each says why its answer
+    is the declared expression's; else the confirm expression as declared.
     """
 
     def __init__(self, rule: Rule, options: object) -> None:
@@ -114,6 +114,7 @@ class _RuleConfirm:
         self._whole = _Confirm(rule.confirm_whole, options) if rule.confirm_whole else None
         self._head = _Confirm(rule.confirm_head, options) if rule.confirm_head else None
         self._tail = _Confirm(rule.confirm_tail, options) if rule.confirm_tail else None
+        self._tail_groups = rule.tail_groups
         self._relaxed = _Confirm(rule.confirm_relaxed, options) if rule.confirm_relaxed else None
         #: (group, bound) of each group the relaxed expression leaves unbounded above
         self._bounded = tuple((g, b) for g, b in enumerate(rule.group_bounds, start=1) if b is not None)
@@ -129,20 +130,25 @@ class _RuleConfirm:
         spans = self._relaxed.spans(data, pos, endpos)
         if spans is None:
             return None  # the unbounded expression accepts all the bounded one does
-        for group, bound in self._bounded:
-            start, end = spans[group]
-            if start >= 0 and end - start > bound:
-                return self.exact.span(data, pos, endpos)
-        return _credential(spans)
+        return self._kept(spans, data, pos, endpos)
 
     def _split_span(self, head: _Confirm, tail: _Confirm, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
         spans = head.spans(data, pos, endpos)
         if spans is None:
             return None  # every match of the whole expression starts with one of its head
         spans = tail.spans(data, spans[0][1], endpos)
-        if spans is not None:
-            return spans[0]
-        return self.exact.span(data, pos, endpos)  # the head's first match is not the one that leads on
+        if spans is None:
+            return self.exact.span(data, pos, endpos)  # the head's first match is not the one that leads on
+        return self._kept(spans, data, pos, endpos) if self._tail_groups else spans[0]
+
+    def _kept(self, spans: Spans, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
+        """The credential of a relaxed expression's match if its groups keep the declared bounds, else
+        the declared expression's."""
+        for group, bound in self._bounded:
+            start, end = spans[group]
+            if start >= 0 and end - start > bound:
+                return self.exact.span(data, pos, endpos)
+        return _credential(spans)
 
 
 _lock = threading.Lock()
