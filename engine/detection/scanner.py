@@ -9,8 +9,10 @@ gets its own scratch space, so scans may run in several threads at once.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import hyperscan
@@ -53,42 +55,49 @@ class _Compiled:
 
 
 Spans = list[tuple[int, int]]
+_Match = Callable[[bytes, int, int], Spans]
+
+
+#: What a match call answers when the expression does not match.
+_NO_MATCH: Spans = [(-1, -1)]
 
 
 class _Confirm:
-    """An RE2 expression matched anchored at a position; returns the span of each group (0: the whole match).
+    """An RE2 expression matched anchored at a position: ``match`` answers the span of the whole match then
+    of each group ((-1, -1) for a group that took no part; ``_NO_MATCH`` when there is no match).
 
     google-re2's public ``match`` builds a generator and a match object per call; on text with many
-    anchors that is most of the cost, so the span list is read from the compiled RE2 object directly
-    when this version of the binding has it (checked once), else through the public API.
+    anchors that is most of the cost, so ``match`` is the compiled RE2 object's own method when this
+    version of the binding has it (checked once; ``direct=False`` forces the public API), a C-level call
+    with no Python frame of ours in between.
     """
 
-    def __init__(self, pattern: bytes, options: object) -> None:
+    def __init__(self, pattern: bytes, options: object, *, direct: bool = True) -> None:
         self._regex = re2.compile(pattern, options)
-        self._anchor = getattr(getattr(re2, "_Anchor", None), "ANCHOR_START", None)
-        self._raw = getattr(self._regex, "_regexp", None)
-        try:
-            probe = self._raw.Match(self._anchor, b"", 0, 0) if self._raw is not None else None
-            usable = isinstance(probe, list) and len(probe) == self._regex.groups + 1
-        except Exception:  # another binding version: the public API below always works
-            usable = False
-        if not usable:
-            self._raw = None
+        raw = self._direct() if direct else None
+        self.match: _Match = raw if raw is not None else self._public_match
 
-    def spans(self, data: bytes, pos: int, endpos: int) -> Spans | None:
-        """The whole match's span then each group's ((-1, -1) if it took no part), or None."""
-        if self._raw is not None:
-            spans: Spans = self._raw.Match(self._anchor, data, pos, endpos)
-            return spans if spans[0][0] >= 0 else None
+    def _direct(self) -> _Match | None:
+        anchor = getattr(getattr(re2, "_Anchor", None), "ANCHOR_START", None)
+        raw = getattr(self._regex, "_regexp", None)
+        try:
+            probe = raw.Match(anchor, b"", 0, 0) if raw is not None else None
+        except Exception:  # another binding version: the public API always works
+            return None
+        if not (isinstance(probe, list) and len(probe) == self._regex.groups + 1):
+            return None
+        return functools.partial(raw.Match, anchor)
+
+    def _public_match(self, data: bytes, pos: int, endpos: int) -> Spans:
         m = self._regex.match(data, pos, endpos)
         if m is None:
-            return None
+            return _NO_MATCH
         return [tuple(m.span(g)) for g in range(m.re.groups + 1)]
 
     def span(self, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
         """Span of the first participating group (else of the whole match), or None."""
-        spans = self.spans(data, pos, endpos)
-        return None if spans is None else _credential(spans)
+        spans = self.match(data, pos, endpos)
+        return None if spans[0][0] < 0 else _credential(spans)
 
 
 def _credential(spans: Spans) -> tuple[int, int]:
@@ -111,33 +120,33 @@ class _RuleConfirm:
 
     def __init__(self, rule: Rule, options: object) -> None:
         self.exact = _Confirm(rule.confirm, options)
-        self._whole = _Confirm(rule.confirm_whole, options) if rule.confirm_whole else None
-        self._head = _Confirm(rule.confirm_head, options) if rule.confirm_head else None
-        self._tail = _Confirm(rule.confirm_tail, options) if rule.confirm_tail else None
+        self._whole = _Confirm(rule.confirm_whole, options).match if rule.confirm_whole else None
+        self._head = _Confirm(rule.confirm_head, options).match if rule.confirm_head else None
+        self._tail = _Confirm(rule.confirm_tail, options).match if rule.confirm_tail else None
         self._tail_groups = rule.tail_groups
-        self._relaxed = _Confirm(rule.confirm_relaxed, options) if rule.confirm_relaxed else None
+        self._relaxed = _Confirm(rule.confirm_relaxed, options).match if rule.confirm_relaxed else None
         #: (group, bound) of each group the relaxed expression leaves unbounded above
         self._bounded = tuple((g, b) for g, b in enumerate(rule.group_bounds, start=1) if b is not None)
 
     def span(self, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
         if self._whole is not None:
-            spans = self._whole.spans(data, pos, endpos)
-            return None if spans is None else spans[0]
+            whole = self._whole(data, pos, endpos)[0]
+            return None if whole[0] < 0 else whole
         if self._head is not None and self._tail is not None:
             return self._split_span(self._head, self._tail, data, pos, endpos)
         if self._relaxed is None:
             return self.exact.span(data, pos, endpos)
-        spans = self._relaxed.spans(data, pos, endpos)
-        if spans is None:
+        spans = self._relaxed(data, pos, endpos)
+        if spans[0][0] < 0:
             return None  # the unbounded expression accepts all the bounded one does
         return self._kept(spans, data, pos, endpos)
 
-    def _split_span(self, head: _Confirm, tail: _Confirm, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
-        spans = head.spans(data, pos, endpos)
-        if spans is None:
+    def _split_span(self, head: _Match, tail: _Match, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
+        head_end = head(data, pos, endpos)[0][1]
+        if head_end < 0:
             return None  # every match of the whole expression starts with one of its head
-        spans = tail.spans(data, spans[0][1], endpos)
-        if spans is None:
+        spans = tail(data, head_end, endpos)
+        if spans[0][0] < 0:
             return self.exact.span(data, pos, endpos)  # the head's first match is not the one that leads on
         return self._kept(spans, data, pos, endpos) if self._tail_groups else spans[0]
 
@@ -323,7 +332,8 @@ def _confirm_rule(
     rule = RULES[rule_id]
     anchors = sorted(hits.starts[rule_id])
     limits = _paired(anchors, hits.marker_ends.get(rule_id, []), rule.window) if rule.until else None
-    confirm = c.confirm[rule_id]
+    confirm = c.confirm[rule_id].span
+    left, right, window = rule.left, rule.right, rule.window  # read once: the loop runs per anchor
     size = len(data)
     accepted_until = -1
     for anchor in anchors:
@@ -331,19 +341,19 @@ def _confirm_rule(
         # scan quadratic (password=password=…) if every one were confirmed.
         if anchor < accepted_until:
             continue
-        if rule.left and anchor > 0 and data[anchor - 1] in rule.left:
+        if left and anchor > 0 and data[anchor - 1] in left:
             continue
         if limits is None:
-            stop = min(size, anchor + rule.window)
+            stop = min(size, anchor + window)
         elif anchor in limits:
             stop = limits[anchor]
         else:
             continue
-        span = confirm.span(data, anchor, stop)
+        span = confirm(data, anchor, stop)
         if span is None:
             continue
         start, end = span
-        if start == end or (rule.right and end < size and data[end] in rule.right):
+        if start == end or (right and end < size and data[end] in right):
             continue
         verdict = _verdict(rule, data, start, end, verdicts)
         if verdict is None:
