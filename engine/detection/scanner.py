@@ -80,8 +80,10 @@ class _Confirm:
     def _direct(self) -> _Match | None:
         anchor = getattr(getattr(re2, "_Anchor", None), "ANCHOR_START", None)
         raw = getattr(self._regex, "_regexp", None)
+        if raw is None:
+            return None
         try:
-            probe = raw.Match(anchor, b"", 0, 0) if raw is not None else None
+            probe = raw.Match(anchor, b"", 0, 0)
         except Exception:  # another binding version: the public API always works
             return None
         if not (isinstance(probe, list) and len(probe) == self._regex.groups + 1):
