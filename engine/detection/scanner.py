@@ -19,7 +19,15 @@ import hyperscan
 import re2  # type: ignore[import-untyped]
 
 from lockzero.engine.detection import validators as v
-from lockzero.engine.detection.rules import B64_TRIGGER_TAIL, B64_TRIGGERS, RULES, ReadsText, Rule, Verdict
+from lockzero.engine.detection.rules import (
+    B64_TRIGGER_TAIL,
+    B64_TRIGGERS,
+    RULES,
+    ReadsText,
+    Rule,
+    Validator,
+    Verdict,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,18 +283,37 @@ def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled, verdict
 
 def _scan(data: bytes, depth: int, c: _Compiled, verdicts: _Verdicts | None = None) -> list[Candidate]:
     hits = _hyperscan_pass(data, c)
-    verdicts = {} if verdicts is None else verdicts
+    verdicts = _Verdicts(len(data)) if verdicts is None else verdicts
     found: dict[tuple[int, int, str], Candidate] = {}
     for rule_id in sorted(hits.starts):
-        _confirm_rule(data, rule_id, hits, c, verdicts.setdefault(rule_id, {}), found)
+        _confirm_rule(data, rule_id, hits, c, verdicts, found)
     if hits.b64_ends and depth < MAX_DECODE_DEPTH:
         for d in _decoded(data, hits.b64_ends, depth, c, verdicts):
             found.setdefault((d.start, d.end, d.detector), d)
     return list(found.values())
 
 
-#: Per rule, the verdict of its value validator on each value seen so far in this scan.
-_Verdicts = dict[int, dict[bytes, Verdict | None]]
+class _Verdicts:
+    """Per scan, each value validator's verdict on the values it has judged (a log repeats its lines, and
+    with them the same placeholders and tokens).
+
+    The values kept add up to at most the scanned text's size: text made of many long distinct values
+    (``password=`` every few bytes, each read up to 512 bytes on) costs no more memory than itself.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self._by_rule: dict[str, dict[bytes, Verdict | None]] = {}
+        self._budget = budget
+
+    def judge(self, rule: Rule, check: Validator, value: bytes) -> Verdict | None:
+        seen = self._by_rule.setdefault(rule.detector, {})
+        if value in seen:
+            return seen[value]
+        verdict = check(value, rule.confidence)
+        if len(value) <= self._budget:
+            self._budget -= len(value)
+            seen[value] = verdict
+        return verdict
 
 
 @dataclass(frozen=True)
@@ -327,7 +354,7 @@ def _confirm_rule(
     rule_id: int,
     hits: _Hits,
     c: _Compiled,
-    verdicts: dict[bytes, Verdict | None],
+    verdicts: _Verdicts,
     found: dict[tuple[int, int, str], Candidate],
 ) -> None:
     """Confirm and validate each anchor of one rule, adding its credentials to ``found``."""
@@ -373,17 +400,13 @@ def _confirm_rule(
             )
 
 
-def _verdict(rule: Rule, data: bytes, start: int, end: int, verdicts: dict[bytes, Verdict | None]) -> Verdict | None:
+def _verdict(rule: Rule, data: bytes, start: int, end: int, verdicts: _Verdicts) -> Verdict | None:
     check = rule.validator
     if check is None:
         return Verdict(rule.confidence)
     if isinstance(check, ReadsText):
         return check.check(data, start, end, rule.confidence)
-    value = data[start:end]
-    if value in verdicts:
-        return verdicts[value]
-    verdict = verdicts[value] = check(value, rule.confidence)
-    return verdict
+    return verdicts.judge(rule, check, data[start:end])
 
 
 MANAGED_SPECIFICITY = 10

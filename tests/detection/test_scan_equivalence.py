@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lockzero.engine.detection import scanner
-from lockzero.engine.detection.rules import RULES
+from lockzero.engine.detection.rules import RULES, Verdict
 from tests.detection import corpus_families
 from tests.detection.corpus import Maker, concatenated
 from tests.detection.reference_scan import Reference, locate
@@ -99,3 +99,18 @@ def test_each_rule_confirms_the_span_its_declared_expression_gives_at_every_posi
         for pos in range(len(data)):
             stop = min(len(data), pos + rule.window)
             assert confirm[i].span(data, pos, stop) == _EXACT[i].span(data, pos, stop), (rule.detector, pos)
+
+
+def test_verdicts_are_reused_and_the_values_kept_add_up_to_the_text_size_at_most() -> None:
+    rule = next(r for r in RULES if r.detector == "generic_secret")
+    calls: list[bytes] = []
+
+    def check(value: bytes, conf: float) -> Verdict | None:
+        calls.append(value)
+        return None
+
+    verdicts = scanner._Verdicts(budget=20)
+    for value in (b"first-value", b"first-value", b"second-value", b"second-value"):
+        assert verdicts.judge(rule, check, value) is None
+    # The first value (11 bytes) is kept and judged once; the second would pass the 20-byte budget.
+    assert calls == [b"first-value", b"second-value", b"second-value"]
