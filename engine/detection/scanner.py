@@ -2,8 +2,11 @@
 
 Linear in the input: Hyperscan and RE2 are automata (no backtracking), every confirmation reads a
 bounded window, and each (rule, start) pair is confirmed at most once. The compiled database holds
-only the rule table (no secret material), so it is built once per process and shared; each scan
-gets its own scratch space, so scans may run in several threads at once.
+only the rule table (no secret material), so it is built once per process and shared; each thread
+has its own scratch space, so scans may run in several threads at once.
+
+A validator that reads the value only is asked once per distinct value in a scan (see _Verdicts); the
+verdicts live as long as the scan, like the text.
 """
 
 from __future__ import annotations
