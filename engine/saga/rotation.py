@@ -154,7 +154,7 @@ class RotationSaga:
                     return action.outcome
                 secret, rotation, version = await self._begin(secret, rotation, version, action, outcome)
                 outcome = await self._outcome(secret, rotation, action)
-                known = (outcome.fold(secret), version)
+                known = (_fold(secret, outcome.events), version)
                 lost = None
             except ConcurrencyError:
                 lost = action if isinstance(action, Do) and not action.resume else None
@@ -190,10 +190,7 @@ class RotationSaga:
             secret, [*before, started, *intent_events], version, _both(carried.side if carried else None, side)
         )
         # Fold what we just wrote instead of reading the stream back.
-        for event in (started, *intent_events):
-            folded = apply_secret(secret, cast(ev.AnyEvent, event), SYSTEM)
-            assert folded is not None
-            secret = folded
+        secret = _fold(secret, [started, *intent_events])
         refreshed = secret.rotation(rotation.rotation_id)
         assert refreshed is not None
         return secret, refreshed, version
@@ -467,10 +464,8 @@ class RotationSaga:
         if outcome != "completed":
             await self.open_failure_incident(secret, rotation, outcome)
         finished = self._event(ev.RotationFinished, secret, rotation_id=rotation.rotation_id, outcome=outcome)
-        if carried is None:
-            await self._append(secret, [finished], version)
-        else:
-            await self._append(secret, [*carried.events, finished], version, carried.side)
+        before = carried.events if carried else []
+        await self._append(secret, [*before, finished], version, carried.side if carried else None)
         observability.rotation_finished(
             tenant=secret.tenant,
             secret_id=secret.secret_id,
@@ -534,12 +529,14 @@ class _Unrecorded:
     events: list[ev.Event]
     side: SideWrites | None
 
-    def fold(self, secret: Secret) -> Secret:
-        for event in self.events:
-            folded = apply_secret(secret, cast(ev.AnyEvent, event), SYSTEM)
-            assert folded is not None
-            secret = folded
-        return secret
+
+def _fold(secret: Secret, events: list[ev.Event]) -> Secret:
+    """The secret after events this runner wrote (or is about to), folded on instead of read back."""
+    for event in events:
+        folded = apply_secret(secret, cast(ev.AnyEvent, event), SYSTEM)
+        assert folded is not None
+        secret = folded
+    return secret
 
 
 def _both(first: SideWrites | None, second: SideWrites | None) -> SideWrites | None:

@@ -160,14 +160,6 @@ def _validate(rule: Rule, data: bytes, start: int, end: int) -> Verdict | None:
     return rule.validator(data[start:end], rule.confidence)
 
 
-def _validate(rule: Rule, data: bytes, start: int, end: int) -> Verdict | None:
-    if rule.validator is None:
-        return Verdict(rule.confidence)
-    if isinstance(rule.validator, ReadsText):
-        return rule.validator.check(data, start, end, rule.confidence)
-    return rule.validator(data[start:end], rule.confidence)
-
-
 def _paired(anchors: list[int], ends: list[int], window: int) -> dict[int, int]:
     out: dict[int, int] = {}
     for end in sorted(set(ends)):
