@@ -257,6 +257,153 @@ BEGIN
 END $$
 """
 
+#: Migration 7: the append function reads what it decides on (every stream's version and which of the batch's ids
+#: are stored) with one statement per batch, in lz_append_reads, before deciding any append; migration 6 ran two
+#: statements per append. That statement scans lz_events and is planned on every call (force_custom_plan), as
+#: migration 2 found it must be: a plan made while lz_events was small scans it forever after. Every other
+#: statement of the append function looks up a primary key, reads arrays or inserts, so it runs on a plan made
+#: once per connection (force_generic_plan): planning had been a third of the backend's time, most of it copying
+#: the batch's arrays into each statement's plan. A chain is the tenant part of a stream's name, worked out once
+#: per distinct stream of the batch; the chain heads are read and moved once per batch.
+_APPEND_READS_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION lz_append_reads(p_streams text[], p_ids uuid[], OUT streams text[], OUT versions int[],
+                                           OUT stored_ids uuid[])
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    SELECT array_agg(d.s),
+           array_agg((SELECT coalesce(max(e.version), 0) FROM lz_events e WHERE e.stream = d.s)),
+           coalesce((SELECT array_agg(e.event_id) FROM lz_events e WHERE e.event_id = ANY (p_ids)), '{}')
+      INTO streams, versions, stored_ids
+      FROM (SELECT DISTINCT s FROM unnest(p_streams) AS s) AS d;
+END $$;
+"""
+
+_APPEND_BATCH_FUNCTION_V5 = r"""
+CREATE OR REPLACE FUNCTION lz_append_batch(
+    p_streams text[], p_expected int[], p_counts int[],
+    p_ids uuid[], p_types text[], p_data bytea[], p_meta bytea[], p_at timestamptz
+) RETURNS TABLE (idx int, status text, stream_version int, first_position bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint;
+    cur int;
+    ev int := 1;
+    n int;
+    si int;
+    ci int;
+    m int := 0;
+    seq bigint;
+    hash bytea;
+    -- The batch's distinct streams, each with its version (moved on as the batch appends to it), its chain
+    -- and its name as the chain's canonical bytes hold it.
+    streams text[];
+    versions int[];
+    stream_chain int[] := '{}';
+    stream_field bytea[] := '{}';
+    stored_ids uuid[];
+    taken_ids uuid[] := '{}';
+    chains text[] := '{}';
+    heads lz_chain_heads[];
+    c_seq bigint[] := '{}';
+    c_pos bigint[] := '{}';
+    c_hash bytea[] := '{}';
+    seq0 bigint[];
+    -- The accepted events, in position order: written by one INSERT once every append is decided.
+    e_at int[] := '{}';
+    e_stream text[] := '{}';
+    e_version int[] := '{}';
+    e_seq bigint[] := '{}';
+    e_hash bytea[] := '{}';
+    ch text;
+    type_bytes bytea;
+    at_us bytea := int8send((extract(epoch FROM p_at) * 1000000)::bigint);
+BEGIN
+    -- The one lock that orders all appends: held until COMMIT, so positions follow commit order.
+    SELECT position INTO head FROM lz_event_head WHERE id = 1 FOR UPDATE;
+    SELECT r.streams, r.versions, r.stored_ids INTO streams, versions, stored_ids
+      FROM lz_append_reads(p_streams, p_ids) AS r;
+    FOR j IN 1 .. coalesce(array_length(streams, 1), 0) LOOP
+        ch := coalesce(substring(streams[j] FROM '^[a-z]+-([^/]+)'), '_system');
+        ci := array_position(chains, ch);
+        IF ci IS NULL THEN
+            chains := chains || ch;
+            ci := array_length(chains, 1);
+        END IF;
+        stream_chain[j] := ci;
+        stream_field[j] := int4send(octet_length(convert_to(streams[j], 'UTF8'))) || convert_to(streams[j], 'UTF8');
+    END LOOP;
+    SELECT array_agg(h ORDER BY c.i) INTO heads
+      FROM unnest(chains) WITH ORDINALITY AS c(chain, i) LEFT JOIN lz_chain_heads h ON h.chain = c.chain;
+    FOR j IN 1 .. coalesce(array_length(chains, 1), 0) LOOP
+        c_seq[j] := coalesce((heads[j]).seq, 0);
+        c_pos[j] := coalesce((heads[j]).position, 0);
+        c_hash[j] := coalesce((heads[j]).hash, '\x0000000000000000000000000000000000000000000000000000000000000000');
+    END LOOP;
+    seq0 := c_seq;
+    FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
+        n := p_counts[i];
+        idx := i;
+        IF p_ids[ev : ev + n - 1] && taken_ids OR p_ids[ev : ev + n - 1] && stored_ids THEN
+            status := 'duplicate'; stream_version := NULL; first_position := NULL;
+        ELSE
+            si := array_position(streams, p_streams[i]);
+            cur := versions[si];
+            IF p_expected[i] <> -1 AND p_expected[i] <> cur THEN
+                status := 'conflict'; stream_version := cur; first_position := NULL;
+            ELSE
+                ci := stream_chain[si];
+                seq := c_seq[ci];
+                hash := c_hash[ci];
+                FOR k IN 1 .. n LOOP
+                    m := m + 1;
+                    seq := seq + 1;
+                    type_bytes := convert_to(p_types[ev + k - 1], 'UTF8');
+                    hash := sha256(
+                        '\x4c5a4331'::bytea || hash || int8send(head + k) || int8send(seq) || stream_field[si]
+                        || int4send(cur + k) || uuid_send(p_ids[ev + k - 1])
+                        || int4send(octet_length(type_bytes)) || type_bytes
+                        || int4send(octet_length(p_data[ev + k - 1])) || p_data[ev + k - 1]
+                        || int4send(octet_length(p_meta[ev + k - 1])) || p_meta[ev + k - 1]
+                        || at_us);
+                    e_at[m] := ev + k - 1;
+                    e_stream[m] := p_streams[i];
+                    e_version[m] := cur + k;
+                    e_seq[m] := seq;
+                    e_hash[m] := hash;
+                END LOOP;
+                c_seq[ci] := seq;
+                c_hash[ci] := hash;
+                c_pos[ci] := head + n;
+                taken_ids := taken_ids || p_ids[ev : ev + n - 1];
+                versions[si] := cur + n;
+                status := 'ok'; stream_version := cur + n; first_position := head + 1;
+                head := head + n;
+            END IF;
+        END IF;
+        RETURN NEXT;
+        ev := ev + n;
+    END LOOP;
+    IF m > 0 THEN
+        INSERT INTO lz_events (position, stream, version, event_id, type, data, metadata, recorded_at,
+                               chain_seq, chain_hash)
+        SELECT head - m + j, e_stream[j], e_version[j], p_ids[e_at[j]], p_types[e_at[j]], p_data[e_at[j]],
+               p_meta[e_at[j]], p_at, e_seq[j], e_hash[j]
+        FROM generate_series(1, m) AS j;
+        UPDATE lz_chain_heads h SET seq = u.seq, position = u.position, hash = u.hash
+          FROM unnest(chains, c_seq, c_pos, c_hash, seq0) AS u(chain, seq, position, hash, before)
+         WHERE h.chain = u.chain AND u.before > 0 AND u.seq <> u.before;
+        IF array_position(seq0, 0) IS NOT NULL THEN
+            INSERT INTO lz_chain_heads (chain, seq, position, hash)
+            SELECT u.chain, u.seq, u.position, u.hash
+              FROM unnest(chains, c_seq, c_pos, c_hash, seq0) AS u(chain, seq, position, hash, before)
+             WHERE u.before = 0 AND u.seq > 0;
+        END IF;
+    END IF;
+    UPDATE lz_event_head SET position = head WHERE id = 1;
+    PERFORM pg_notify('lz_events', head::text);
+END $$
+"""
+
 STORE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         namespace="eventstore",
@@ -382,6 +529,18 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
             _APPEND_BATCH_FUNCTION_V4,
             "ALTER FUNCTION lz_append_batch(text[], int[], int[], uuid[], text[], bytea[], bytea[], timestamptz)"
             " SET plan_cache_mode = force_custom_plan",
+        ),
+        sqlite=(),
+    ),
+    Migration(
+        namespace="eventstore",
+        version=7,
+        name="append_batch_reads_once",
+        postgresql=(
+            _APPEND_READS_FUNCTION,
+            _APPEND_BATCH_FUNCTION_V5,
+            "ALTER FUNCTION lz_append_batch(text[], int[], int[], uuid[], text[], bytea[], bytea[], timestamptz)"
+            " SET plan_cache_mode = force_generic_plan",
         ),
         sqlite=(),
     ),

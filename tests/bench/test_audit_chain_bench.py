@@ -3,7 +3,7 @@ then the issue's 10,000 mixed engine calls and a clean `audit verify` over them,
 
 Run with ``make bench`` (or ``.venv/bin/python -m pytest -q -s -m bench tests/bench/test_audit_chain_bench.py``).
 On PostgreSQL "off" is measured two ways, each in its own database of the same version: the append
-function of migration 2 (the store as it was before the chain), and the function of migration 6 with its
+function of migration 2 (the store as it was before the chain), and the function of migration 7 with its
 chain parts taken out (``_UNCHAINED_APPEND``: the same one-INSERT batch, no heads, no hashes) — the second
 is the chain's own cost. On SQLite "off" is the store's private ``_chain`` switch. Configurations run
 interleaved ROUNDS times; the table shows the median and the range; the goal (chain costs <= 10 %) is
@@ -32,12 +32,13 @@ from tests.engine.test_audit_chain import mixed_calls
 
 pytestmark = pytest.mark.bench
 
-APPENDS = 3_000
+#: Appends per timed run: about a second on each backend, so that a run outlasts the machine's jitter.
+APPENDS = {"postgresql": 12_000, "sqlite": 1_500}
 WRITERS = 16
 ROUNDS = 7
 _SIGNATURE = "lz_append_batch(text[], int[], int[], uuid[], text[], bytea[], bytea[], timestamptz)"
 
-#: Migration 6's append function less every chain statement: the baseline for the chain's own cost.
+#: Migration 7's append function less every chain statement: the baseline for the chain's own cost.
 _UNCHAINED_APPEND = r"""
 CREATE OR REPLACE FUNCTION lz_append_batch(
     p_streams text[], p_expected int[], p_counts int[],
@@ -51,33 +52,25 @@ DECLARE
     n int;
     si int;
     m int := 0;
-    seen_streams text[] := '{}';
-    seen_versions int[] := '{}';
+    streams text[];
+    versions int[];
+    stored_ids uuid[];
     taken_ids uuid[] := '{}';
-    -- The accepted events, in position order: written by one INSERT once every append is decided.
     e_at int[] := '{}';
     e_stream text[] := '{}';
     e_version int[] := '{}';
 BEGIN
-    -- The one lock that orders all appends: held until COMMIT, so positions follow commit order.
     SELECT position INTO head FROM lz_event_head WHERE id = 1 FOR UPDATE;
+    SELECT r.streams, r.versions, r.stored_ids INTO streams, versions, stored_ids
+      FROM lz_append_reads(p_streams, p_ids) AS r;
     FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
         n := p_counts[i];
         idx := i;
-        IF p_ids[ev : ev + n - 1] && taken_ids
-           OR EXISTS (SELECT 1 FROM lz_events WHERE event_id = ANY (p_ids[ev : ev + n - 1])) THEN
+        IF p_ids[ev : ev + n - 1] && taken_ids OR p_ids[ev : ev + n - 1] && stored_ids THEN
             status := 'duplicate'; stream_version := NULL; first_position := NULL;
         ELSE
-            -- A stream appended to earlier in this batch is not in lz_events yet: its version is kept here.
-            si := array_position(seen_streams, p_streams[i]);
-            IF si IS NULL THEN
-                SELECT coalesce(max(version), 0) INTO cur FROM lz_events WHERE stream = p_streams[i];
-                seen_streams := seen_streams || p_streams[i];
-                si := array_length(seen_streams, 1);
-            ELSE
-                cur := seen_versions[si];
-            END IF;
-            seen_versions[si] := cur;
+            si := array_position(streams, p_streams[i]);
+            cur := versions[si];
             IF p_expected[i] <> -1 AND p_expected[i] <> cur THEN
                 status := 'conflict'; stream_version := cur; first_position := NULL;
             ELSE
@@ -88,7 +81,7 @@ BEGIN
                     e_version[m] := cur + k;
                 END LOOP;
                 taken_ids := taken_ids || p_ids[ev : ev + n - 1];
-                seen_versions[si] := cur + n;
+                versions[si] := cur + n;
                 status := 'ok'; stream_version := cur + n; first_position := head + 1;
                 head := head + n;
             END IF;
@@ -109,8 +102,8 @@ END $$
 MIXED_CALLS = 10_000
 
 
-async def _timed(store: EventStore, tag: str) -> float:
-    per = APPENDS // WRITERS
+async def _timed(store: EventStore, appends: int) -> float:
+    per = appends // WRITERS
 
     async def writer(w: int) -> None:
         for i in range(per):
@@ -122,14 +115,14 @@ async def _timed(store: EventStore, tag: str) -> float:
     return per * WRITERS / (time.perf_counter() - started)
 
 
-async def _pg_store(url: str, append_function: str | None) -> EventStore:
+async def _pg_store(url: str, append_function: str | None = None, plan_cache_mode: str = "") -> EventStore:
     store = await open_store(url)
     await store.migrate()
     if append_function is not None:
         async with store.transaction() as tx:
             await tx.execute(append_function.replace("%", "%%"))
-            # As the migrations leave it (CREATE OR REPLACE drops the function's SET clause).
-            await tx.execute(f"ALTER FUNCTION {_SIGNATURE} SET plan_cache_mode = force_custom_plan")
+            # As its migration left it (CREATE OR REPLACE drops the function's SET clause).
+            await tx.execute(f"ALTER FUNCTION {_SIGNATURE} SET plan_cache_mode = {plan_cache_mode}")
     return store
 
 
@@ -142,14 +135,15 @@ async def _sqlite_stores(tmp: Path) -> tuple[EventStore, EventStore]:
 
 
 async def _compare(name: str, on: EventStore, offs: dict[str, EventStore]) -> None:
+    appends = APPENDS[name]
     stores = {"chain on": on, **offs}
     rates: dict[str, list[float]] = {label: [] for label in stores}
-    for label, store in stores.items():
-        await _timed(store, f"warm-up {label}")
+    for store in stores.values():
+        await _timed(store, appends)  # warm-up
     for r in range(ROUNDS):
         order = list(stores.items())
         for label, store in order[r % len(order) :] + order[: r % len(order)]:
-            rates[label].append(await _timed(store, label))
+            rates[label].append(await _timed(store, appends))
     on_rate = statistics.median(rates["chain on"])
     for label, values in rates.items():
         rate = statistics.median(values)
@@ -159,15 +153,16 @@ async def _compare(name: str, on: EventStore, offs: dict[str, EventStore]) -> No
         print(f"{name:<10} {label:<34} {rate:7.0f} appends/s  [{min(values):.0f}-{max(values):.0f}]{cost}")
     async with on.reader() as tx:
         report = await verify_chain(tx)
-    assert report.ok and report.records == APPENDS // WRITERS * WRITERS * (ROUNDS + 1)
+    assert report.ok and report.records == appends // WRITERS * WRITERS * (ROUNDS + 1)
 
 
 async def test_chain_on_vs_off(tmp_path: Path) -> None:
-    print(f"\nappends of one event, {WRITERS} concurrent writers, {APPENDS} appends per run, median of {ROUNDS}")
+    runs = ", ".join(f"{n:,} on {backend}" for backend, n in APPENDS.items())
+    print(f"\nappends of one event, {WRITERS} concurrent writers; appends per run: {runs}; median of {ROUNDS} rounds")
     with fresh_pg_database() as on_url, fresh_pg_database() as before_url, fresh_pg_database() as unchained_url:
-        on = await _pg_store(on_url, None)
-        before = await _pg_store(before_url, _APPEND_BATCH_FUNCTION_V2)
-        unchained = await _pg_store(unchained_url, _UNCHAINED_APPEND)
+        on = await _pg_store(on_url)
+        before = await _pg_store(before_url, _APPEND_BATCH_FUNCTION_V2, "force_custom_plan")
+        unchained = await _pg_store(unchained_url, _UNCHAINED_APPEND, "force_generic_plan")
         try:
             await _compare(
                 "postgresql", on, {"off: one INSERT, no chain": unchained, "off: before the chain (migr. 2)": before}
