@@ -13,11 +13,13 @@ printed, the assertions are sanity only (every append landed, the chain verifies
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from lockzero.engine.app import Engine
@@ -26,7 +28,7 @@ from lockzero.engine.security.crypto import MasterKey
 from lockzero.eventstore import EventStore, NewEvent, open_store
 from lockzero.eventstore.chain import verify_chain
 from lockzero.eventstore.migrations import _APPEND_BATCH_FUNCTION_V2
-from tests.conftest import fresh_pg_database
+from tests.conftest import ADMIN_DSN, fresh_pg_database
 from tests.engine.support import ManualClock
 from tests.engine.test_audit_chain import mixed_calls
 
@@ -102,7 +104,8 @@ END $$
 MIXED_CALLS = 10_000
 
 
-async def _timed(store: EventStore, appends: int) -> float:
+async def _timed(store: EventStore, appends: int, database: str | None) -> tuple[float, float]:
+    """Appends/s, and CPU µs per append of this process and of the store's PostgreSQL backends together."""
     per = appends // WRITERS
 
     async def writer(w: int) -> None:
@@ -110,9 +113,26 @@ async def _timed(store: EventStore, appends: int) -> float:
             data = f'{{"w": {w}, "i": {i}, "pad": "{"x" * 150}"}}'.encode()
             await store.append(f"audit-t{w % 4}", [NewEvent(type="AuditRecorded", data=data)])
 
+    server_before, client_before = _server_cpu_s(database), time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(writer(w) for w in range(WRITERS)))
-    return per * WRITERS / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - client_before + _server_cpu_s(database) - server_before
+    return per * WRITERS / elapsed, cpu * 1e6 / (per * WRITERS)
+
+
+def _server_cpu_s(database: str | None) -> float:
+    """CPU seconds so far of the PostgreSQL backends connected to ``database`` (None: SQLite, in this process).
+    The store's pooled connections live across runs, so a difference between two readings is that run's."""
+    if database is None:
+        return 0.0
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        pids = [row[0] for row in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,))]
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def _pg_store(url: str, append_function: str | None = None, plan_cache_mode: str = "") -> EventStore:
@@ -134,24 +154,35 @@ async def _sqlite_stores(tmp: Path) -> tuple[EventStore, EventStore]:
     return on, off
 
 
-async def _compare(name: str, on: EventStore, offs: dict[str, EventStore]) -> None:
+async def _compare(name: str, stores: dict[str, tuple[EventStore, str | None]]) -> None:
+    """``stores``: label -> (store, its PostgreSQL database or None); the first is the one with the chain."""
     appends = APPENDS[name]
-    stores = {"chain on": on, **offs}
     rates: dict[str, list[float]] = {label: [] for label in stores}
-    for store in stores.values():
-        await _timed(store, appends)  # warm-up
+    cpus: dict[str, list[float]] = {label: [] for label in stores}
+    for store, database in stores.values():
+        await _timed(store, appends, database)  # warm-up
     for r in range(ROUNDS):
         order = list(stores.items())
-        for label, store in order[r % len(order) :] + order[: r % len(order)]:
-            rates[label].append(await _timed(store, appends))
-    on_rate = statistics.median(rates["chain on"])
-    for label, values in rates.items():
-        rate = statistics.median(values)
-        cost = (
-            "" if label == "chain on" else f"   chain costs {100 * (1 - on_rate / rate):5.1f} % of this (goal <= 10 %)"
+        for label, (store, database) in order[r % len(order) :] + order[: r % len(order)]:
+            rate, cpu = await _timed(store, appends, database)
+            rates[label].append(rate)
+            cpus[label].append(cpu)
+    on_label = next(iter(stores))
+    on_rate, on_cpu = statistics.median(rates[on_label]), statistics.median(cpus[on_label])
+    for label in stores:
+        rate, cpu = statistics.median(rates[label]), statistics.median(cpus[label])
+        line = (
+            f"{name:<10} {label:<32} {rate:7.0f} appends/s [{min(rates[label]):.0f}-{max(rates[label]):.0f}]"
+            f"  {cpu:5.0f} µs CPU/append [{min(cpus[label]):.0f}-{max(cpus[label]):.0f}]"
         )
-        print(f"{name:<10} {label:<34} {rate:7.0f} appends/s  [{min(values):.0f}-{max(values):.0f}]{cost}")
-    async with on.reader() as tx:
+        if label != on_label:
+            line += (
+                f"   chain costs {100 * (1 - on_rate / rate):5.1f} % of appends/s (goal <= 10 %),"
+                f" {100 * (on_cpu / cpu - 1):5.1f} % more CPU"
+            )
+        print(line)
+    on_store = stores[on_label][0]
+    async with on_store.reader() as tx:
         report = await verify_chain(tx)
     assert report.ok and report.records == appends // WRITERS * WRITERS * (ROUNDS + 1)
 
@@ -165,17 +196,26 @@ async def test_chain_on_vs_off(tmp_path: Path) -> None:
         unchained = await _pg_store(unchained_url, _UNCHAINED_APPEND, "force_generic_plan")
         try:
             await _compare(
-                "postgresql", on, {"off: one INSERT, no chain": unchained, "off: before the chain (migr. 2)": before}
+                "postgresql",
+                {
+                    "chain on": (on, _database(on_url)),
+                    "off: one INSERT, no chain": (unchained, _database(unchained_url)),
+                    "off: before the chain (migr. 2)": (before, _database(before_url)),
+                },
             )
         finally:
             for store in (on, before, unchained):
                 await store.close()
     on, off = await _sqlite_stores(tmp_path)
     try:
-        await _compare("sqlite", on, {"chain off": off})
+        await _compare("sqlite", {"chain on": (on, None), "chain off": (off, None)})
     finally:
         await on.close()
         await off.close()
+
+
+def _database(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?", 1)[0]
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
