@@ -14,6 +14,7 @@ from lockzero.engine.domain.clock import iso, parse_iso
 from lockzero.engine.domain.durations import format_duration
 from lockzero.engine.domain.errors import NotFound
 from lockzero.engine.security.outbound import redact_url
+from lockzero.eventstore import Dialect
 
 
 class PolicyView(msgspec.Struct, frozen=True):
@@ -77,19 +78,37 @@ def policy_view(policy: ev.Policy) -> PolicyView:
     )
 
 
-_METADATA_QUERY = (
-    "SELECT secret_id, provider, environment, labels, status, current_version, created_at, last_rotated_at,"
-    " due_at, policy, dependents_count FROM rm_secrets WHERE tenant = ? AND secret_id = ?"
+_COLUMNS = (
+    "secret_id, provider, environment, labels, status, current_version, created_at, last_rotated_at, due_at, policy,"
+    " dependents_count"
 )
-# Open incidents, the in-flight rotation and the compromised versions in one round trip.
-_LINKS = (
-    "SELECT 'incident', incident_id, opened_at FROM rm_incidents"
-    " WHERE tenant = ? AND secret_id = ? AND status <> 'resolved'"
-    " UNION ALL SELECT 'rotation', rotation_id, requested_at FROM rm_rotations"
-    " WHERE tenant = ? AND secret_id = ? AND finished_at IS NULL"
-    " UNION ALL SELECT 'compromised', CAST(version AS TEXT), '' FROM rm_compromised_versions"
-    " WHERE tenant = ? AND secret_id = ? ORDER BY 3"
-)
+_METADATA_QUERY = f"SELECT {_COLUMNS} FROM rm_secrets WHERE tenant = ? AND secret_id = ?"
+# get_secret_metadata in one round trip: the secret's row with its links (open incidents, the rotation in flight,
+# compromised versions) as JSON arrays. Each dialect spells the ordered JSON aggregate its own way.
+_LINK_FILTER = "WHERE tenant = ? AND secret_id = ?"
+_WITH_LINKS: dict[Dialect, str] = {
+    "postgresql": (
+        f"SELECT {_COLUMNS},"
+        f" (SELECT json_agg(incident_id ORDER BY opened_at)::text FROM rm_incidents {_LINK_FILTER}"
+        " AND status <> 'resolved'),"
+        f" (SELECT json_agg(rotation_id ORDER BY requested_at)::text FROM rm_rotations {_LINK_FILTER}"
+        " AND finished_at IS NULL),"
+        f" (SELECT json_agg(version ORDER BY version)::text FROM rm_compromised_versions {_LINK_FILTER})"
+        " FROM rm_secrets WHERE tenant = ? AND secret_id = ?"
+    ),
+    "sqlite": (
+        f"SELECT {_COLUMNS},"
+        " (SELECT json_group_array(incident_id) FROM (SELECT incident_id FROM rm_incidents"
+        f" {_LINK_FILTER} AND status <> 'resolved' ORDER BY opened_at)),"
+        " (SELECT json_group_array(rotation_id) FROM (SELECT rotation_id FROM rm_rotations"
+        f" {_LINK_FILTER} AND finished_at IS NULL ORDER BY requested_at)),"
+        " (SELECT json_group_array(version) FROM (SELECT version FROM rm_compromised_versions"
+        f" {_LINK_FILTER} ORDER BY version))"
+        " FROM rm_secrets WHERE tenant = ? AND secret_id = ?"
+    ),
+}
+_decode_ids = msgspec.json.Decoder(list[str]).decode
+_decode_versions = msgspec.json.Decoder(list[int]).decode
 
 
 def _not_found(secret_id: str) -> NotFound:
@@ -113,12 +132,12 @@ def _age_days(now: datetime, created: str, rotated: str | None) -> int:
 async def secret_metadata(engine: Engine, tenant: str, secret_id: str) -> SecretMetadata:
     naming.secret_id(secret_id)
     async with engine.store.reader() as tx:
-        row = await tx.fetchone(_METADATA_QUERY, (tenant, secret_id))
-        if row is None:
-            raise _not_found(secret_id)
-        links = await tx.fetchall(_LINKS, (tenant, secret_id) * 3)
-    sid, provider, env, labels, status, current, created, rotated, _due, policy_json, deps = row
-    in_flight = [ref for kind, ref, _ in links if kind == "rotation"]
+        row = await tx.fetchone(_WITH_LINKS[tx.dialect], (tenant, secret_id) * 4)
+    if row is None:
+        raise _not_found(secret_id)
+    sid, provider, env, labels, status, current, created, rotated, _due, policy_json, deps = row[:11]
+    incidents, in_flight = (_decode_ids(v) if v else [] for v in row[11:13])
+    compromised = _decode_versions(row[13]) if row[13] else []
     policy = _decode_policy(policy_json)
     now = engine.clock.now()
     return SecretMetadata(
@@ -135,9 +154,9 @@ async def secret_metadata(engine: Engine, tenant: str, secret_id: str) -> Secret
         rotation_schedule=f"every {format_duration(policy.max_age_s)}" if policy.max_age_s else None,
         rotation_policy=policy_view(policy),
         dependents_count=int(deps),
-        open_incident_ids=[ref for kind, ref, _ in links if kind == "incident"],
+        open_incident_ids=incidents,
         in_flight_rotation_id=in_flight[-1] if in_flight else None,
-        compromised_versions=[f"v{n}" for n in sorted(int(ref) for kind, ref, _ in links if kind == "compromised")],
+        compromised_versions=[f"v{n}" for n in compromised],
     )
 
 
