@@ -541,6 +541,9 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
             _APPEND_BATCH_FUNCTION_V5,
             "ALTER FUNCTION lz_append_batch(text[], int[], int[], uuid[], text[], bytea[], bytea[], timestamptz)"
             " SET plan_cache_mode = force_generic_plan",
+            # Migration 6's helpers: the append function now reads and moves the chain heads itself.
+            "DROP FUNCTION lz_chain_heads_of(text[])",
+            "DROP FUNCTION lz_chain_heads_move(text[], bigint[], bigint[], bytea[], bigint[])",
         ),
         sqlite=(),
     ),
