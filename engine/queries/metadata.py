@@ -82,31 +82,31 @@ _COLUMNS = (
     "secret_id, provider, environment, labels, status, current_version, created_at, last_rotated_at, due_at, policy,"
     " dependents_count"
 )
-_METADATA_QUERY = f"SELECT {_COLUMNS} FROM rm_secrets WHERE tenant = ? AND secret_id = ?"
-# get_secret_metadata in one round trip: the secret's row with its links (open incidents, the rotation in flight,
-# compromised versions) as JSON arrays. Each dialect spells the ordered JSON aggregate its own way.
-_LINK_FILTER = "WHERE tenant = ? AND secret_id = ?"
-_WITH_LINKS: dict[Dialect, str] = {
-    "postgresql": (
-        f"SELECT {_COLUMNS},"
-        f" (SELECT json_agg(incident_id ORDER BY opened_at)::text FROM rm_incidents {_LINK_FILTER}"
-        " AND status <> 'resolved'),"
-        f" (SELECT json_agg(rotation_id ORDER BY requested_at)::text FROM rm_rotations {_LINK_FILTER}"
-        " AND finished_at IS NULL),"
-        f" (SELECT json_agg(version ORDER BY version)::text FROM rm_compromised_versions {_LINK_FILTER})"
-        " FROM rm_secrets WHERE tenant = ? AND secret_id = ?"
-    ),
-    "sqlite": (
-        f"SELECT {_COLUMNS},"
-        " (SELECT json_group_array(incident_id) FROM (SELECT incident_id FROM rm_incidents"
-        f" {_LINK_FILTER} AND status <> 'resolved' ORDER BY opened_at)),"
-        " (SELECT json_group_array(rotation_id) FROM (SELECT rotation_id FROM rm_rotations"
-        f" {_LINK_FILTER} AND finished_at IS NULL ORDER BY requested_at)),"
-        " (SELECT json_group_array(version) FROM (SELECT version FROM rm_compromised_versions"
-        f" {_LINK_FILTER} ORDER BY version))"
-        " FROM rm_secrets WHERE tenant = ? AND secret_id = ?"
-    ),
-}
+_WHERE_ONE = "WHERE tenant = ? AND secret_id = ?"
+_METADATA_QUERY = f"SELECT {_COLUMNS} FROM rm_secrets {_WHERE_ONE}"
+# A secret's links, each read as a JSON array: (column, table, further condition, order).
+_LINKS = (
+    ("incident_id", "rm_incidents", " AND status <> 'resolved'", "opened_at"),
+    ("rotation_id", "rm_rotations", " AND finished_at IS NULL", "requested_at"),
+    ("version", "rm_compromised_versions", "", "version"),
+)
+
+
+def _json_list(dialect: Dialect, column: str, table: str, condition: str, order: str) -> str:
+    # Each dialect spells the ordered JSON aggregate its own way.
+    rows = f"FROM {table} {_WHERE_ONE}{condition}"
+    if dialect == "postgresql":
+        return f"(SELECT json_agg({column} ORDER BY {order})::text {rows})"
+    return f"(SELECT json_group_array({column}) FROM (SELECT {column} {rows} ORDER BY {order}))"
+
+
+# get_secret_metadata in one round trip: the secret's row with its links.
+def _with_links(dialect: Dialect) -> str:
+    links = ", ".join(_json_list(dialect, *link) for link in _LINKS)
+    return f"SELECT {_COLUMNS}, {links} FROM rm_secrets {_WHERE_ONE}"
+
+
+_WITH_LINKS: dict[Dialect, str] = {dialect: _with_links(dialect) for dialect in ("postgresql", "sqlite")}
 _decode_ids = msgspec.json.Decoder(list[str]).decode
 _decode_versions = msgspec.json.Decoder(list[int]).decode
 
@@ -132,7 +132,7 @@ def _age_days(now: datetime, created: str, rotated: str | None) -> int:
 async def secret_metadata(engine: Engine, tenant: str, secret_id: str) -> SecretMetadata:
     naming.secret_id(secret_id)
     async with engine.store.reader() as tx:
-        row = await tx.fetchone(_WITH_LINKS[tx.dialect], (tenant, secret_id) * 4)
+        row = await tx.fetchone(_WITH_LINKS[tx.dialect], (tenant, secret_id) * (len(_LINKS) + 1))
     if row is None:
         raise _not_found(secret_id)
     sid, provider, env, labels, status, current, created, rotated, _due, policy_json, deps = row[:11]

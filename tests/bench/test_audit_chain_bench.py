@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from lockzero.engine.app import Engine
 from lockzero.engine.audit import chain as audit_chain
@@ -215,7 +216,7 @@ async def test_chain_on_vs_off(tmp_path: Path) -> None:
 
 
 def _database(url: str) -> str:
-    return url.rsplit("/", 1)[1].split("?", 1)[0]
+    return str(conninfo_to_dict(url)["dbname"])
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
