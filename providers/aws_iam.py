@@ -99,7 +99,12 @@ class AwsIamKeyProvider:
     async def _iam(self, op: str, method: str, *, missing_ok: bool = False, **params: Any) -> dict[str, Any]:
         try:
             if self._iam_client is None:
-                self._iam_client = await asyncio.to_thread(self._client, "iam", *self._admin)
+                client = await asyncio.to_thread(self._client, "iam", *self._admin)
+                # Two concurrent first calls (verify's two logins) may both build one: keep the first, close ours.
+                if self._iam_client is None:
+                    self._iam_client = client
+                else:
+                    client.close()
             result: dict[str, Any] = await asyncio.to_thread(getattr(self._iam_client, method), **params)
             return result
         except ClientError as exc:

@@ -46,9 +46,14 @@ class RevokeArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     idempotency_key: IdempotencyKey | None = None
 
 
+#: The longest verify_remediation may hold its answer while the rotation runs (wait_seconds).
+MAX_VERIFY_WAIT_S = 20
+
+
 class VerifyArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     secret_id: SecretId
     rotation_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    wait_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_VERIFY_WAIT_S)] = 0
 
 
 def _queue(ctx: CallContext) -> rotations.SagaQueue:
@@ -79,7 +84,7 @@ async def revoke_secret(ctx: CallContext, a: RevokeArgs) -> rotations.RevokeResu
 
 async def verify_remediation(ctx: CallContext, a: VerifyArgs) -> verification.Verification:
     in_scope(ctx, a.secret_id)
-    return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id)
+    return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id, a.wait_seconds)
 
 
 def _changes(
@@ -103,7 +108,8 @@ SAGA_TOOLS = [
         "Rotate a secret",
         "Replace a secret's credential for real: create a new one at the provider, check it works, move every "
         "dependent service to it, retire the old one and prove the old one is refused. Returns at once with a "
-        "rotation_id and status in_progress; then poll verify_remediation (every 1-2 s) until verified is true. "
+        "rotation_id and status in_progress; then call verify_remediation (with wait_seconds to long-poll, or every "
+        "1-2 s) until verified is true. "
         "Calling again while a rotation is in flight returns that rotation; pass idempotency_key to make retries "
         "safe. Use after a leak (detect_exposure) or when check_rotation_policy says it is overdue.",
         RotateArgs,
@@ -147,7 +153,9 @@ SAGA_TOOLS = [
         "authenticates), old_credential_rejected (the provider refuses the old one at authentication), "
         "dependents_adopted (pending lists each service not yet on the new version, what it waits for and since "
         "when; adoption_deadline_at says when the old one is retired anyway). verified is true only when the saga "
-        "completed and every check passed. Without rotation_id it checks the latest rotation. Follow next_action.",
+        "completed and every check passed. Without rotation_id it checks the latest rotation. wait_seconds (0-20) "
+        "long-polls: while the rotation is still running the answer waits up to that long for it to finish, so "
+        "one call replaces many polls. Follow next_action.",
         VerifyArgs,
         verification.Verification,
         Annotations(read_only=True, destructive=False, idempotent=True, open_world=True),

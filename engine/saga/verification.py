@@ -9,6 +9,7 @@ names each one, what it waits for and since when; it never advises a rollback be
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -21,6 +22,7 @@ from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import Dependent, Rotation, Secret
 from lockzero.engine.domain.clock import parse_iso
 from lockzero.engine.domain.errors import NotFound
+from lockzero.engine.domain.rotation_status import RUNNING
 from lockzero.engine.saga.delivery import adopted_versions
 from lockzero.engine.saga.provider_access import credential, open_provider
 from lockzero.engine.unit_of_work import load_secret
@@ -29,6 +31,8 @@ from lockzero.providers.base import Auth, Provider
 CheckState = Literal["passed", "failed", "unknown"]
 
 LEAK_KINDS: tuple[ev.IncidentKind, ...] = ("leaked_credential",)
+#: A long poll re-reads the rotation at least this often, in case a store notification was missed.
+WAKE_AT_LEAST_EVERY_S = 1.0
 
 
 class PendingDependent(msgspec.Struct, frozen=True):
@@ -119,10 +123,24 @@ async def _auth(provider: Provider, engine: Engine, secret: Secret, version: int
     return await provider.authenticate(cred)
 
 
-async def verify(engine: Engine, tenant: str, secret_id: str, rotation_id: str | None = None) -> Verification:
-    """Live checks against the provider, not a replay of what the saga recorded."""
-    secret = await _load(engine, tenant, secret_id)
-    rotation = secret.rotation(rotation_id) if rotation_id else (secret.rotations[-1] if secret.rotations else None)
+async def verify(
+    engine: Engine, tenant: str, secret_id: str, rotation_id: str | None = None, wait_s: float = 0.0
+) -> Verification:
+    """Live checks against the provider, not a replay of what the saga recorded.
+
+    ``wait_s`` > 0 is a long poll: while the rotation is running (in progress or compensating) the answer waits,
+    up to ``wait_s`` seconds, for it to finish, woken by the store's notification of each append; then the
+    checks run once. An agent learns the outcome as it happens instead of on its next poll."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        head = await engine.store.head_position()  # before the read: a later append wakes the wait at once
+        secret = await _load(engine, tenant, secret_id)
+        rotation = _rotation(secret, rotation_id)
+        left = deadline - loop.time()
+        if rotation is None or rotation.status not in RUNNING or left <= 0:
+            break
+        await engine.store.wait_for_events(head, min(left, WAKE_AT_LEAST_EVERY_S))
     if rotation is None and rotation_id is not None:
         raise NotFound(f"no rotation {rotation_id!r} of secret {secret_id!r}")
     if rotation is None:
@@ -144,6 +162,12 @@ async def verify(engine: Engine, tenant: str, secret_id: str, rotation_id: str |
     return await _verify_rotation(engine, secret, rotation)
 
 
+def _rotation(secret: Secret, rotation_id: str | None) -> Rotation | None:
+    if rotation_id:
+        return secret.rotation(rotation_id)
+    return secret.rotations[-1] if secret.rotations else None
+
+
 def _compromised(secret: Secret) -> list[str]:
     return [f"v{v.number}" for v in secret.versions if v.compromised]
 
@@ -156,8 +180,11 @@ async def _verify_rotation(engine: Engine, secret: Secret, rotation: Rotation) -
     reasons: dict[str, str] = {}
     provider = await open_provider(engine, secret)
     try:
-        new_auth = await _auth(provider, engine, secret, rotation.to_version)
-        old_auth = await _auth(provider, engine, secret, rotation.from_version)
+        # Two independent logins (each on a connection of its own): at once, not one after the other.
+        new_auth, old_auth = await asyncio.gather(
+            _auth(provider, engine, secret, rotation.to_version),
+            _auth(provider, engine, secret, rotation.from_version),
+        )
     finally:
         await provider.close()
     new_state: CheckState = valid(new_auth) if new_auth else "unknown"
