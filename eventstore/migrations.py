@@ -404,6 +404,129 @@ BEGIN
 END $$
 """
 
+#: Migration 8. lz_append_reads runs on a plan made once per connection too, with sequential scans off: its only
+#: other plans are index scans (the stream's highest version, the batch's ids), right whatever lz_events' size
+#: when the plan was made (migration 2's problem was a sequential-scan plan made while the table was small), and
+#: planning it on every call had been a sixth of the append's backend CPU. The append function carries each
+#: chain on in the event's own statements: an event's previous link is read at its chain's last subscript of
+#: the batch's link arrays, whose negative subscripts hold the heads read at the start, and the heads move from
+#: those arrays once per batch. Before, six statements per append copied each chain's state in and out.
+_APPEND_BATCH_FUNCTION_V6 = r"""
+CREATE OR REPLACE FUNCTION lz_append_batch(
+    p_streams text[], p_expected int[], p_counts int[],
+    p_ids uuid[], p_types text[], p_data bytea[], p_meta bytea[], p_at timestamptz
+) RETURNS TABLE (idx int, status text, stream_version int, first_position bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint;
+    cur int;
+    ev int := 1;
+    n int;
+    si int;
+    ci int;
+    m int := 0;
+    x int;
+    streams text[];
+    versions int[];
+    stored_ids uuid[];
+    taken_ids uuid[] := '{}';
+    chains text[] := '{}';
+    heads lz_chain_heads[];
+    -- The batch's distinct streams, each with its chain and its name as the chain's canonical bytes hold it.
+    stream_chain int[];
+    stream_field bytea[];
+    -- e_seq/e_hash: subscripts 1..m are the accepted events; -1..-C hold chain j's head at -j, so an event's
+    -- previous link is always at its chain's last subscript (c_last[j]), in this batch or before it: three
+    -- statements per event carry the chain on, none per append.
+    c_last int[];
+    e_at int[] := '{}';
+    e_stream text[] := '{}';
+    e_version int[] := '{}';
+    e_seq bigint[];
+    e_hash bytea[];
+    ch text;
+    at_us bytea := int8send((extract(epoch FROM p_at) * 1000000)::bigint);
+BEGIN
+    -- The one lock that orders all appends: held until COMMIT, so positions follow commit order.
+    SELECT position INTO head FROM lz_event_head WHERE id = 1 FOR UPDATE;
+    SELECT r.streams, r.versions, r.stored_ids INTO streams, versions, stored_ids
+      FROM lz_append_reads(p_streams, p_ids) AS r;
+    FOR j IN 1 .. coalesce(array_length(streams, 1), 0) LOOP
+        ch := coalesce(substring(streams[j] FROM '^[a-z]+-([^/]+)'), '_system');
+        ci := array_position(chains, ch);
+        IF ci IS NULL THEN
+            chains := chains || ch;
+            ci := array_length(chains, 1);
+        END IF;
+        stream_chain[j] := ci;
+        stream_field[j] := int4send(octet_length(convert_to(streams[j], 'UTF8'))) || convert_to(streams[j], 'UTF8');
+    END LOOP;
+    SELECT array_agg(h ORDER BY c.i) INTO heads
+      FROM unnest(chains) WITH ORDINALITY AS c(chain, i) LEFT JOIN lz_chain_heads h ON h.chain = c.chain;
+    FOR j IN 1 .. coalesce(array_length(chains, 1), 0) LOOP
+        e_seq[-j] := coalesce((heads[j]).seq, 0);
+        e_hash[-j] := coalesce((heads[j]).hash, '\x0000000000000000000000000000000000000000000000000000000000000000');
+        c_last[j] := -j;
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
+        n := p_counts[i];
+        idx := i;
+        IF p_ids[ev : ev + n - 1] && taken_ids OR p_ids[ev : ev + n - 1] && stored_ids THEN
+            status := 'duplicate'; stream_version := NULL; first_position := NULL;
+        ELSE
+            si := array_position(streams, p_streams[i]);
+            cur := versions[si];
+            IF p_expected[i] <> -1 AND p_expected[i] <> cur THEN
+                status := 'conflict'; stream_version := cur; first_position := NULL;
+            ELSE
+                ci := stream_chain[si];
+                FOR k IN 1 .. n LOOP
+                    m := m + 1;
+                    x := ev + k - 1;
+                    e_at[m] := x;
+                    e_stream[m] := p_streams[i];
+                    e_version[m] := cur + k;
+                    e_seq[m] := e_seq[c_last[ci]] + 1;
+                    e_hash[m] := sha256(
+                        '\x4c5a4331'::bytea || e_hash[c_last[ci]] || int8send(head + k) || int8send(e_seq[m])
+                        || stream_field[si] || int4send(cur + k) || uuid_send(p_ids[x])
+                        || int4send(octet_length(convert_to(p_types[x], 'UTF8'))) || convert_to(p_types[x], 'UTF8')
+                        || int4send(octet_length(p_data[x])) || p_data[x]
+                        || int4send(octet_length(p_meta[x])) || p_meta[x]
+                        || at_us);
+                    c_last[ci] := m;
+                END LOOP;
+                taken_ids := taken_ids || p_ids[ev : ev + n - 1];
+                versions[si] := cur + n;
+                status := 'ok'; stream_version := cur + n; first_position := head + 1;
+                head := head + n;
+            END IF;
+        END IF;
+        RETURN NEXT;
+        ev := ev + n;
+    END LOOP;
+    IF m > 0 THEN
+        INSERT INTO lz_events (position, stream, version, event_id, type, data, metadata, recorded_at,
+                               chain_seq, chain_hash)
+        SELECT head - m + j, e_stream[j], e_version[j], p_ids[e_at[j]], p_types[e_at[j]], p_data[e_at[j]],
+               p_meta[e_at[j]], p_at, e_seq[j], e_hash[j]
+        FROM generate_series(1, m) AS j;
+        -- Each chain's head moves to its last event of the batch; a chain new in this batch gets its row.
+        UPDATE lz_chain_heads h SET seq = e_seq[u.last], position = head - m + u.last, hash = e_hash[u.last]
+          FROM unnest(chains, c_last) WITH ORDINALITY AS u(chain, last, i)
+         WHERE h.chain = u.chain AND u.last > 0 AND e_seq[-u.i::int] > 0;
+        IF 0 = ANY (e_seq[-array_length(chains, 1) : -1]) THEN
+            INSERT INTO lz_chain_heads (chain, seq, position, hash)
+            SELECT u.chain, e_seq[u.last], head - m + u.last, e_hash[u.last]
+              FROM unnest(chains, c_last) WITH ORDINALITY AS u(chain, last, i)
+             WHERE u.last > 0 AND e_seq[-u.i::int] = 0;
+        END IF;
+    END IF;
+    UPDATE lz_event_head SET position = head WHERE id = 1;
+    PERFORM pg_notify('lz_events', head::text);
+END $$
+"""
+
 STORE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         namespace="eventstore",
@@ -544,6 +667,19 @@ STORE_MIGRATIONS: tuple[Migration, ...] = (
             # Migration 6's helpers: the append function now reads and moves the chain heads itself.
             "DROP FUNCTION lz_chain_heads_of(text[])",
             "DROP FUNCTION lz_chain_heads_move(text[], bigint[], bigint[], bytea[], bigint[])",
+        ),
+        sqlite=(),
+    ),
+    Migration(
+        namespace="eventstore",
+        version=8,
+        name="append_plans_once",
+        postgresql=(
+            "ALTER FUNCTION lz_append_reads(text[], uuid[]) SET plan_cache_mode = force_generic_plan",
+            "ALTER FUNCTION lz_append_reads(text[], uuid[]) SET enable_seqscan = off",
+            _APPEND_BATCH_FUNCTION_V6,
+            "ALTER FUNCTION lz_append_batch(text[], int[], int[], uuid[], text[], bytea[], bytea[], timestamptz)"
+            " SET plan_cache_mode = force_generic_plan",
         ),
         sqlite=(),
     ),

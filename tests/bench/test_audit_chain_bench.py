@@ -3,7 +3,7 @@ then the issue's 10,000 mixed engine calls and a clean `audit verify` over them,
 
 Run with ``make bench`` (or ``.venv/bin/python -m pytest -q -s -m bench tests/bench/test_audit_chain_bench.py``).
 On PostgreSQL "off" is measured two ways, each in its own database of the same version: the append
-function of migration 2 (the store as it was before the chain), and the function of migration 7 with its
+function of migration 2 (the store as it was before the chain), and the function of migration 8 with its
 chain parts taken out (``_UNCHAINED_APPEND``: the same one-INSERT batch, no heads, no hashes) — the second
 is the chain's own cost. On SQLite "off" is the store's private ``_chain`` switch. Configurations run
 interleaved ROUNDS times; the table shows the median and the range; the goal (chain costs <= 10 %) is
@@ -41,7 +41,7 @@ WRITERS = 16
 ROUNDS = 7
 _SIGNATURE = "lz_append_batch(text[], int[], int[], uuid[], text[], bytea[], bytea[], timestamptz)"
 
-#: Migration 7's append function less every chain statement: the baseline for the chain's own cost.
+#: Migration 8's append function less every chain statement: the baseline for the chain's own cost.
 _UNCHAINED_APPEND = r"""
 CREATE OR REPLACE FUNCTION lz_append_batch(
     p_streams text[], p_expected int[], p_counts int[],
@@ -55,6 +55,7 @@ DECLARE
     n int;
     si int;
     m int := 0;
+    x int;
     streams text[];
     versions int[];
     stored_ids uuid[];
@@ -79,7 +80,8 @@ BEGIN
             ELSE
                 FOR k IN 1 .. n LOOP
                     m := m + 1;
-                    e_at[m] := ev + k - 1;
+                    x := ev + k - 1;
+                    e_at[m] := x;
                     e_stream[m] := p_streams[i];
                     e_version[m] := cur + k;
                 END LOOP;
