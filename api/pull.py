@@ -5,6 +5,7 @@ leaves; refused reads too, bounded under a flood by the audit flood guard."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -17,7 +18,7 @@ from lockzero.engine.app import Engine
 from lockzero.engine.audit.batcher import AuditBatcher
 from lockzero.engine.audit.flood import AuditFloodGuard
 from lockzero.engine.audit.records import make_record
-from lockzero.engine.commands.pull import current_for_dependent, identify
+from lockzero.engine.commands.pull import current_for_dependent, identify, mark_seen
 from lockzero.engine.detection.anomalies import PullWatch
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain.errors import NotFound
@@ -68,10 +69,11 @@ async def pull_endpoint(
         engine, tenant, actor, METHOD, "ok", secret_id=secret_id, detail=f"value of {body['version']} read"
     )
     try:
-        await audit.record(record, actor)
+        # Two commits, at once rather than one after the other: the durable audit record and last_seen_at.
+        await asyncio.gather(audit.record(record, actor), mark_seen(engine, who))
     except Exception as exc:
         # Fail closed: a value read that cannot be audited is not handed out.
-        log.error("audit write failed (%s); refusing the read", type(exc).__name__)
+        log.error("audit or last-seen write failed (%s); refusing the read", type(exc).__name__)
         return Response({"error": "unavailable", "error_description": "retry later"}, status_code=503)
     if watch is not None:
         await _watch(watch.pulled(tenant, secret_id, dependent_id, source))

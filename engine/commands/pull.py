@@ -60,12 +60,6 @@ async def current_for_dependent(engine: Engine, dep: PullDependent, secret_id: s
         await record_adoption(engine, tenant, secret_id, dependent_id, version, "pull")
         # The last dependent to adopt may be what a leak incident waits for.
         await settle_leaks(engine, tenant, secret_id, SYSTEM)
-    async with engine.store.transaction() as tx:
-        await tx.execute(
-            "INSERT INTO lz_dependent_seen (tenant, dependent_id, last_seen_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (tenant, dependent_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
-            (tenant, dependent_id, iso(engine.clock.now())),
-        )
     body: dict[str, Any] = {
         "secret_id": secret_id,
         "version": f"v{version}",
@@ -76,6 +70,16 @@ async def current_for_dependent(engine: Engine, dep: PullDependent, secret_id: s
     if username:
         body["username"] = username
     return body
+
+
+async def mark_seen(engine: Engine, dep: PullDependent) -> None:
+    """The dependent's last_seen_at (assess_blast_radius) moves to now: the pull endpoint calls it per answered pull."""
+    async with engine.store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO lz_dependent_seen (tenant, dependent_id, last_seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (tenant, dependent_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+            (dep.tenant, dep.dependent_id, iso(engine.clock.now())),
+        )
 
 
 _usernames: dict[tuple[str, str, int], str | None] = {}

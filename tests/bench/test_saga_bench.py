@@ -184,13 +184,17 @@ class Sidecar:
         self.version: str | None = None
         self.value: str | None = None
         self.reads = 0
+        #: How long each GET took (ms): the sidecar's cycle is SIDECAR_POLL_S plus this.
+        self.get_ms: list[float] = []
         self.errors: list[str] = []
         self.first = asyncio.Event()
 
     async def run(self) -> None:
         while True:
             try:
+                called = time.perf_counter()
                 r = await self.client.get(self.path, headers=self.headers)
+                self.get_ms.append((time.perf_counter() - called) * 1000)
                 if r.status_code == 200:
                     body = r.json()
                     self.version, self.value = body["version"], body["value"]
@@ -220,6 +224,7 @@ class LatencyResult:
     waited_phases: list[dict[str, float]]
     waited_calls: list[int]
     sidecar_reads: int
+    sidecar_get_ms: list[float]
     webhook_ok: int
     cpu: CpuUsage
 
@@ -311,6 +316,7 @@ async def time_to_remediation(
         [phase_breakdown(record, rid, t0, t1) for rid, t0, t1, _, _ in waited],
         [len(s[4]) for s in waited],
         sidecar.reads,
+        sidecar.get_ms,
         receiver.ok,
         cpu,
     )
@@ -615,6 +621,8 @@ def report(
         f" {f'{median(embedded.waited_ms):.1f}, {median(embedded.waited_calls):.0f}':>14}",
         f"   {'one verify_remediation call, ms (median)':<70} {median(arq.verify_call_ms):>11.1f}"
         f" {median(embedded.verify_call_ms):>14.1f}",
+        f"   {'one sidecar GET of /current, ms (median)':<70} {median(arq.sidecar_get_ms):>11.1f}"
+        f" {median(embedded.sidecar_get_ms):>14.1f}",
         f"   {f'trend: median ms of rotations 1-{third} -> {ROTATIONS - third + 1}-{ROTATIONS} (stream grows)':<70}"
         f" {f'{median(arq.ms[:third]):.0f} -> {median(arq.ms[-third:]):.0f}':>14}"
         f" {f'{median(embedded.ms[:third]):.0f} -> {median(embedded.ms[-third:]):.0f}':>14}",
