@@ -68,13 +68,15 @@ async def pull_endpoint(
     record = make_record(
         engine, tenant, actor, METHOD, "ok", secret_id=secret_id, detail=f"value of {body['version']} read"
     )
-    try:
-        # Two commits, at once rather than one after the other: the durable audit record and last_seen_at.
-        await asyncio.gather(audit.record(record, actor), mark_seen(engine, who))
-    except Exception as exc:
+    # Two commits, at once rather than one after the other: the durable audit record and last_seen_at.
+    audited, seen = await asyncio.gather(audit.record(record, actor), mark_seen(engine, who), return_exceptions=True)
+    if isinstance(audited, BaseException):
         # Fail closed: a value read that cannot be audited is not handed out.
-        log.error("audit or last-seen write failed (%s); refusing the read", type(exc).__name__)
+        log.error("audit write failed (%s); refusing the read", type(audited).__name__)
         return Response({"error": "unavailable", "error_description": "retry later"}, status_code=503)
+    if isinstance(seen, BaseException):
+        # last_seen_at is telemetry: the read is audited, so it goes out; the log says the telemetry missed it.
+        log.error("last-seen write failed (%s)", type(seen).__name__)
     if watch is not None:
         await _watch(watch.pulled(tenant, secret_id, dependent_id, source))
     # The value must not linger in caches between the service and us.

@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -78,6 +79,7 @@ class AwsIamKeyProvider:
         self.endpoint_url = str(config["endpoint_url"]) if config.get("endpoint_url") else None
         self._admin = (config.get("admin_access_key_id"), config.get("admin_secret_access_key"))
         self._session = boto3.session.Session()
+        self._session_lock = threading.Lock()
         self._iam_client: Any = None
         self._user_arn: str | None = None
 
@@ -87,14 +89,16 @@ class AwsIamKeyProvider:
     # --- AWS calls, each in a worker thread ------------------------------------------------------
 
     def _client(self, service: str, key_id: str | None, secret: str | None) -> Any:
-        return self._session.client(
-            service,
-            region_name=self.region,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=key_id,
-            aws_secret_access_key=secret,
-            config=_CONFIG,
-        )
+        # A boto3 Session is not thread-safe, and verify's two logins build clients in two worker threads at once.
+        with self._session_lock:
+            return self._session.client(
+                service,
+                region_name=self.region,
+                endpoint_url=self.endpoint_url,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                config=_CONFIG,
+            )
 
     async def _iam(self, op: str, method: str, *, missing_ok: bool = False, **params: Any) -> dict[str, Any]:
         try:

@@ -37,6 +37,7 @@ from lockzero.api.mcp.jsonrpc import (
     result_body,
 )
 from lockzero.api.mcp.sessions import Session
+from lockzero.api.tools.registry import IN_BATCH
 from lockzero.api.tools.runner import actor_of
 from lockzero.engine.app import Engine
 from lockzero.engine.domain.aggregates.api_key import ApiKey
@@ -204,23 +205,27 @@ class McpEndpoint:
                 http_status=400,
             )
         out: list[dict[str, Any]] = []
-        for raw in payload:
-            # Other requests run between the messages of a batch, not after all of them.
-            await asyncio.sleep(0)
-            label = "invalid_request"
-            try:
-                msg = parse_message(raw)
-                label = audit_label(msg.method, self.dispatcher.runner.registry)
-                if msg.method == "initialize":
-                    raise RpcError(INVALID_REQUEST, "initialize must not be part of a batch")
-                state = await self._state(request, key, msg, header_version, source)
-            except RpcError as err:
-                await self._refused(key, label, err, source)
-                out.append(err.body(_request_id(raw)))
-                continue
-            answer, _, _ = await self._answer(state, msg)
-            if answer is not None:
-                out.append(answer)
+        batch = IN_BATCH.set(True)
+        try:
+            for raw in payload:
+                # Other requests run between the messages of a batch, not after all of them.
+                await asyncio.sleep(0)
+                label = "invalid_request"
+                try:
+                    msg = parse_message(raw)
+                    label = audit_label(msg.method, self.dispatcher.runner.registry)
+                    if msg.method == "initialize":
+                        raise RpcError(INVALID_REQUEST, "initialize must not be part of a batch")
+                    state = await self._state(request, key, msg, header_version, source)
+                except RpcError as err:
+                    await self._refused(key, label, err, source)
+                    out.append(err.body(_request_id(raw)))
+                    continue
+                answer, _, _ = await self._answer(state, msg)
+                if answer is not None:
+                    out.append(answer)
+        finally:
+            IN_BATCH.reset(batch)
         return _json(out) if out else Response(b"", status_code=202)
 
     async def _session(self, session_id: str, key: ApiKey) -> Session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,10 @@ from lockzero.engine.commands.rotations import SagaQueue
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain.aggregates.api_key import ApiKey
 from lockzero.engine.domain.errors import InvalidInput
+
+#: True while the endpoint answers a JSON-RPC batch: its messages run one after another, so a call that could
+#: wait (verify_remediation's long poll) answers at once instead of holding up the rest.
+IN_BATCH: ContextVar[bool] = ContextVar("lockzero_in_batch", default=False)
 
 
 @dataclass

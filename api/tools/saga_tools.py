@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Annotated
 
 import msgspec
 
 from lockzero.api.tools.read_tools import SecretId, in_scope
-from lockzero.api.tools.registry import Annotations, CallContext, Handler, Tool
+from lockzero.api.tools.registry import IN_BATCH, Annotations, CallContext, Handler, Tool
 from lockzero.engine.commands import rotations
 from lockzero.engine.domain.errors import Unavailable
 from lockzero.engine.saga import verification
@@ -48,6 +49,11 @@ class RevokeArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 #: The longest verify_remediation may hold its answer while the rotation runs (wait_seconds).
 MAX_VERIFY_WAIT_S = 20
+#: Long polls one key, and this process, may hold open at once; a call beyond either answers at once, as with
+#: wait_seconds 0. Each open one re-reads its rotation whenever anything is appended.
+MAX_WAITS_PER_KEY = 8
+MAX_WAITS = 256
+_waits: Counter[str] = Counter()
 
 
 class VerifyArgs(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -84,7 +90,16 @@ async def revoke_secret(ctx: CallContext, a: RevokeArgs) -> rotations.RevokeResu
 
 async def verify_remediation(ctx: CallContext, a: VerifyArgs) -> verification.Verification:
     in_scope(ctx, a.secret_id)
-    return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id, a.wait_seconds)
+    key = ctx.key.key_id
+    if not a.wait_seconds or IN_BATCH.get() or _waits[key] >= MAX_WAITS_PER_KEY or _waits.total() >= MAX_WAITS:
+        return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id)
+    _waits[key] += 1
+    try:
+        return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id, a.wait_seconds)
+    finally:
+        _waits[key] -= 1
+        if not _waits[key]:
+            del _waits[key]
 
 
 def _changes(
@@ -155,7 +170,8 @@ SAGA_TOOLS = [
         "when; adoption_deadline_at says when the old one is retired anyway). verified is true only when the saga "
         "completed and every check passed. Without rotation_id it checks the latest rotation. wait_seconds (0-20) "
         "long-polls: while the rotation is still running the answer waits up to that long for it to finish, so "
-        "one call replaces many polls. Follow next_action.",
+        "one call replaces many polls (not inside a JSON-RPC batch, and at most 8 at once per key: beyond that "
+        "it answers at once). Follow next_action.",
         VerifyArgs,
         verification.Verification,
         Annotations(read_only=True, destructive=False, idempotent=True, open_world=True),

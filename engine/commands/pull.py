@@ -73,7 +73,7 @@ async def current_for_dependent(engine: Engine, dep: PullDependent, secret_id: s
 
 
 async def mark_seen(engine: Engine, dep: PullDependent) -> None:
-    """The dependent's last_seen_at (assess_blast_radius) moves to now: the pull endpoint calls it per answered pull."""
+    """The dependent's last_seen_at (assess_blast_radius) moves to now, for every pull of the value."""
     async with engine.store.transaction() as tx:
         await tx.execute(
             "INSERT INTO lz_dependent_seen (tenant, dependent_id, last_seen_at) VALUES (?, ?, ?)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, cast
 
 import msgspec
 
@@ -134,7 +134,8 @@ async def verify(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     while True:
-        head = await engine.store.head_position()  # before the read: a later append wakes the wait at once
+        # Read before the rotation: an append after it wakes the wait at once.
+        head = await engine.store.head_position() if wait_s > 0 else 0
         secret = await _load(engine, tenant, secret_id)
         rotation = _rotation(secret, rotation_id)
         left = deadline - loop.time()
@@ -180,11 +181,17 @@ async def _verify_rotation(engine: Engine, secret: Secret, rotation: Rotation) -
     reasons: dict[str, str] = {}
     provider = await open_provider(engine, secret)
     try:
-        # Two independent logins (each on a connection of its own): at once, not one after the other.
-        new_auth, old_auth = await asyncio.gather(
+        # Two independent logins (each on a connection of its own): at once, not one after the other. Both
+        # end before the provider closes, even when one raises; then the first error goes on as it would have.
+        both = await asyncio.gather(
             _auth(provider, engine, secret, rotation.to_version),
             _auth(provider, engine, secret, rotation.from_version),
+            return_exceptions=True,
         )
+        for outcome in both:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        new_auth, old_auth = cast(list[Auth | None], both)
     finally:
         await provider.close()
     new_state: CheckState = valid(new_auth) if new_auth else "unknown"
@@ -234,11 +241,12 @@ def _next_action(
             waits = "; ".join(f"{p.service}: {p.waiting_for}, since {p.since}" for p in pending[:5])
             return (
                 f"waiting for {len(pending)} dependent(s) to adopt {new}: {waits}. At {deadline_at} (the adoption"
-                f" deadline) {old} is retired whether or not they adopted; poll verify_remediation again"
+                f" deadline) {old} is retired whether or not they adopted; call verify_remediation again (wait_seconds"
+                " long-polls)"
             )
         step = next((s.step for s in reversed(rotation.steps)), "start")
         what = "undoing the rotation" if status == "compensating" else f"at step {step}"
-        return f"the saga is {what}; poll verify_remediation again in a second or two"
+        return f"the saga is {what}; call verify_remediation again with wait_seconds, or poll it in a second or two"
     if status == "completed":
         if new_state == "failed":
             previous = secret.version(rotation.from_version)
