@@ -9,7 +9,6 @@ from typing import Any
 from lockzero.engine.app import SYSTEM, Engine
 from lockzero.engine.commands.secrets import read_version_value
 from lockzero.engine.domain import naming
-from lockzero.engine.domain.aggregates.secret import fold_secret
 from lockzero.engine.domain.clock import iso
 from lockzero.engine.domain.errors import NotFound
 from lockzero.engine.saga.delivery import record_adoption
@@ -98,7 +97,7 @@ async def _username(engine: Engine, tenant: str, secret_id: str, version: int) -
 
 
 async def _fold_username(engine: Engine, tenant: str, secret_id: str, version: int) -> str | None:
-    events, _ = await engine.load(naming.secret_stream(tenant, secret_id))
-    secret = fold_secret(events)
+    # The engine's folded secret: catching up on the events since its last fold, not the whole stream again.
+    secret, _ = await engine.secrets.load(naming.secret_stream(tenant, secret_id))
     v = secret.version(version) if secret else None
     return v.username if v else None
