@@ -5,7 +5,9 @@ it are the same live checks as without the wait."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -93,25 +95,31 @@ def test_a_bad_wait_is_invalid_params_and_changes_nothing(stack: Stack, acl_user
     assert stack.history(key, sid) == []
 
 
-def _held_rotation(stack: Stack, acl_user: AclUser) -> tuple[Key, str, str]:
-    """A rotation that stays in_progress for a minute: its pull dependent never reads."""
+@contextmanager
+def _held_rotation(stack: Stack, acl_user: AclUser) -> Iterator[tuple[Key, str, str]]:
+    """A rotation that stays in_progress (its pull dependent does not read, the deadline is a minute away) until
+    the test is done; then the dependent pulls and the rotation finishes while its Redis user still exists."""
     tenant, key = stack.tenant_and_key()
     sid = f"prod/redis/{acl_user.name}"
     stack.add_redis_secret(tenant, sid, acl_user)
     stack.policy(tenant, sid, "--adoption-deadline", "60s")
-    stack.server.dependent(tenant, sid, "api", "pull")
+    token = stack.server.dependent(tenant, sid, "api", "pull")["token"]
     started = stack.server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leaked in a CI log"})
-    return key, sid, started["rotation_id"]
+    try:
+        yield key, sid, started["rotation_id"]
+    finally:
+        stack.pull(token, sid).raise_for_status()
+        stack.wait_finished(key, sid, started["rotation_id"])
 
 
 def test_inside_a_batch_the_wait_is_not_applied(stack: Stack, acl_user: AclUser) -> None:
     """A batch's messages run one after another: three waiting calls would hold the batch for 30 s."""
-    key, sid, rid = _held_rotation(stack, acl_user)
-    params = {"secret_id": sid, "rotation_id": rid, "wait_seconds": 10}
-    batch = [{"jsonrpc": "2.0", "id": i, "method": "verify_remediation", "params": params} for i in range(3)]
-    started = time.monotonic()
-    r = stack.server.post(batch, key=key)
-    took = time.monotonic() - started
+    with _held_rotation(stack, acl_user) as (key, sid, rid):
+        params = {"secret_id": sid, "rotation_id": rid, "wait_seconds": 10}
+        batch = [{"jsonrpc": "2.0", "id": i, "method": "verify_remediation", "params": params} for i in range(3)]
+        started = time.monotonic()
+        r = stack.server.post(batch, key=key)
+        took = time.monotonic() - started
     assert r.status_code == 200, r.text[:300]
     answers = r.json()
     assert sorted(a["id"] for a in answers) == [0, 1, 2]
@@ -121,8 +129,7 @@ def test_inside_a_batch_the_wait_is_not_applied(stack: Stack, acl_user: AclUser)
 
 def test_a_key_holds_at_most_eight_waits_at_once(stack: Stack, acl_user: AclUser) -> None:
     """Eight waiting calls of one key are open; the ninth answers at once, as without wait_seconds."""
-    key, sid, rid = _held_rotation(stack, acl_user)
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with _held_rotation(stack, acl_user) as (key, sid, rid), ThreadPoolExecutor(max_workers=8) as pool:
         waiting = [pool.submit(verify_waiting, stack, key, sid, rid, 6) for _ in range(8)]
         time.sleep(1.5)  # the eight are inside the server, waiting
         ninth, took = verify_waiting(stack, key, sid, rid, 6)
