@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import msgspec
@@ -90,12 +92,19 @@ async def revoke_secret(ctx: CallContext, a: RevokeArgs) -> rotations.RevokeResu
 
 async def verify_remediation(ctx: CallContext, a: VerifyArgs) -> verification.Verification:
     in_scope(ctx, a.secret_id)
-    key = ctx.key.key_id
-    if not a.wait_seconds or IN_BATCH.get() or _waits[key] >= MAX_WAITS_PER_KEY or _waits.total() >= MAX_WAITS:
-        return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id)
+    with _wait_slot(ctx.key.key_id, a.wait_seconds) as wait_s:
+        return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id, wait_s)
+
+
+@contextmanager
+def _wait_slot(key: str, wait_s: float) -> Iterator[float]:
+    """The wait this call may have: ``wait_s``, holding one of the key's slots meanwhile, or 0 (answer at once)."""
+    if not wait_s or IN_BATCH.get() or _waits[key] >= MAX_WAITS_PER_KEY or _waits.total() >= MAX_WAITS:
+        yield 0.0
+        return
     _waits[key] += 1
     try:
-        return await verification.verify(ctx.engine, ctx.key.tenant, a.secret_id, a.rotation_id, a.wait_seconds)
+        yield wait_s
     finally:
         _waits[key] -= 1
         if not _waits[key]:
