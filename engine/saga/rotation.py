@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, cast
@@ -36,7 +37,7 @@ from lockzero.engine.domain.clock import iso
 from lockzero.engine.domain.errors import NotFound
 from lockzero.engine.saga.delivery import adopted_versions, deliver
 from lockzero.engine.saga.notify import notify
-from lockzero.engine.saga.provider_access import credential, open_provider, provider_config
+from lockzero.engine.saga.provider_access import Credentials, credential, open_with, provider_config
 from lockzero.engine.saga.verification import settle_leaks
 from lockzero.eventstore import ConcurrencyError, Transaction
 from lockzero.providers.base import Credential, Provider, ProviderError
@@ -108,6 +109,10 @@ def next_action(rotation: Rotation) -> Do | Finish:
 
 
 SideWrites = Callable[[Transaction], Awaitable[None]]
+#: The credentials of the rotation's two versions, read with the provider's config as the step began (one round
+#: trip instead of one per read). A step writes a value only after its last read of it (create stores the issued
+#: credential), so they stay right for the whole step. Per task: a worker runs many sagas at once.
+_step_credentials: ContextVar[Credentials | None] = ContextVar("step_credentials", default=None)
 T = TypeVar("T")
 E = TypeVar("E", bound=ev.SecretEvent)
 
@@ -273,15 +278,23 @@ class RotationSaga:
         spec = STEPS[action.step]
         handler = spec.undo if action.compensating else spec.do
         assert handler is not None, f"{action.step} has no compensation"  # next_action only undoes steps with one
-        provider = await open_provider(self.engine, secret)
+        provider, creds = await open_with(self.engine, secret, (rotation.from_version, rotation.to_version))
+        prefetched = _step_credentials.set(creds)
         try:
             result = await handler(self, secret, rotation, provider)
             return result if isinstance(result, StepResult) else StepResult(*result)
         finally:
+            _step_credentials.reset(prefetched)
             await provider.close()
 
+    async def _credential(self, secret: Secret, version: int | None) -> Credential | None:
+        creds = _step_credentials.get()
+        if creds is not None and version in creds:
+            return creds[version]
+        return await credential(self.engine, secret, version)
+
     async def _cred(self, secret: Secret, version: int | None) -> Credential:
-        cred = await credential(self.engine, secret, version)
+        cred = await self._credential(secret, version)
         if cred is None:
             raise StepFailed(f"version v{version} has no stored value")
         return cred
@@ -292,7 +305,7 @@ class RotationSaga:
 
     async def _create_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> StepResult:
         assert rotation.to_version is not None
-        previous = await credential(self.engine, secret, rotation.from_version)
+        previous = await self._credential(secret, rotation.from_version)
         pending = await self._cred(secret, rotation.to_version)
         wanted = Credential(pending.value, previous.username if previous else None)
         new = await _retry(lambda: provider.create(wanted, previous))
@@ -322,7 +335,7 @@ class RotationSaga:
         return StepResult([created], detail, store_issued)
 
     async def _create_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
-        cred = await credential(self.engine, secret, rotation.to_version)
+        cred = await self._credential(secret, rotation.to_version)
         if cred is not None:
             await _retry(lambda: provider.discard(cred))
         if not provider.overlapping:

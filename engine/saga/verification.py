@@ -24,7 +24,7 @@ from lockzero.engine.domain.clock import parse_iso
 from lockzero.engine.domain.errors import NotFound
 from lockzero.engine.domain.rotation_status import RUNNING
 from lockzero.engine.saga.delivery import adopted_versions
-from lockzero.engine.saga.provider_access import credential, open_provider
+from lockzero.engine.saga.provider_access import Credentials, open_with
 from lockzero.engine.unit_of_work import load_secret
 from lockzero.providers.base import Auth, Provider
 
@@ -116,8 +116,8 @@ def _names(pending: list[PendingDependent]) -> str:
     return shown + (f" and {len(pending) - 5} more" if len(pending) > 5 else "")
 
 
-async def _auth(provider: Provider, engine: Engine, secret: Secret, version: int | None) -> Auth | None:
-    cred = await credential(engine, secret, version)
+async def _auth(provider: Provider, creds: Credentials, version: int | None) -> Auth | None:
+    cred = creds.get(version) if version is not None else None
     if cred is None:
         return None
     return await provider.authenticate(cred)
@@ -179,13 +179,13 @@ async def _verify_rotation(engine: Engine, secret: Secret, rotation: Rotation) -
     adopted, pending = await pending_dependents(engine, secret, rotation.to_version, delivering_since)
     adoption = AdoptionCheck(adopted, len(secret.dependents), pending)
     reasons: dict[str, str] = {}
-    provider = await open_provider(engine, secret)
+    provider, creds = await open_with(engine, secret, (rotation.to_version, rotation.from_version))
     try:
         # Two independent logins (each on a connection of its own): at once, not one after the other. Both
         # end before the provider closes, even when one raises; then the first error goes on as it would have.
         both = await asyncio.gather(
-            _auth(provider, engine, secret, rotation.to_version),
-            _auth(provider, engine, secret, rotation.from_version),
+            _auth(provider, creds, rotation.to_version),
+            _auth(provider, creds, rotation.from_version),
             return_exceptions=True,
         )
         for outcome in both:
@@ -276,9 +276,10 @@ def _next_action(
 
 
 async def _verify_revoke(engine: Engine, secret: Secret, rotation: Rotation) -> Verification:
-    provider = await open_provider(engine, secret)
+    revoked = [v.number for v in secret.versions if v.status == "revoked"]
+    provider, creds = await open_with(engine, secret, revoked)
     try:
-        auths = [await _auth(provider, engine, secret, v.number) for v in secret.versions if v.status == "revoked"]
+        auths = [await _auth(provider, creds, v) for v in revoked]
     finally:
         await provider.close()
     states = [rejected(a) for a in auths if a is not None]
@@ -309,9 +310,9 @@ async def _verify_revoke(engine: Engine, secret: Secret, rotation: Rotation) -> 
 async def _never_rotated(engine: Engine, secret: Secret) -> Verification:
     """Nothing to verify yet; still report, live, whether the current credential works."""
     adopted, pending = await pending_dependents(engine, secret, secret.current_version, None)
-    provider = await open_provider(engine, secret)
+    provider, creds = await open_with(engine, secret, (secret.current_version,))
     try:
-        auth = await _auth(provider, engine, secret, secret.current_version)
+        auth = await _auth(provider, creds, secret.current_version)
     finally:
         await provider.close()
     state: CheckState = valid(auth) if auth else "unknown"
