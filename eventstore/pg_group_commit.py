@@ -164,9 +164,9 @@ async def _call(conn: psycopg.AsyncConnection[Any], batch: list[PendingAppend], 
             [e.metadata for e in events],
             now,
         ),
-        # Prepared once per connection: parsing and planning this call on every batch had cost about a tenth of
-        # the appends/s at 8 writers (tests/bench/test_eventstore_bench.py). A migration that replaces the
-        # function invalidates the plan; PostgreSQL re-plans it on the next call.
+        # Prepared once per connection: parsing this call on every batch had cost about a tenth of the appends/s
+        # at 8 writers (tests/bench/test_eventstore_bench.py). A migration that replaces the function (keeping
+        # these result columns) invalidates the statement's plan; PostgreSQL re-plans it on the next call.
         prepare=True,
     )
     rows = sorted(await cur.fetchall())

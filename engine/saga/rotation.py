@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypeVar, cast
@@ -109,10 +108,6 @@ def next_action(rotation: Rotation) -> Do | Finish:
 
 
 SideWrites = Callable[[Transaction], Awaitable[None]]
-#: The credentials of the rotation's two versions, read with the provider's config as the step began (one round
-#: trip instead of one per read). A step writes a value only after its last read of it (create stores the issued
-#: credential), so they stay right for the whole step. Per task: a worker runs many sagas at once.
-_step_credentials: ContextVar[Credentials | None] = ContextVar("step_credentials", default=None)
 T = TypeVar("T")
 E = TypeVar("E", bound=ev.SecretEvent)
 
@@ -278,23 +273,24 @@ class RotationSaga:
         spec = STEPS[action.step]
         handler = spec.undo if action.compensating else spec.do
         assert handler is not None, f"{action.step} has no compensation"  # next_action only undoes steps with one
-        provider, creds = await open_with(self.engine, secret, (rotation.from_version, rotation.to_version))
-        prefetched = _step_credentials.set(creds)
+        # The rotation's two credentials come with the provider's config in one read (a round trip each, apart).
+        # A step writes a value only after its last read of it (create's issued credential is stored with the next
+        # step's intent), so they are right for the whole step; steps that read none decrypt none.
+        versions = (rotation.from_version, rotation.to_version) if spec.reads_values else ()
+        provider, creds = await open_with(self.engine, secret, versions)
         try:
-            result = await handler(self, secret, rotation, provider)
+            result = await handler(self, secret, rotation, provider, creds)
             return result if isinstance(result, StepResult) else StepResult(*result)
         finally:
-            _step_credentials.reset(prefetched)
             await provider.close()
 
-    async def _credential(self, secret: Secret, version: int | None) -> Credential | None:
-        creds = _step_credentials.get()
-        if creds is not None and version in creds:
+    async def _credential(self, secret: Secret, creds: Credentials, version: int | None) -> Credential | None:
+        if version is not None and version in creds:
             return creds[version]
         return await credential(self.engine, secret, version)
 
-    async def _cred(self, secret: Secret, version: int | None) -> Credential:
-        cred = await self._credential(secret, version)
+    async def _cred(self, secret: Secret, creds: Credentials, version: int | None) -> Credential:
+        cred = await self._credential(secret, creds, version)
         if cred is None:
             raise StepFailed(f"version v{version} has no stored value")
         return cred
@@ -303,10 +299,12 @@ class RotationSaga:
         """A secret-stream event stamped now."""
         return kind(at=self.engine.clock.now(), tenant=secret.tenant, secret_id=secret.secret_id, **fields)
 
-    async def _create_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> StepResult:
+    async def _create_do(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> StepResult:
         assert rotation.to_version is not None
-        previous = await self._credential(secret, rotation.from_version)
-        pending = await self._cred(secret, rotation.to_version)
+        previous = await self._credential(secret, creds, rotation.from_version)
+        pending = await self._cred(secret, creds, rotation.to_version)
         wanted = Credential(pending.value, previous.username if previous else None)
         new = await _retry(lambda: provider.create(wanted, previous))
         created = self._event(
@@ -334,30 +332,38 @@ class RotationSaga:
 
         return StepResult([created], detail, store_issued)
 
-    async def _create_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
-        cred = await self._credential(secret, rotation.to_version)
+    async def _create_undo(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
+        cred = await self._credential(secret, creds, rotation.to_version)
         if cred is not None:
             await _retry(lambda: provider.discard(cred))
         if not provider.overlapping:
             # A single-credential provider replaced the old one at create: put it back, or nothing works.
-            old = await self._cred(secret, rotation.from_version)
+            old = await self._cred(secret, creds, rotation.from_version)
             await _retry(lambda: provider.restore(old))
         events: list[ev.Event] = []
         if secret.version(rotation.to_version) is not None:
             events.append(self._event(ev.SecretVersionDiscarded, secret, version=rotation.to_version))
         return events, f"v{rotation.to_version} discarded"
 
-    async def _restore_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _restore_do(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
         assert rotation.to_version is not None
-        return await self._restore(secret, provider, rotation.to_version), f"v{rotation.to_version} restored"
+        return await self._restore(secret, provider, creds, rotation.to_version), f"v{rotation.to_version} restored"
 
-    async def _restore_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _restore_undo(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
         assert rotation.to_version is not None
-        return await self._retire(secret, provider, rotation.to_version), f"v{rotation.to_version} retired again"
+        return await self._retire(secret, provider, creds, rotation.to_version), f"v{rotation.to_version} retired again"
 
-    async def _validate_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _validate_do(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
         # Nothing is shifted to a credential that is not proven to authenticate: unknown fails the step too.
-        target = await self._cred(secret, rotation.to_version)
+        target = await self._cred(secret, creds, rotation.to_version)
         for attempt in range(VALIDATE_ATTEMPTS):
             auth = await provider.authenticate(target)
             if auth.accepted:
@@ -366,13 +372,17 @@ class RotationSaga:
         what = "is refused" if auth.refused else "could not be proven to authenticate"
         raise StepFailed(f"v{rotation.to_version} {what} at the provider: {auth.reason}")
 
-    async def _shift_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _shift_do(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
         assert rotation.to_version is not None
         event = "secret.rolled_back" if rotation.kind == "rollback" else "secret.rotated"
         await deliver(self.engine, secret, rotation.to_version, event)
         return [], await self._await_adoption(secret, rotation, rotation.to_version)
 
-    async def _shift_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _shift_undo(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
         assert rotation.from_version is not None
         report = await deliver(self.engine, secret, rotation.from_version, "secret.rolled_back")
         return [], f"v{rotation.from_version} current again; delivered to {report.delivered}"
@@ -397,36 +407,42 @@ class RotationSaga:
             # through the store's LISTEN/NOTIFY on PostgreSQL or in-process on SQLite; no polling of the read model.
             await self.engine.store.wait_for_events(head, min(left, ADOPTION_WAKE_AT_LEAST_EVERY_S))
 
-    async def _retire_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _retire_do(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
         assert rotation.from_version is not None
-        events = await self._retire(secret, provider, rotation.from_version)
+        events = await self._retire(secret, provider, creds, rotation.from_version)
         until = cast(ev.SecretVersionRetired, events[0]).restorable_until
         return events, f"v{rotation.from_version} retired, restorable until {until.isoformat()}"
 
-    async def _retire_undo(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _retire_undo(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
         assert rotation.from_version is not None
         v = secret.version(rotation.from_version)
-        events = await self._restore(secret, provider, rotation.from_version)
+        events = await self._restore(secret, provider, creds, rotation.from_version)
         # Recorded only if the retirement was: a retire that failed half-way leaves the version "current".
         return (events if v is not None and v.status == "retired" else []), f"v{rotation.from_version} restored"
 
-    async def _retire(self, secret: Secret, provider: Provider, version: int) -> list[ev.Event]:
+    async def _retire(self, secret: Secret, provider: Provider, creds: Credentials, version: int) -> list[ev.Event]:
         """Stop ``version`` working at the provider, restorable until the policy's grace period ends."""
-        cred = await self._cred(secret, version)
+        cred = await self._cred(secret, creds, version)
         await _retry(lambda: provider.retire(cred))
         until = self.engine.clock.now() + timedelta(seconds=secret.policy.grace_s)
         return [self._event(ev.SecretVersionRetired, secret, version=version, restorable_until=until)]
 
-    async def _restore(self, secret: Secret, provider: Provider, version: int) -> list[ev.Event]:
-        cred = await self._cred(secret, version)
+    async def _restore(self, secret: Secret, provider: Provider, creds: Credentials, version: int) -> list[ev.Event]:
+        cred = await self._cred(secret, creds, version)
         await _retry(lambda: provider.restore(cred))
         return [self._event(ev.SecretVersionRestored, secret, version=version)]
 
-    async def _verify_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _verify_do(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
         """Fails only on a definite answer (new refused, old accepted). An unknown check completes the step with
         that said: undoing a rotation because a check could not run would bring back the old credential."""
-        new = await self._cred(secret, rotation.to_version)
-        old = await self._cred(secret, rotation.from_version)
+        new = await self._cred(secret, creds, rotation.to_version)
+        old = await self._cred(secret, creds, rotation.from_version)
         new_auth = await provider.authenticate(new)
         if new_auth.refused:
             raise StepFailed(f"v{rotation.to_version} no longer authenticates: {new_auth.reason}")
@@ -451,18 +467,20 @@ class RotationSaga:
         creds = [await credential(self.engine, secret, int(n)) for (n,) in rows]
         return [c for c in creds if c is not None]
 
-    async def _revoke_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> tuple[list[ev.Event], str]:
+    async def _revoke_do(
+        self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials
+    ) -> tuple[list[ev.Event], str]:
         numbers = tuple(v.number for v in secret.versions if v.status in ("live", "current", "retired"))
-        creds = await self._every_credential(secret)
-        await _retry(lambda: provider.revoke(creds))
+        every = await self._every_credential(secret)
+        await _retry(lambda: provider.revoke(every))
         revoked = self._event(ev.SecretRevoked, secret, versions=numbers)
         return [revoked], f"revoked {', '.join(f'v{n}' for n in numbers)} at the provider"
 
-    async def _alert_do(self, secret: Secret, rotation: Rotation, provider: Provider) -> StepResult:
+    async def _alert_do(self, secret: Secret, rotation: Rotation, provider: Provider, creds: Credentials) -> StepResult:
         # A cancelled rotation's runner may have been mid-call when we revoked: sweep once more.
-        creds = await self._every_credential(secret)
-        if any([not (await provider.authenticate(c)).refused for c in creds]):
-            await _retry(lambda: provider.revoke(creds))
+        every = await self._every_credential(secret)
+        if any([not (await provider.authenticate(c)).refused for c in every]):
+            await _retry(lambda: provider.revoke(every))
         report = await deliver(self.engine, secret, secret.current_version or 0, "secret.revoked")
         return StepResult([], f"alerts sent: {report.delivered}, failed: {report.failed}", delivered=report.delivered)
 
@@ -568,7 +586,9 @@ def failure_incident_id(rotation_id: str) -> str:
     return f"inc_{hashlib.sha256(f'lockzero/rotation_failed/{rotation_id}'.encode()).hexdigest()[:16]}"
 
 
-Handler = Callable[[RotationSaga, Secret, Rotation, Provider], Awaitable[StepResult | tuple[list[ev.Event], str]]]
+Handler = Callable[
+    [RotationSaga, Secret, Rotation, Provider, Credentials], Awaitable[StepResult | tuple[list[ev.Event], str]]
+]
 
 
 @dataclass(frozen=True)
@@ -578,6 +598,8 @@ class StepSpec:
 
     do: Handler
     undo: Handler | None = None
+    #: Whether the step reads the rotation's two credentials (handed to it as ``creds``).
+    reads_values: bool = True
 
 
 #: Every step of every saga kind, typed: mypy checks each handler's signature against ``Handler``.
@@ -585,11 +607,11 @@ STEPS: dict[ev.SagaStep, StepSpec] = {
     "create": StepSpec(RotationSaga._create_do, RotationSaga._create_undo),
     "restore": StepSpec(RotationSaga._restore_do, RotationSaga._restore_undo),
     "validate": StepSpec(RotationSaga._validate_do),
-    "shift": StepSpec(RotationSaga._shift_do, RotationSaga._shift_undo),
+    "shift": StepSpec(RotationSaga._shift_do, RotationSaga._shift_undo, reads_values=False),
     "retire": StepSpec(RotationSaga._retire_do, RotationSaga._retire_undo),
     "verify": StepSpec(RotationSaga._verify_do),
-    "revoke": StepSpec(RotationSaga._revoke_do),
-    "alert": StepSpec(RotationSaga._alert_do),
+    "revoke": StepSpec(RotationSaga._revoke_do, reads_values=False),
+    "alert": StepSpec(RotationSaga._alert_do, reads_values=False),
 }
 
 

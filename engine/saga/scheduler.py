@@ -19,7 +19,7 @@ from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.clock import iso
 from lockzero.engine.domain.errors import LockzeroError
-from lockzero.engine.saga.provider_access import credential, open_provider
+from lockzero.engine.saga.provider_access import open_with
 from lockzero.eventstore import ConcurrencyError
 from lockzero.providers.base import ProviderError
 
@@ -111,9 +111,9 @@ async def _grace_ends(engine: Engine, report: PassReport) -> None:
         v = secret.version(version) if secret else None
         if secret is None or v is None or v.status != "retired" or secret.in_flight is not None:
             continue  # a rollback may be restoring it right now; try again next pass
-        provider = await open_provider(engine, secret)
+        provider, creds = await open_with(engine, secret, (version,))
         try:
-            cred = await credential(engine, secret, version)
+            cred = creds.get(version)
             if cred is not None:
                 # Retire already stopped it working; this is the provider's last word (e.g. delete a key).
                 await provider.discard(cred)

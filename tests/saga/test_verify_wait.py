@@ -37,24 +37,19 @@ def redis_secret(stack: Stack, acl_user: AclUser) -> tuple[str, Key, str]:
 def _held_rotation(stack: Stack, acl_user: AclUser) -> Iterator[tuple[Key, str, str, str]]:
     """A rotation that stays in_progress (its pull dependent does not read, the deadline is a minute away) until
     the test is done, or pulls itself (the dependent's token is the fourth value); then the dependent pulls and
-    the rotation finishes while its Redis user still exists. The dependent pulls until the rotation finishes: a
-    pull before the saga's shift step still serves the old version, which is no adoption."""
+    the rotation finishes while its Redis user still exists. It is handed over once the saga waits in its shift
+    step: a pull before that serves the old version, which adopts nothing."""
     tenant, key, sid = redis_secret(stack, acl_user)
     stack.policy(tenant, sid, "--adoption-deadline", "60s")
     token = stack.server.dependent(tenant, sid, "api", "pull")["token"]
     started = stack.server.result(key, "rotate_secret", {"secret_id": sid, "reason": "leaked in a CI log"})
+    rid = started["rotation_id"]
     try:
-        yield key, sid, started["rotation_id"], token
+        wait_for(lambda: stack.step_status(key, sid, rid, "shift") == "started", 30, "the saga to reach shift")
+        yield key, sid, rid, token
     finally:
-        _pull_until_finished(stack, token, key, sid, started["rotation_id"])
-
-
-def _pull_until_finished(stack: Stack, token: str, key: Key, sid: str, rotation_id: str) -> None:
-    def adopted_and_finished() -> bool:
         stack.pull(token, sid).raise_for_status()
-        return stack.verify(key, sid, rotation_id)["status"] not in ("in_progress", "compensating")
-
-    wait_for(adopted_and_finished, 40, f"rotation {rotation_id} to finish once its dependent pulls", interval=0.1)
+        stack.wait_finished(key, sid, rid)
 
 
 def test_one_waiting_call_answers_when_the_rotation_finishes(stack: Stack, acl_user: AclUser) -> None:
