@@ -21,6 +21,7 @@ from lockzero.engine.domain.aggregates.secret import is_deleted
 from lockzero.engine.domain.clock import iso, parse_iso
 from lockzero.engine.domain.errors import Conflict, InvalidInput, Unavailable
 from lockzero.engine.queries.paging import DEFAULT_LIMIT, decode_cursor, encode_cursor, page_limit
+from lockzero.engine.security.crypto import TenantKeys
 from lockzero.engine.security.outbound import OutboundRefused
 from lockzero.engine.security.secret_config import config_ref
 from lockzero.eventstore import NO_STREAM, ConcurrencyError, Transaction
@@ -193,8 +194,12 @@ async def read_version_value(engine: Engine, tenant: str, secret_id: str, versio
         )
     if row is None or row[0] is None:
         return None
-    keys = await engine.tenant_keys(tenant)
-    return keys.open(bytes(row[0]), ref=secret_id, version=version, purpose="value")
+    return open_value(await engine.tenant_keys(tenant), secret_id, version, bytes(row[0]))
+
+
+def open_value(keys: TenantKeys, secret_id: str, version: int, ciphertext: bytes) -> bytes:
+    """Decrypt one version's sealed value."""
+    return keys.open(ciphertext, ref=secret_id, version=version, purpose="value")
 
 
 def _summary(row: tuple[Any, ...], now: datetime) -> SecretSummary:

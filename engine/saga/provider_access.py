@@ -5,13 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import msgspec
-
 from lockzero.engine.app import Engine
-from lockzero.engine.commands.secrets import read_version_value
+from lockzero.engine.commands.secrets import open_value, read_version_value
 from lockzero.engine.domain.aggregates.secret import Secret
 from lockzero.engine.domain.errors import Conflict
-from lockzero.engine.security.secret_config import config_ref, sealed_config
+from lockzero.engine.security.secret_config import config_ref, open_config, sealed_config
 from lockzero.providers.base import Credential, Provider
 from lockzero.providers.registry import ProviderNotAvailable, build_provider, lookup
 
@@ -62,14 +60,11 @@ async def open_with(engine: Engine, secret: Secret, versions: Iterable[int | Non
     sealed = next((bytes(c) for kind, _, c in found if kind == 0), None)
     rows = {int(n): None if c is None else bytes(c) for kind, n, c in found if kind == 1}
     keys = await engine.tenant_keys(secret.tenant)
-    config: dict[str, Any] = (
-        msgspec.json.decode(keys.open(sealed, ref=ref, version=0, purpose="config")) if sealed is not None else {}
-    )
+    config = open_config(keys, secret.secret_id, sealed) if sealed is not None else {}
     creds: Credentials = {}
     for n in wanted:
         c = rows.get(n)
-        raw = keys.open(c, ref=secret.secret_id, version=n, purpose="value") if c is not None else None
-        creds[n] = _credential(secret, n, raw)
+        creds[n] = _credential(secret, n, open_value(keys, secret.secret_id, n, c) if c is not None else None)
     live_values = {cred.value for n in live if (cred := creds[n]) is not None}
     try:
         return build_provider(secret.provider, config, live_values, outbound=engine.outbound), creds

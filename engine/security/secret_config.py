@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from lockzero.engine.app import Engine
+from lockzero.engine.security.crypto import TenantKeys
 
 
 def config_ref(secret_id: str) -> str:
@@ -20,8 +21,12 @@ async def sealed_config(engine: Engine, tenant: str, secret_id: str) -> dict[str
         )
     if row is None:
         return {}
-    keys = await engine.tenant_keys(tenant)
+    return open_config(await engine.tenant_keys(tenant), secret_id, bytes(row[0]))
+
+
+def open_config(keys: TenantKeys, secret_id: str, ciphertext: bytes) -> dict[str, Any]:
+    """Decrypt a secret's sealed provider config."""
     config: dict[str, Any] = msgspec.json.decode(
-        keys.open(bytes(row[0]), ref=config_ref(secret_id), version=0, purpose="config")
+        keys.open(ciphertext, ref=config_ref(secret_id), version=0, purpose="config")
     )
     return config
