@@ -164,7 +164,7 @@ class Engine:
         keys, wrapped = self._master_key.new_tenant_key(tenant)
 
         async def store_wrapped(tx: Transaction) -> None:
-            await tx.execute(
+            await tx.write(
                 "INSERT INTO lz_tenant_keys (tenant, wrapped_key, created_at) VALUES (?, ?, ?)",
                 (tenant, wrapped, iso(self.clock.now())),
             )

@@ -7,6 +7,7 @@ then the appends' hooks, then one COMMIT. Positions stay gap-free in commit orde
 lock is held to commit; the cost of that lock and of the WAL flush is shared by the whole batch.
 
 A hook that raises fails its own append only: the batch is rolled back and committed again without it.
+The hooks run in pipeline mode, their writes sent without waiting for each result (see _try_commit).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Outcome:
 
 
 Connect = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
-MakeTransaction = Callable[[psycopg.AsyncConnection[Any]], Any]
+MakeTransaction = Callable[[psycopg.AsyncConnection[Any], psycopg.AsyncPipeline], Any]
 
 
 class GroupCommitter:
@@ -83,9 +84,15 @@ class GroupCommitter:
                     raise
 
     async def _commit(self, batch: list[PendingAppend]) -> None:
+        attribute = False
         while batch:
             try:
-                failed = await self._try_commit(batch)
+                failed = await self._try_commit(batch, attribute)
+            except _Unattributed:
+                # A write of some hook failed while several hooks' writes were in flight: go again, waiting for
+                # each hook's writes before the next hook runs, so the failure falls on its own append only.
+                attribute = True
+                continue
             except psycopg.OperationalError:
                 raise  # the database is gone: every append in the batch fails alike
             except psycopg.Error as exc:
@@ -101,8 +108,13 @@ class GroupCommitter:
             # Drop the append whose hook failed; the others go again in a fresh transaction.
             batch = [item for item in batch if item is not failed]
 
-    async def _try_commit(self, batch: list[PendingAppend]) -> PendingAppend | None:
-        """Commit the batch; returns the append whose hook failed (everything rolled back) or None."""
+    async def _try_commit(self, batch: list[PendingAppend], attribute: bool) -> PendingAppend | None:
+        """Commit the batch; returns the append whose hook failed (everything rolled back) or None.
+
+        The hooks run in pipeline mode: their writes (Transaction.write) go out without waiting for results, so
+        BEGIN travels with the append call and the hooks' writes with the COMMIT, three round trips in all
+        however many rows the hooks write. With ``attribute`` the pipeline is synced after each hook instead,
+        which costs a round trip per hook but tells which hook's write failed."""
         now = datetime.now(UTC)
         async with self._connect() as conn:
             if not any(item.on_append is not None for item in batch):
@@ -110,21 +122,35 @@ class GroupCommitter:
                 outcomes = await _call(conn, batch, now)
                 _resolve(batch, outcomes)
                 return None
+            hooks_ran = False
             try:
-                async with conn.transaction():
+                async with conn.pipeline() as pipeline, conn.transaction():
                     outcomes = await _call(conn, batch, now)
-                    tx = self._make_tx(conn)
+                    tx = self._make_tx(conn, pipeline)
+                    hooks_ran = True
                     for item, outcome in zip(batch, outcomes, strict=True):
                         if outcome.status != "ok" or item.on_append is None:
                             continue
                         assert outcome.result is not None
                         try:
                             await item.on_append(tx, outcome.result.events)
+                            if attribute:
+                                await pipeline.sync()
+                        except psycopg.Error as exc:
+                            if not attribute:
+                                raise _Unattributed from exc
+                            _fail(item, exc)
+                            raise _HookFailed(item) from exc
                         except Exception as exc:
                             _fail(item, exc)
                             raise _HookFailed(item) from exc
             except _HookFailed as failed:
                 return failed.item
+            except psycopg.Error as exc:
+                # Raised by the commit: a hook's write that had not come back yet may be the cause.
+                if hooks_ran and not attribute and not isinstance(exc, psycopg.OperationalError):
+                    raise _Unattributed from exc
+                raise
         _resolve(batch, outcomes)
         return None
 
@@ -141,6 +167,10 @@ def _fail(item: PendingAppend, exc: BaseException) -> None:
     # A caller that gave up (cancelled) has a done future; the rest of the batch must not trip on it.
     if not item.future.done():
         item.future.set_exception(exc)
+
+
+class _Unattributed(Exception):
+    """A hook's write failed in a pipeline that held several hooks' writes: which append it was is unknown."""
 
 
 class _HookFailed(Exception):

@@ -63,12 +63,19 @@ def _row_to_event(row: tuple[Any, ...]) -> RecordedEvent:
 class PostgresTransaction:
     dialect: Dialect = "postgresql"
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], pipeline: psycopg.AsyncPipeline | None = None) -> None:
         self._conn = conn
+        #: Set for an append's hooks (pg_group_commit): writes are sent without waiting for their results.
+        self._pipeline = pipeline
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         cur = await self._conn.execute(_to_pg(sql), params)
+        if self._pipeline is not None:
+            await self._pipeline.sync()  # the row count arrives with the result
         return cur.rowcount
+
+    async def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        await self._conn.execute(_to_pg(sql), params)
 
     async def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         async with self._conn.cursor() as cur:

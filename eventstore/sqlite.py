@@ -72,6 +72,9 @@ class SQLiteTransaction:
         cur = await self._conn.execute(sql, _params(params))
         return int(cur.rowcount)
 
+    async def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        await self._conn.execute(sql, _params(params))
+
     async def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         await self._conn.executemany(sql, [_params(p) for p in params])
 

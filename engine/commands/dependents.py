@@ -118,7 +118,7 @@ async def add_dependent(
         sealed = keys.seal(signing.encode(), ref=signing_ref(dependent_id), version=0, purpose="signing")
 
         async def store_signing_secret(tx: Transaction) -> None:
-            await tx.execute(
+            await tx.write(
                 "INSERT INTO lz_sealed (tenant, ref, ciphertext, created_at) VALUES (?, ?, ?, ?)",
                 (tenant, signing_ref(dependent_id), sealed, iso(now)),
             )
@@ -177,9 +177,7 @@ async def remove_dependent(
         raise NotFound(f"{secret_id!r} has no dependent {dependent!r} (`lockzero dependent list` shows them)")
 
     async def shred_signing_secret(tx: Transaction) -> None:
-        await tx.execute(
-            "DELETE FROM lz_sealed WHERE tenant = ? AND ref = ?", (tenant, signing_ref(found.dependent_id))
-        )
+        await tx.write("DELETE FROM lz_sealed WHERE tenant = ? AND ref = ?", (tenant, signing_ref(found.dependent_id)))
 
     event = ev.DependentRemoved(
         at=engine.clock.now(), tenant=tenant, secret_id=secret_id, dependent_id=found.dependent_id

@@ -120,12 +120,12 @@ async def register_secret(
     now = engine.clock.now()
 
     async def store_ciphertext(tx: Transaction) -> None:
-        await tx.execute(
+        await tx.write(
             "INSERT INTO lz_secret_versions (tenant, secret_id, version, ciphertext, fingerprint, created_at)"
             " VALUES (?, ?, 1, ?, ?, ?)",
             (tenant, secret_id, ciphertext, fingerprint, iso(now)),
         )
-        await tx.execute(
+        await tx.write(
             "INSERT INTO lz_sealed (tenant, ref, ciphertext, created_at) VALUES (?, ?, ?, ?)",
             (tenant, config_ref(secret_id), sealed_config, iso(now)),
         )

@@ -31,11 +31,11 @@ async def delete_secret(engine: Engine, tenant: str, secret_id: str, actor: ev.E
     dependent_ids = [d.dependent_id for d in secret.dependents]
 
     async def shred(tx: Transaction) -> None:
-        await tx.execute("DELETE FROM lz_secret_versions WHERE tenant = ? AND secret_id = ?", (tenant, secret_id))
-        await tx.execute("DELETE FROM lz_sealed WHERE tenant = ? AND ref = ?", (tenant, config_ref(secret_id)))
+        await tx.write("DELETE FROM lz_secret_versions WHERE tenant = ? AND secret_id = ?", (tenant, secret_id))
+        await tx.write("DELETE FROM lz_sealed WHERE tenant = ? AND ref = ?", (tenant, config_ref(secret_id)))
         for dependent_id in dependent_ids:
             prefix = f"dependent/{dependent_id}/"
-            await tx.execute(
+            await tx.write(
                 "DELETE FROM lz_sealed WHERE tenant = ? AND substr(ref, 1, ?) = ?", (tenant, len(prefix), prefix)
             )
 

@@ -11,7 +11,7 @@ from lockzero.eventstore import RecordedEvent, Transaction
 
 
 async def _operator_added(tx: Transaction, e: ev.OperatorAdded, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "INSERT INTO rm_operators (operator_id, tenant, name, role, status, totp_required, totp_enrolled,"
         " setup_hash, setup_expires_at, created_at) VALUES (?, ?, ?, ?, 'invited', ?, 0, ?, ?, ?)",
         (
@@ -29,7 +29,7 @@ async def _operator_added(tx: Transaction, e: ev.OperatorAdded, _: RecordedEvent
 
 async def _operator_activated(tx: Transaction, e: ev.OperatorActivated, _: RecordedEvent) -> None:
     # The set-up token is spent: clearing its hash makes the link useless even before it expires.
-    await tx.execute(
+    await tx.write(
         "UPDATE rm_operators SET status = 'active', totp_enrolled = ?, setup_hash = NULL, setup_expires_at = NULL"
         " WHERE operator_id = ? AND tenant = ?",
         (int(e.totp_enrolled), e.operator_id, e.tenant),
@@ -37,13 +37,13 @@ async def _operator_activated(tx: Transaction, e: ev.OperatorActivated, _: Recor
 
 
 async def _operator_totp_required(tx: Transaction, e: ev.OperatorTotpRequired, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "UPDATE rm_operators SET totp_required = 1 WHERE operator_id = ? AND tenant = ?", (e.operator_id, e.tenant)
     )
 
 
 async def _operator_removed(tx: Transaction, e: ev.OperatorRemoved, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "UPDATE rm_operators SET status = 'removed', setup_hash = NULL, setup_expires_at = NULL"
         " WHERE operator_id = ? AND tenant = ?",
         (e.operator_id, e.tenant),

@@ -37,17 +37,17 @@ _STATEMENTS: dict[type[ev.Event], Handler] = {}
 
 def _statement(event: type[E], sql: str, values: Callable[[E], tuple[Any, ...]]) -> None:
     async def handle(tx: Transaction, e: E, _: RecordedEvent) -> None:
-        await tx.execute(sql, values(e))
+        await tx.write(sql, values(e))
 
     _STATEMENTS[event] = handle
 
 
 async def _tenant_created(tx: Transaction, e: ev.TenantCreated, _: RecordedEvent) -> None:
-    await tx.execute("INSERT INTO rm_tenants (tenant, created_at) VALUES (?, ?)", (e.tenant, iso(e.at)))
+    await tx.write("INSERT INTO rm_tenants (tenant, created_at) VALUES (?, ?)", (e.tenant, iso(e.at)))
 
 
 async def _key_created(tx: Transaction, e: ev.ApiKeyCreated, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "INSERT INTO rm_api_keys (key_id, tenant, name, token_hash, read_only, scopes, created_at, expires_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -64,7 +64,7 @@ async def _key_created(tx: Transaction, e: ev.ApiKeyCreated, _: RecordedEvent) -
 
 
 async def _secret_registered(tx: Transaction, e: ev.SecretRegistered, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "INSERT INTO rm_secrets (tenant, secret_id, provider, environment, labels, status, current_version,"
         " latest_version, created_at, last_rotated_at, max_age_s, policy, dependents_count)"
         " VALUES (?, ?, ?, ?, ?, 'active', NULL, 0, ?, NULL, ?, ?, 0)",
@@ -93,11 +93,11 @@ async def _refresh_due(tx: Transaction, tenant: str, secret_id: str) -> None:
         return
     max_age_s, since = row
     due = iso(parse_iso(since) + timedelta(seconds=max_age_s)) if max_age_s is not None else None
-    await tx.execute("UPDATE rm_secrets SET due_at = ? WHERE tenant = ? AND secret_id = ?", (due, tenant, secret_id))
+    await tx.write("UPDATE rm_secrets SET due_at = ? WHERE tenant = ? AND secret_id = ?", (due, tenant, secret_id))
 
 
 async def _write_labels(tx: Transaction, tenant: str, secret_id: str, labels: dict[str, str]) -> None:
-    await tx.execute("DELETE FROM rm_secret_labels WHERE tenant = ? AND secret_id = ?", (tenant, secret_id))
+    await tx.write("DELETE FROM rm_secret_labels WHERE tenant = ? AND secret_id = ?", (tenant, secret_id))
     if labels:
         await tx.executemany(
             "INSERT INTO rm_secret_labels (tenant, secret_id, label_key, label_value) VALUES (?, ?, ?, ?)",
@@ -107,12 +107,12 @@ async def _write_labels(tx: Transaction, tenant: str, secret_id: str, labels: di
 
 async def _version_activated(tx: Transaction, e: ev.SecretVersionActivated, _: RecordedEvent) -> None:
     if e.previous_version is None:
-        await tx.execute(
+        await tx.write(
             "UPDATE rm_secrets SET current_version = ? WHERE tenant = ? AND secret_id = ?",
             (e.version, e.tenant, e.secret_id),
         )
     else:
-        await tx.execute(
+        await tx.write(
             "UPDATE rm_secrets SET current_version = ?, last_rotated_at = ? WHERE tenant = ? AND secret_id = ?",
             (e.version, iso(e.at), e.tenant, e.secret_id),
         )
@@ -120,14 +120,14 @@ async def _version_activated(tx: Transaction, e: ev.SecretVersionActivated, _: R
 
 
 async def _labels_changed(tx: Transaction, e: ev.SecretLabelsChanged, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "UPDATE rm_secrets SET labels = ? WHERE tenant = ? AND secret_id = ?", (_dumps(e.labels), e.tenant, e.secret_id)
     )
     await _write_labels(tx, e.tenant, e.secret_id, e.labels)
 
 
 async def _policy_changed(tx: Transaction, e: ev.SecretPolicyChanged, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "UPDATE rm_secrets SET policy = ?, max_age_s = ? WHERE tenant = ? AND secret_id = ?",
         (_dumps(e.policy), e.policy.max_age_s, e.tenant, e.secret_id),
     )
@@ -135,7 +135,7 @@ async def _policy_changed(tx: Transaction, e: ev.SecretPolicyChanged, _: Recorde
 
 
 async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "INSERT INTO rm_dependents (tenant, dependent_id, secret_id, service, environment, delivery, target,"
         " token_hash, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -156,7 +156,7 @@ async def _dependent_added(tx: Transaction, e: ev.DependentAdded, _: RecordedEve
 
 async def _dependent_removed(tx: Transaction, e: ev.DependentRemoved, _: RecordedEvent) -> None:
     # A pull with a removed dependent's token is a usage anomaly: keep its hash (not the token) to know it again.
-    await tx.execute(
+    await tx.write(
         "INSERT INTO rm_removed_tokens (token_hash, tenant, secret_id, dependent_id, removed_at)"
         " SELECT token_hash, tenant, secret_id, dependent_id, ? FROM rm_dependents"
         " WHERE tenant = ? AND dependent_id = ? AND token_hash IS NOT NULL ON CONFLICT (token_hash) DO NOTHING",
@@ -170,14 +170,14 @@ async def _dependent_removed(tx: Transaction, e: ev.DependentRemoved, _: Recorde
 
 
 async def _count_dependents(tx: Transaction, tenant: str, secret_id: str, change: int) -> None:
-    await tx.execute(
+    await tx.write(
         "UPDATE rm_secrets SET dependents_count = dependents_count + ? WHERE tenant = ? AND secret_id = ?",
         (change, tenant, secret_id),
     )
 
 
 async def _incident_opened(tx: Transaction, e: ev.IncidentOpened, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "INSERT INTO rm_incidents (tenant, incident_id, kind, severity, secret_id, status, opened_at, updated_at,"
         " summary) VALUES (?, ?, ?, ?, ?, 'open', ?, ?, ?)",
         (e.tenant, e.incident_id, e.kind, e.severity, e.secret_id, iso(e.at), iso(e.at), e.summary),
@@ -187,12 +187,12 @@ async def _incident_opened(tx: Transaction, e: ev.IncidentOpened, _: RecordedEve
 async def _secret_deleted(tx: Transaction, e: ev.SecretDeleted, _: RecordedEvent) -> None:
     # The tombstone frees the id; rotations and incidents stay, they are history.
     for table in ("rm_secrets", "rm_secret_labels", "rm_dependents", "rm_retired_versions", "rm_compromised_versions"):
-        await tx.execute(f"DELETE FROM {table} WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id))
+        await tx.write(f"DELETE FROM {table} WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id))
 
 
 async def _rotation_requested(tx: Transaction, e: ev.RotationRequested, r: RecordedEvent) -> None:
     meta = ev.decode_meta(r.metadata)
-    await tx.execute(
+    await tx.write(
         "INSERT INTO rm_rotations (tenant, rotation_id, secret_id, kind, status, requested_at, updated_at,"
         " from_version, to_version, actor_id, actor_type, reason)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -217,17 +217,17 @@ async def _step_event(
     tx: Transaction, e: ev.SagaStepStarted | ev.SagaStepCompleted | ev.SagaStepFailed, _: RecordedEvent
 ) -> None:
     status = status_after(e)
-    await tx.execute(
+    await tx.write(
         "UPDATE rm_rotations SET updated_at = ?, status = COALESCE(?, status) WHERE tenant = ? AND rotation_id = ?",
         (iso(e.at), status, e.tenant, e.rotation_id),
     )
 
 
 async def _secret_revoked(tx: Transaction, e: ev.SecretRevoked, _: RecordedEvent) -> None:
-    await tx.execute(
+    await tx.write(
         "UPDATE rm_secrets SET status = 'revoked' WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id)
     )
-    await tx.execute("DELETE FROM rm_retired_versions WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id))
+    await tx.write("DELETE FROM rm_retired_versions WHERE tenant = ? AND secret_id = ?", (e.tenant, e.secret_id))
 
 
 _statement(
@@ -375,4 +375,4 @@ async def project(tx: Transaction, recorded: Sequence[RecordedEvent]) -> None:
 
 async def reset(tx: Transaction) -> None:
     for table in PROJECTION_TABLES:
-        await tx.execute(f"DELETE FROM {table}")
+        await tx.write(f"DELETE FROM {table}")

@@ -48,7 +48,7 @@ async def ensure_signing_secrets(engine: Engine, tenant: str, secret_id: str, ur
 
 
 async def _store(tx: Transaction, tenant: str, ref: str, sealed: bytes, engine: Engine) -> None:
-    await tx.execute(
+    await tx.write(
         "INSERT INTO lz_sealed (tenant, ref, ciphertext, created_at) VALUES (?, ?, ?, ?)",
         (tenant, ref, sealed, iso(engine.clock.now())),
     )

@@ -226,7 +226,7 @@ class RotationSaga:
             to_version = rotation.to_version
 
             async def store_pending(tx: Transaction) -> None:
-                await tx.execute(
+                await tx.write(
                     "INSERT INTO lz_secret_versions (tenant, secret_id, version, ciphertext, fingerprint, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
                     (secret.tenant, secret.secret_id, to_version, ciphertext, fingerprint, iso(now)),
@@ -324,7 +324,7 @@ class RotationSaga:
         fingerprint = keys.fingerprint(new.value.encode())
 
         async def store_issued(tx: Transaction) -> None:
-            await tx.execute(
+            await tx.write(
                 "UPDATE lz_secret_versions SET ciphertext = ?, fingerprint = ? WHERE tenant = ? AND secret_id = ?"
                 " AND version = ?",
                 (ciphertext, fingerprint, secret.tenant, secret.secret_id, to_version),

@@ -176,8 +176,8 @@ async def remove_operator(engine: Engine, tenant: str, name: str, actor: ev.Even
 
     async def forget(tx: Transaction) -> None:
         # A removed person can neither sign in nor keep a session that is already open.
-        await tx.execute("DELETE FROM lz_operator_credentials WHERE operator_id = ?", (found.operator_id,))
-        await tx.execute("DELETE FROM lz_console_sessions WHERE operator_id = ?", (found.operator_id,))
+        await tx.write("DELETE FROM lz_operator_credentials WHERE operator_id = ?", (found.operator_id,))
+        await tx.write("DELETE FROM lz_console_sessions WHERE operator_id = ?", (found.operator_id,))
 
     await engine.append(
         _stream(tenant, name),
@@ -270,7 +270,7 @@ async def complete_setup(
     _, version = await engine.load(_stream(operator.tenant, operator.name))
 
     async def store(tx: Transaction) -> None:
-        await tx.execute(
+        await tx.write(
             "INSERT INTO lz_operator_credentials (operator_id, tenant, password_hash, totp_sealed, totp_last_step)"
             " VALUES (?, ?, ?, ?, ?)",
             (operator.operator_id, operator.tenant, password_hash, sealed, 0),

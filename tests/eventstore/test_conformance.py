@@ -787,6 +787,57 @@ async def test_failing_hook_in_a_crowd_fails_only_its_own_append(
     assert await hook_rows(store) == [(e.position, e.stream) for e in stored]
 
 
+async def test_hook_writes_are_seen_by_its_reads_and_committed(store: EventStore) -> None:
+    """Transaction.write's result is not read, but the write happens in order with the hook's other statements."""
+    await create_hook_table(store)
+    counted: list[Any] = []
+
+    async def hook(tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+        for e in events:
+            await tx.write(HOOK_INSERT, (e.position, e.stream))
+        counted.append(await tx.fetchone("SELECT COUNT(*) FROM hook_rows"))
+        await tx.write("UPDATE hook_rows SET stream = ? WHERE position = ?", ("changed", events[0].position))
+
+    res = await store.append("s", batch(3), on_append=hook)
+    assert counted == [(3,)]
+    assert await hook_rows(store) == [(e.position, "changed" if i == 0 else "s") for i, e in enumerate(res.events)]
+
+
+SQUATTED = 1_000_000
+
+
+@pytest.mark.parametrize("bad", [0, 4, 9])
+async def test_a_hooks_failed_write_in_a_crowd_fails_only_its_own_append(store: EventStore, bad: int) -> None:
+    """A write whose result nobody waits for (on PostgreSQL it travels with the next round trip, maybe the
+    commit) still fails only the append whose hook wrote it, with the database's own error, wherever that hook
+    runs in the batch: first, in the middle, last."""
+    await create_hook_table(store)
+    async with store.transaction() as tx:
+        await tx.execute(HOOK_INSERT, (SQUATTED, "squatter"))
+
+    async def writes(tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+        for e in events:
+            await tx.write(HOOK_INSERT, (e.position, e.stream))
+
+    async def colliding(tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+        await writes(tx, events)
+        await tx.write(HOOK_INSERT, (SQUATTED, "collides"))
+
+    outcomes = await asyncio.gather(
+        *(store.append(f"t{i}", batch(2), on_append=colliding if i == bad else writes) for i in range(10)),
+        return_exceptions=True,
+    )
+    failed = outcomes[bad]
+    assert isinstance(failed, Exception) and "unique" in type(failed).__name__.lower() + str(failed).lower(), failed
+    assert not isinstance(failed, (ConcurrencyError, IdempotencyError))
+    ok = [o for i, o in enumerate(outcomes) if i != bad]
+    assert all(isinstance(o, AppendResult) for o in ok), outcomes
+    stored = await read_all_paged(store)
+    assert positions(stored) == list(range(1, 19))
+    assert await store.read_stream(f"t{bad}") == []
+    assert await hook_rows(store) == [*((e.position, e.stream) for e in stored), (SQUATTED, "squatter")]
+
+
 # --------------------------------------------------------------------------------------------------
 # 9. waiting and subscribing
 
