@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lockzero.engine.app import SYSTEM, Engine
-from lockzero.engine.commands.secrets import read_version_value
+from lockzero.engine.commands.secrets import open_value
 from lockzero.engine.domain import naming
 from lockzero.engine.domain.clock import iso
 from lockzero.engine.domain.errors import NotFound
@@ -45,16 +45,20 @@ async def current_for_dependent(engine: Engine, dep: PullDependent, secret_id: s
     tenant, dependent_id, adopted = dep.tenant, dep.dependent_id, dep.adopted_version
     if dep.secret_id != secret_id:
         raise NotFound("this dependent is not attached to that secret")
+    # The current version and its sealed value in one round trip: a sidecar's pull is on the adoption's path.
     async with engine.store.reader() as tx:
         row = await tx.fetchone(
-            "SELECT current_version, status FROM rm_secrets WHERE tenant = ? AND secret_id = ?", (tenant, secret_id)
+            "SELECT s.current_version, s.status, v.ciphertext FROM rm_secrets s LEFT JOIN lz_secret_versions v"
+            " ON v.tenant = s.tenant AND v.secret_id = s.secret_id AND v.version = s.current_version"
+            " WHERE s.tenant = ? AND s.secret_id = ?",
+            (tenant, secret_id),
         )
     if row is None or row[0] is None or row[1] == "revoked":
         raise NotFound("the secret has no current version (revoked or removed)")
     version = int(row[0])
-    value = await read_version_value(engine, tenant, secret_id, version)
-    if value is None:
+    if row[2] is None:
         raise NotFound("the current version's value was destroyed")
+    value = open_value(await engine.tenant_keys(tenant), secret_id, version, bytes(row[2]))
     if adopted != version:
         await record_adoption(engine, tenant, secret_id, dependent_id, version, "pull")
         # The last dependent to adopt may be what a leak incident waits for.
