@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import operator
 import re
 import threading
 from collections.abc import Callable
@@ -67,6 +68,8 @@ class _Compiled:
 
 Spans = list[tuple[int, int]]
 _Match = Callable[[bytes, int, int], Spans]
+#: A credential's span at a position (None: no match there).
+_Span = Callable[[bytes, int, int], tuple[int, int] | None]
 
 
 #: What a match call answers when the expression does not match.
@@ -133,35 +136,48 @@ class _RuleConfirm:
 
     def __init__(self, rule: Rule, options: object) -> None:
         self.exact = _Confirm(rule.confirm, options)
-        self._whole = _Confirm(rule.confirm_whole, options).match if rule.confirm_whole else None
-        self._head = _Confirm(rule.confirm_head, options).match if rule.confirm_head else None
-        self._tail = _Confirm(rule.confirm_tail, options).match if rule.confirm_tail else None
-        self._tail_groups = rule.tail_groups
-        self._relaxed = _Confirm(rule.confirm_relaxed, options).match if rule.confirm_relaxed else None
         #: (group, bound) of each group the relaxed expression leaves unbounded above
         self._bounded = tuple((g, b) for g, b in enumerate(rule.group_bounds, start=1) if b is not None)
+        #: The credential's span at a position, or None: which expression answers is settled here, once, not
+        #: at each anchor.
+        self.span = self._chosen(rule, options)
 
-    def span(self, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
-        if self._whole is not None:
-            whole = self._whole(data, pos, endpos)[0]
-            return None if whole[0] < 0 else whole
-        if self._head is not None and self._tail is not None:
-            return self._split_span(self._head, self._tail, data, pos, endpos)
-        if self._relaxed is None:
-            return self.exact.span(data, pos, endpos)
-        spans = self._relaxed(data, pos, endpos)
-        if spans[0][0] < 0:
-            return None  # the unbounded expression accepts all the bounded one does
-        return self._kept(spans, data, pos, endpos)
+    def _chosen(self, rule: Rule, options: object) -> _Span:
+        exact, kept = self.exact.span, self._kept
+        if rule.confirm_whole:
+            whole = _Confirm(rule.confirm_whole, options).match
 
-    def _split_span(self, head: _Match, tail: _Match, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
-        head_end = head(data, pos, endpos)[0][1]
-        if head_end < 0:
-            return None  # every match of the whole expression starts with one of its head
-        spans = tail(data, head_end, endpos)
-        if spans[0][0] < 0:
-            return self.exact.span(data, pos, endpos)  # the head's first match is not the one that leads on
-        return self._kept(spans, data, pos, endpos) if self._tail_groups else spans[0]
+            def whole_span(data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
+                span = whole(data, pos, endpos)[0]
+                return None if span[0] < 0 else span
+
+            return whole_span
+        if rule.confirm_head and rule.confirm_tail:
+            head = _Confirm(rule.confirm_head, options).match
+            tail = _Confirm(rule.confirm_tail, options).match
+            tail_groups = rule.tail_groups
+
+            def split_span(data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
+                head_end = head(data, pos, endpos)[0][1]
+                if head_end < 0:
+                    return None  # every match of the whole expression starts with one of its head
+                spans = tail(data, head_end, endpos)
+                if spans[0][0] < 0:
+                    return exact(data, pos, endpos)  # the head's first match is not the one that leads on
+                return kept(spans, data, pos, endpos) if tail_groups else spans[0]
+
+            return split_span
+        if not rule.confirm_relaxed:
+            return exact
+        relaxed = _Confirm(rule.confirm_relaxed, options).match
+
+        def relaxed_span(data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
+            spans = relaxed(data, pos, endpos)
+            if spans[0][0] < 0:
+                return None  # the unbounded expression accepts all the bounded one does
+            return kept(spans, data, pos, endpos)
+
+        return relaxed_span
 
     def _kept(self, spans: Spans, data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
         """The credential of a relaxed expression's match if its groups keep the declared bounds, else
@@ -312,11 +328,35 @@ class _Verdicts:
         seen = self._by_rule.setdefault(rule.detector, {})
         if value in seen:
             return seen[value]
-        verdict = check(value, rule.confidence)
+        return self._judged(seen, check, rule.confidence, value)
+
+    def _judged(self, seen: dict[bytes, Verdict | None], check: Validator, conf: float, value: bytes) -> Verdict | None:
+        verdict = check(value, conf)
         if len(value) <= self._budget:
             self._budget -= len(value)
             seen[value] = verdict
         return verdict
+
+    def judging(self, rule: Rule) -> Callable[[bytes, int, int], Verdict | None]:
+        """The rule's verdict on the credential at ``data[start:end]``, as a function of (data, start, end):
+        made once per rule and scan, since what it reads (the text or the value only) is the rule's."""
+        check, conf = rule.validator, rule.confidence
+        if check is None:
+            always = Verdict(conf)
+            return lambda data, start, end: always
+        if isinstance(check, ReadsText):
+            reads_text = check.check
+            return lambda data, start, end: reads_text(data, start, end, conf)
+        seen = self._by_rule.setdefault(rule.detector, {})
+        judged, value_check = self._judged, check
+
+        def judge(data: bytes, start: int, end: int) -> Verdict | None:
+            value = data[start:end]
+            if value in seen:
+                return seen[value]
+            return judged(seen, value_check, conf, value)
+
+        return judge
 
 
 @dataclass(frozen=True)
@@ -365,7 +405,10 @@ def _confirm_rule(
     anchors = sorted(hits.starts[rule_id])
     limits = _paired(anchors, hits.marker_ends.get(rule_id, []), rule.window) if rule.until else None
     confirm = c.confirm[rule_id].span
-    left, right, window = rule.left, rule.right, rule.window  # read once: the loop runs per anchor
+    verdict_on = verdicts.judging(rule)
+    # Read once: the loop runs per anchor.
+    left, right, window, back = rule.left, rule.right, rule.window, rule.back
+    detector, kind, specificity = rule.detector, rule.kind, rule.specificity
     size = len(data)
     accepted_until = -1
     for anchor in anchors:
@@ -376,7 +419,7 @@ def _confirm_rule(
         if left and anchor > 0 and data[anchor - 1] in left:
             continue
         if limits is None:
-            stop = min(size, anchor + window)
+            stop = anchor + window if anchor + window < size else size
         elif anchor in limits:
             stop = limits[anchor]
         else:
@@ -387,29 +430,20 @@ def _confirm_rule(
         start, end = span
         if start == end or (right and end < size and data[end] in right):
             continue
-        verdict = _verdict(rule, data, start, end, verdicts)
+        verdict = verdict_on(data, start, end)
         if verdict is None:
             continue
         accepted_until = end
-        if rule.back and data[max(0, start - len(rule.back)) : start] == rule.back:
-            start -= len(rule.back)
-        key = (start, end, rule.detector)
+        if back and data[max(0, start - len(back)) : start] == back:
+            start -= len(back)
+        key = (start, end, detector)
         if key not in found:
-            found[key] = Candidate(start, end, rule.detector, rule.kind, verdict.confidence, rule.specificity)
+            found[key] = Candidate(start, end, detector, kind, verdict.confidence, specificity)
         for x in verdict.extras:
             found.setdefault(
                 (x.start, x.end, x.detector),
-                Candidate(x.start, x.end, x.detector, x.kind, x.confidence, rule.specificity),
+                Candidate(x.start, x.end, x.detector, x.kind, x.confidence, specificity),
             )
-
-
-def _verdict(rule: Rule, data: bytes, start: int, end: int, verdicts: _Verdicts) -> Verdict | None:
-    check = rule.validator
-    if check is None:
-        return Verdict(rule.confidence)
-    if isinstance(check, ReadsText):
-        return check.check(data, start, end, rule.confidence)
-    return verdicts.judge(rule, check, data[start:end])
 
 
 MANAGED_SPECIFICITY = 10
@@ -423,7 +457,7 @@ def resolve(candidates: list[Candidate]) -> list[Candidate]:
     reported as github_token with its secret_id); the same span may be two managed secrets' value.
     O(n log n + total span length): hostile input with many candidates stays cheap.
     """
-    formats = sorted((x for x in candidates if x.secret_id is None), key=lambda x: x.start)
+    formats = sorted((x for x in candidates if x.secret_id is None), key=_START)
     starts = [f.start for f in formats]
     longest = max((f.end - f.start for f in formats), default=0)
     managed: list[Candidate] = []
@@ -439,7 +473,11 @@ def resolve(candidates: list[Candidate]) -> list[Candidate]:
                 # The value inside a larger credential (a password in a Basic header): report that one.
                 m = replace(m, start=best.start, end=best.end)
         managed.append(m)
-    ordered = sorted([*managed, *formats], key=lambda x: (-x.specificity, -x.confidence, x.start - x.end, x.start))
+    if not managed:
+        kept_formats = _resolved_formats(formats)
+        if kept_formats is not None:
+            return kept_formats
+    ordered = sorted([*managed, *formats], key=_priority)
     occupied = bytearray(max((x.end for x in ordered), default=0))
     managed_spans: dict[tuple[int, int], set[str]] = {}
     kept: list[Candidate] = []
@@ -461,16 +499,76 @@ def resolve(candidates: list[Candidate]) -> list[Candidate]:
     return kept
 
 
+_START = operator.attrgetter("start")
+
+
+def _priority(x: Candidate) -> tuple[int, float, int, int]:
+    """Which of overlapping candidates keeps the span: the most specific, most confident, longest, first."""
+    return (-x.specificity, -x.confidence, x.start - x.end, x.start)
+
+
+def _resolved_formats(formats: list[Candidate]) -> list[Candidate] | None:
+    """resolve's answer for format candidates alone (sorted by start), or None if one is empty.
+
+    Most candidates overlap none: they are kept as they are, and only each run of overlapping spans is
+    ordered and decided (a span can only lose to spans of its own run), so dense text costs no sort of
+    all its candidates by priority.
+    """
+    kept: list[Candidate] = []
+    run: list[Candidate] = []
+    reach = -1
+    for x in formats:
+        if x.end <= x.start:
+            return None  # an empty span overlaps nothing yet sorts among its run: left to the general path
+        if x.start >= reach:
+            if len(run) > 1:
+                _decide(run, kept)
+            elif run:
+                kept.append(run[0])
+            run = [x]
+        else:
+            run.append(x)
+        if x.end > reach:
+            reach = x.end
+    if len(run) > 1:
+        _decide(run, kept)
+    elif run:
+        kept.append(run[0])
+    return kept
+
+
+def _decide(run: list[Candidate], kept: list[Candidate]) -> None:
+    """Append to ``kept`` the candidates of one run of overlapping spans that resolve keeps, by start."""
+    base = run[0].start
+    occupied = bytearray(max(x.end for x in run) - base)
+    won: list[Candidate] = []
+    for x in sorted(run, key=_priority):
+        lo, hi = x.start - base, x.end - base
+        if occupied.find(1, lo, hi) == -1:
+            occupied[lo:hi] = b"\x01" * (hi - lo)
+            won.append(x)
+    won.sort(key=_span)
+    kept.extend(won)
+
+
+def _span(x: Candidate) -> tuple[int, int]:
+    return (x.start, x.end)
+
+
 def locate(data: bytes, offsets: list[int]) -> dict[int, tuple[int, int]]:
     """1-based (line, column) of each byte offset; columns count characters, not bytes."""
     out: dict[int, tuple[int, int]] = {}
     line, line_start, pos = 1, 0, 0
+    ascii, size = data.isascii(), len(data)  # ASCII: a column counts bytes, and no line needs decoding
     for off in sorted(set(offsets)):
         newlines = data.count(b"\n", pos, off)
         if newlines:
             line += newlines
             line_start = data.rfind(b"\n", pos, off) + 1
         pos = off
-        column = len(data[line_start:off].decode("utf-8", "replace")) + 1
+        if ascii and 0 <= off <= size:
+            column = off - line_start + 1
+        else:
+            column = len(data[line_start:off].decode("utf-8", "replace")) + 1
         out[off] = (line, column)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 import math
 import re
@@ -48,12 +49,30 @@ def crc32_base62_ok(token: bytes, prefix_len: int) -> bool:
     return check is not None and check == binascii.crc32(body[:-6])
 
 
+#: Lengths up to which entropy's terms come from a table (most values checked are tokens of 16-64 characters;
+#: a table costs its length in logarithms once, and holds no value, only functions of lengths).
+_TABLED = 128
+
+
+@functools.cache
+def _terms(n: int) -> tuple[float, ...]:
+    """``c / n * log2(c / n)`` for each count ``c`` of a value of length ``n`` (0.0 for a count of 0)."""
+    return (0.0, *(c / n * math.log2(c / n) for c in range(1, n + 1)))
+
+
 def entropy(value: bytes) -> float:
     """Shannon entropy in bits per character."""
-    if not value:
-        return 0.0
     n = len(value)
-    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+    if not n:
+        return 0.0
+    # Each term as first computed, summed in the order the characters first occur: the same float to the
+    # last bit, so a value at a threshold (entropy >= 3.0) is judged as before.
+    counts = Counter(value).values()
+    if n <= _TABLED:
+        terms = _terms(n)
+        return -sum([terms[c] for c in counts])
+    log2 = math.log2
+    return -sum([c / n * log2(c / n) for c in counts])
 
 
 _LOWER = bytes(range(97, 123))
@@ -239,9 +258,13 @@ def is_example(value: bytes) -> bool:
 
 def is_placeholder(value: bytes) -> bool:
     """Template syntax, filler and documentation markers (xxx, changeme, <password>, ${VAR}, ****)."""
+    return _placeholder(value, len(set(value)))
+
+
+def _placeholder(value: bytes, distinct: int) -> bool:
+    """is_placeholder for a value of ``distinct`` distinct characters (random_body counts them too)."""
     if _PLACEHOLDER_MARKS(value):
         return True
-    distinct = len(set(value))
     if distinct <= 2:
         return True
     if distinct < max(6, len(value) // 3) and _REPEAT.search(value):
@@ -260,7 +283,8 @@ def is_hash_like(value: bytes) -> bool:
 
 def random_body(value: bytes, min_distinct: int = 8) -> bool:
     """A token body that looks generated: enough distinct characters, not filler."""
-    return len(set(value)) >= min(min_distinct, len(value)) and not is_placeholder(value)
+    distinct = len(set(value))
+    return distinct >= min(min_distinct, len(value)) and not _placeholder(value, distinct)
 
 
 def _codeish(value: bytes) -> bool:
