@@ -426,6 +426,7 @@ def _service_account(data: bytes, start: int, end: int, conf: float) -> Verdict 
 _PEM_LINE = re.compile(rb"-----(?:BEGIN|END)[^-]{0,40}-----|Proc-Type:[^\n\\]*|DEK-Info:[^\n\\]*|\\[nr]")
 
 
+@v.per_scan
 def _pem_body_ok(block: bytes) -> bool:
     # A key printed in a CI log has a timestamp on every line: judge the body without them.
     body = _PEM_LINE.sub(b"", _LOG_PREFIXES.sub(b"\n", block))

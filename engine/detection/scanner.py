@@ -301,8 +301,10 @@ def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled, verdict
 
 
 def _scan(data: bytes, depth: int, c: _Compiled, verdicts: _Verdicts | None = None) -> list[Candidate]:
+    if verdicts is None:
+        with v.scan_memo(len(data)):
+            return _scan(data, depth, c, _Verdicts(len(data)))
     hits = _hyperscan_pass(data, c)
-    verdicts = _Verdicts(len(data)) if verdicts is None else verdicts
     found: dict[tuple[int, int, str], Candidate] = {}
     for rule_id in sorted(hits.starts):
         _confirm_rule(data, rule_id, hits, c, verdicts, found)

@@ -9,14 +9,63 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import itertools
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 
 import msgspec
 import re2  # type: ignore[import-untyped]
+
+
+class _ScanMemo:
+    """The answers of the checks marked ``per_scan`` during one scan (see ``scan_memo``). Like the scanner's
+    verdicts, the values kept add up to at most the budget (the scanned text's size)."""
+
+    def __init__(self, budget: int) -> None:
+        self.answers: dict[tuple[object, bytes], bool] = {}
+        self.budget = budget
+
+
+#: Set during a scan only, so no value outlives the scan that read it.
+_SCAN_MEMO: ContextVar[_ScanMemo | None] = ContextVar("lockzero_scan_memo", default=None)
+
+
+def per_scan(check: Callable[[bytes], bool]) -> Callable[[bytes], bool]:
+    """``check`` (a pure function of the value) answering once per distinct value in a scan: a value two rules
+    judge (a service-account key's PEM block is private_key's too; an AWS secret is judged beside its key id
+    and by its own rule) costs once."""
+
+    @functools.wraps(check)
+    def memoized(value: bytes) -> bool:
+        memo = _SCAN_MEMO.get()
+        if memo is None:
+            return check(value)
+        key = (check, value)
+        ok = memo.answers.get(key)
+        if ok is None:
+            ok = check(value)
+            if len(value) <= memo.budget:
+                memo.budget -= len(value)
+                memo.answers[key] = ok
+        return ok
+
+    return memoized
+
+
+@contextlib.contextmanager
+def scan_memo(budget: int) -> Iterator[None]:
+    """The ``per_scan`` checks keep up to ``budget`` bytes of values until the block ends (one scan)."""
+    token = _SCAN_MEMO.set(_ScanMemo(budget))
+    try:
+        yield
+    finally:
+        _SCAN_MEMO.reset(token)
+
 
 BASE62 = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _B62_INDEX = {c: i for i, c in enumerate(BASE62)}
@@ -440,6 +489,7 @@ def printable_b64(value: bytes, min_len: int = 12) -> bytes | None:
     return decoded
 
 
+@per_scan
 def aws_secret_ok(value: bytes) -> bool:
     """40 characters of an AWS secret access key: random base64, not a hex digest or an example."""
     if len(value) != 40 or is_example(value) or _HEX.fullmatch(value):

@@ -79,3 +79,22 @@ def test_locate_answers_as_decoding_each_line(text: str, offsets: list[int]) -> 
 @given(st.binary(max_size=300) | st.text(alphabet="aAbB01+/=xyz", max_size=300).map(str.encode))
 def test_entropy_is_the_same_float(value: bytes) -> None:
     assert validators.entropy(value) == _plain_entropy(value)
+
+
+def test_per_scan_answers_are_kept_during_a_scan_and_within_its_budget_only() -> None:
+    calls: list[bytes] = []
+
+    @validators.per_scan
+    def check(value: bytes) -> bool:
+        calls.append(value)
+        return True
+
+    assert check(b"abc") and check(b"abc")
+    assert calls == [b"abc", b"abc"]  # outside a scan nothing is kept
+    with validators.scan_memo(5):
+        for value in (b"abc", b"abc", b"defg", b"defg"):
+            assert check(value)
+    # b"abc" (3 bytes) is kept; b"defg" would pass the 5-byte budget.
+    assert calls[2:] == [b"abc", b"defg", b"defg"]
+    check(b"abc")
+    assert len(calls) == 6
