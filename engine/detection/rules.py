@@ -268,6 +268,11 @@ class Rule:
     specificity: int = 2
     #: Text that, right before the anchor, belongs to the credential (a webhook's scheme).
     back: bytes = b""
+    #: The confirm expression cannot match a line break, and tests no position (no ``^``, ``$``, ``\b``): its
+    #: answer at an anchor depends on the rest of the anchor's line only, so the scanner reuses it where that
+    #: rest comes again (a log repeats its lines). tests/detection/test_scanner_speed_equivalence.py proves
+    #: it of each rule that says so.
+    one_line: bool = False
     # Derived from ``pattern``:
     #: Hyperscan expression: where the confirm expression may match.
     anchor: bytes = field(init=False)
@@ -822,6 +827,7 @@ RULES: tuple[Rule, ...] = (
         ReadsText(_url_password),
         caseless=True,
         specificity=2,
+        one_line=True,
     ),
     Rule(
         "connection_string_query_password",
@@ -847,6 +853,7 @@ RULES: tuple[Rule, ...] = (
         caseless=True,
         window=600,
         specificity=2,
+        one_line=True,
     ),
     Rule(
         "basic_auth",
@@ -918,6 +925,7 @@ RULES: tuple[Rule, ...] = (
         caseless=True,
         window=600,
         specificity=0,
+        one_line=True,
     ),
 )
 

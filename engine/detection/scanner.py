@@ -407,6 +407,8 @@ def _confirm_rule(
     anchors = sorted(hits.starts[rule_id])
     limits = _paired(anchors, hits.marker_ends.get(rule_id, []), rule.window) if rule.until else None
     confirm = c.confirm[rule_id].span
+    if rule.one_line:
+        confirm = _by_line(confirm, len(data))
     verdict_on = verdicts.judging(rule)
     # Read once: the loop runs per anchor.
     left, right, window, back = rule.left, rule.right, rule.window, rule.back
@@ -446,6 +448,29 @@ def _confirm_rule(
                 (x.start, x.end, x.detector),
                 Candidate(x.start, x.end, x.detector, x.kind, x.confidence, specificity),
             )
+
+
+def _by_line(confirm: _Span, budget: int) -> _Span:
+    """``confirm`` for a rule whose match cannot leave the anchor's line (Rule.one_line): the answer for the
+    rest of a line seen before, moved to this anchor, with no RE2 call. As with the verdicts, the lines kept
+    add up to at most ``budget`` bytes (the text's size)."""
+    seen: dict[bytes, tuple[int, int] | None] = {}
+    room = budget
+
+    def span(data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
+        nonlocal room
+        eol = data.find(b"\n", pos, endpos)
+        rest = data[pos : endpos if eol < 0 else eol]
+        if rest in seen:
+            known = seen[rest]
+            return None if known is None else (pos + known[0], pos + known[1])
+        found = confirm(data, pos, endpos)
+        if len(rest) <= room:
+            room -= len(rest)
+            seen[rest] = None if found is None else (found[0] - pos, found[1] - pos)
+        return found
+
+    return span
 
 
 MANAGED_SPECIFICITY = 10

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from re import _constants as sre  # type: ignore[attr-defined]
+from re import _parser  # type: ignore[attr-defined]
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lockzero.engine.detection import scanner, validators
+from lockzero.engine.detection.rules import RULES
+from tests.detection.test_declarations import _PIECES
 
 
 def _plain_resolve(candidates: list[scanner.Candidate]) -> list[scanner.Candidate]:
@@ -98,3 +102,92 @@ def test_per_scan_answers_are_kept_during_a_scan_and_within_its_budget_only() ->
     assert calls[2:] == [b"abc", b"defg", b"defg"]
     check(b"abc")
     assert len(calls) == 6
+
+
+#: Classes that hold a line break (in Python's and RE2's syntax alike).
+_CATEGORIES_WITH_LF = {
+    sre.CATEGORY_SPACE,
+    sre.CATEGORY_NOT_DIGIT,
+    sre.CATEGORY_NOT_WORD,
+    sre.CATEGORY_LINEBREAK,
+    sre.CATEGORY_UNI_SPACE,
+    sre.CATEGORY_UNI_NOT_DIGIT,
+    sre.CATEGORY_UNI_NOT_WORD,
+    sre.CATEGORY_UNI_LINEBREAK,
+}
+
+
+def _may_leave_the_line(tree: object, dotall: bool) -> bool:
+    """Whether the parsed expression may match a line break or test a position (^, $, \\b, lookaround);
+    anything not recognised counts as may."""
+    for op, av in tree:  # type: ignore[attr-defined]
+        if op is sre.LITERAL:
+            if av == 10:
+                return True
+        elif op is sre.NOT_LITERAL:
+            if av != 10:
+                return True
+        elif op is sre.ANY:
+            if dotall:
+                return True
+        elif op is sre.IN:
+            negate, holds = False, False
+            for item, value in av:
+                if item is sre.NEGATE:
+                    negate = True
+                elif item is sre.LITERAL:
+                    holds |= value == 10
+                elif item is sre.RANGE:
+                    holds |= value[0] <= 10 <= value[1]
+                elif item is sre.CATEGORY:
+                    holds |= value in _CATEGORIES_WITH_LF
+                else:
+                    return True
+            if holds != negate:
+                return True
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+            if _may_leave_the_line(av[2], dotall):
+                return True
+        elif op is sre.SUBPATTERN:
+            if _may_leave_the_line(av[3], dotall or bool(av[1] & sre.SRE_FLAG_DOTALL)):
+                return True
+        elif op is sre.BRANCH:
+            if any(_may_leave_the_line(branch, dotall) for branch in av[1]):
+                return True
+        else:
+            return True
+    return False
+
+
+def _leaves_the_line(expression: bytes) -> bool:
+    tree = _parser.parse(expression)
+    return _may_leave_the_line(tree, bool(tree.state.flags & sre.SRE_FLAG_DOTALL))
+
+
+def test_the_one_line_rules_cannot_match_a_line_break_nor_test_a_position() -> None:
+    one_line = [r for r in RULES if r.one_line]
+    assert {r.detector for r in one_line} >= {"generic_secret"}
+    for rule in one_line:
+        assert not _leaves_the_line(rule.confirm), rule.detector
+    # The check itself tells: a PEM block spans lines, and so does each of these.
+    assert _leaves_the_line(next(r for r in RULES if r.detector == "private_key").confirm)
+    for expression in (rb"a[^x]b", rb"a\sb", rb"^ab", rb"ab\b", rb"(?s)a.b", rb"a(?s:.)b", rb"a\Wb", rb"a(?=b)"):
+        assert _leaves_the_line(expression), expression
+    assert not _leaves_the_line(rb"(?i)a[^\n]+b\S*.c")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from([*_PIECES, "\n", " = ", '"', "x" * 700]), min_size=1, max_size=30),
+    st.integers(1, 4),
+)
+def test_a_one_line_rule_answers_by_line_as_at_each_anchor(pieces: list[str], repeats: int) -> None:
+    data = ("".join(pieces) * repeats).encode()
+    confirm = scanner.compiled().confirm
+    for i, rule in enumerate(RULES):
+        if not rule.one_line:
+            continue
+        by_line = scanner._by_line(confirm[i].span, len(data))
+        for pos in range(len(data)):
+            stop = min(len(data), pos + rule.window)
+            assert by_line(data, pos, stop) == confirm[i].span(data, pos, stop), (rule.detector, pos)
