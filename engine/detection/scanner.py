@@ -586,16 +586,14 @@ def locate(data: bytes, offsets: list[int]) -> dict[int, tuple[int, int]]:
     """1-based (line, column) of each byte offset; columns count characters, not bytes."""
     out: dict[int, tuple[int, int]] = {}
     line, line_start, pos = 1, 0, 0
-    ascii, size = data.isascii(), len(data)  # ASCII: a column counts bytes, and no line needs decoding
     for off in sorted(set(offsets)):
         newlines = data.count(b"\n", pos, off)
         if newlines:
             line += newlines
             line_start = data.rfind(b"\n", pos, off) + 1
         pos = off
-        if ascii and 0 <= off <= size:
-            column = off - line_start + 1
-        else:
-            column = len(data[line_start:off].decode("utf-8", "replace")) + 1
+        before = data[line_start:off]
+        # An ASCII line's columns count bytes: no need to decode it.
+        column = (len(before) if before.isascii() else len(before.decode("utf-8", "replace"))) + 1
         out[off] = (line, column)
     return out
