@@ -161,16 +161,16 @@ async def resolve_for_secret(
 
 async def open_incident_ids(
     engine: Engine, tenant: str, secret_id: str, kinds: tuple[ev.IncidentKind, ...]
-) -> list[tuple[str, str | None]]:
-    """The secret's unresolved incidents of these kinds, with their recorded progress."""
+) -> list[tuple[str, str | None, str]]:
+    """The secret's unresolved incidents of these kinds (oldest first): id, recorded progress, kind."""
     marks = ", ".join("?" * len(kinds))
     async with engine.store.reader() as tx:
         rows = await tx.fetchall(
-            f"SELECT incident_id, progress FROM rm_incidents WHERE tenant = ? AND secret_id = ?"
+            f"SELECT incident_id, progress, kind FROM rm_incidents WHERE tenant = ? AND secret_id = ?"
             f" AND status <> 'resolved' AND kind IN ({marks}) ORDER BY opened_at",
             (tenant, secret_id, *kinds),
         )
-    return [(str(r[0]), r[1]) for r in rows]
+    return [(str(r[0]), r[1], str(r[2])) for r in rows]
 
 
 async def mark_mitigated(

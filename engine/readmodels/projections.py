@@ -213,14 +213,34 @@ async def _rotation_requested(tx: Transaction, e: ev.RotationRequested, r: Recor
     )
 
 
-async def _step_event(
-    tx: Transaction, e: ev.SagaStepStarted | ev.SagaStepCompleted | ev.SagaStepFailed, _: RecordedEvent
-) -> None:
-    status = status_after(e)
-    await tx.write(
-        "UPDATE rm_rotations SET updated_at = ?, status = COALESCE(?, status) WHERE tenant = ? AND rotation_id = ?",
-        (iso(e.at), status, e.tenant, e.rotation_id),
-    )
+_STEP_EVENTS = (ev.SagaStepStarted, ev.SagaStepCompleted, ev.SagaStepFailed)
+
+
+class _StepUpdate(msgspec.Struct):
+    """The rm_rotations row update of a run of step events of one rotation: the last one's time, and the last
+    status any of them set (None: unchanged). Applying it once leaves the row as applying each event did."""
+
+    tenant: str
+    rotation_id: str
+    at: str
+    status: str | None
+
+    def extended(self, e: ev.SagaStepStarted | ev.SagaStepCompleted | ev.SagaStepFailed) -> _StepUpdate | None:
+        if (e.tenant, e.rotation_id) != (self.tenant, self.rotation_id):
+            return None
+        return _StepUpdate(self.tenant, self.rotation_id, iso(e.at), status_after(e) or self.status)
+
+
+def _step_update(e: ev.SagaStepStarted | ev.SagaStepCompleted | ev.SagaStepFailed) -> _StepUpdate:
+    return _StepUpdate(e.tenant, e.rotation_id, iso(e.at), status_after(e))
+
+
+async def _apply_step_update(tx: Transaction, u: _StepUpdate | None) -> None:
+    if u is not None:
+        await tx.write(
+            "UPDATE rm_rotations SET updated_at = ?, status = COALESCE(?, status) WHERE tenant = ? AND rotation_id = ?",
+            (u.at, u.status, u.tenant, u.rotation_id),
+        )
 
 
 async def _secret_revoked(tx: Transaction, e: ev.SecretRevoked, _: RecordedEvent) -> None:
@@ -323,9 +343,6 @@ _HANDLERS: dict[type[ev.Event], Handler] = {
     ev.IncidentOpened: _incident_opened,
     ev.SecretDeleted: _secret_deleted,
     ev.RotationRequested: _rotation_requested,
-    ev.SagaStepStarted: _step_event,
-    ev.SagaStepCompleted: _step_event,
-    ev.SagaStepFailed: _step_event,
     ev.SecretRevoked: _secret_revoked,
 }
 _HANDLERS.update(_STATEMENTS)
@@ -357,6 +374,9 @@ def _audit_row(e: ev.AuditRecorded, r: RecordedEvent) -> tuple[Any, ...]:
 async def project(tx: Transaction, recorded: Sequence[RecordedEvent]) -> None:
     """The ``on_append`` hook for every engine append, and the body of a replay."""
     audit_rows: list[tuple[Any, ...]] = []
+    # A saga appends a step's outcome with the next step's intent: consecutive step events of one rotation are
+    # one update of its row, not one each.
+    step: _StepUpdate | None = None
     for r in recorded:
         event = ev.decode(r.data)
         if isinstance(event, ev.AuditRecorded):
@@ -366,9 +386,18 @@ async def project(tx: Transaction, recorded: Sequence[RecordedEvent]) -> None:
         if audit_rows:
             await tx.executemany(_AUDIT_INSERT, audit_rows)
             audit_rows = []
+        if isinstance(event, _STEP_EVENTS):
+            merged = step.extended(event) if step is not None else None
+            if merged is None:
+                await _apply_step_update(tx, step)
+            step = merged or _step_update(event)
+            continue
+        await _apply_step_update(tx, step)
+        step = None
         handler = _HANDLERS.get(type(event))
         if handler is not None:
             await handler(tx, event, r)
+    await _apply_step_update(tx, step)
     if audit_rows:
         await tx.executemany(_AUDIT_INSERT, audit_rows)
 

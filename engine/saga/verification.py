@@ -10,12 +10,13 @@ names each one, what it waits for and since when; it never advises a rollback be
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime, timedelta
 from typing import Literal, cast
 
 import msgspec
 
-from lockzero.engine.app import Engine
+from lockzero.engine.app import SYSTEM, Engine
 from lockzero.engine.commands.incidents import mark_mitigated, open_incident_ids, resolve_for_secret
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
@@ -27,6 +28,8 @@ from lockzero.engine.saga.delivery import adopted_versions
 from lockzero.engine.saga.provider_access import Credentials, open_with
 from lockzero.engine.unit_of_work import load_secret
 from lockzero.providers.base import Auth, Provider
+
+log = logging.getLogger("lockzero.verification")
 
 CheckState = Literal["passed", "failed", "unknown"]
 
@@ -160,7 +163,16 @@ async def verify(
         )
     if rotation.kind == "revoke":
         return await _verify_revoke(engine, secret, rotation)
-    return await _verify_rotation(engine, secret, rotation)
+    result = await _verify_rotation(engine, secret, rotation)
+    if result.verified:
+        # The saga settles leaks when it finishes, but a check that could not run then (a provider slow under
+        # load) leaves them open with nothing to retry: proof seen now settles them, so an agent told "verified"
+        # finds its leak resolved. The answer stands whatever the settling meets.
+        try:
+            await settle_leaks(engine, tenant, secret_id, SYSTEM, proven=result)
+        except Exception as exc:
+            log.warning("settling the leaks of a verified rotation failed (%s)", type(exc).__name__)
+    return result
 
 
 def _rotation(secret: Secret, rotation_id: str | None) -> Rotation | None:
@@ -328,11 +340,16 @@ async def _never_rotated(engine: Engine, secret: Secret) -> Verification:
     )
 
 
-async def settle_leaks(engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta) -> None:
+async def settle_leaks(
+    engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta, proven: Verification | None = None
+) -> None:
     """Resolve the secret's leak incidents once a rotation away from every compromised version is verified
-    live; until then record how far it got ("mitigated: …") and leave them open, linked to the rotation."""
-    incidents = await open_incident_ids(engine, tenant, secret_id, LEAK_KINDS)
-    anomalies = await open_incident_ids(engine, tenant, secret_id, ("usage_anomaly",))
+    live; until then record how far it got ("mitigated: …") and leave them open, linked to the rotation.
+    ``proven``: live checks of a rotation just made (verify_remediation), used instead of checking again."""
+    # One query for both kinds: this runs at the end of every rotation and on every adopting pull.
+    found = await open_incident_ids(engine, tenant, secret_id, (*LEAK_KINDS, "usage_anomaly"))
+    incidents = [(i, progress) for i, progress, kind in found if kind != "usage_anomaly"]
+    anomalies = [(i, progress) for i, progress, kind in found if kind == "usage_anomaly"]
     if not incidents and not anomalies:
         return
     try:
@@ -344,7 +361,10 @@ async def settle_leaks(engine: Engine, tenant: str, secret_id: str, actor: ev.Ev
         return
     rotation = done[-1]
     current = secret.version(secret.current_version)
-    result = await _verify_rotation(engine, secret, rotation)
+    if proven is not None and proven.rotation_id == rotation.rotation_id:
+        result = proven
+    else:
+        result = await _verify_rotation(engine, secret, rotation)
     if anomalies and result.verified:
         await _settle_anomalies(engine, tenant, [i for i, _ in anomalies], rotation, actor)
     if not incidents:

@@ -385,6 +385,38 @@ async def test_failed_rotation_opens_rotation_failed_and_keeps_the_leak_open(
         user.delete()
 
 
+async def test_a_leak_left_open_after_the_saga_is_settled_by_verify_remediation(
+    engine: Engine, queue: InProcessQueue
+) -> None:
+    """A leak incident the saga's finish did not settle (here: opened after it; in the field: a live check that
+    could not run then) is resolved by the verify_remediation that proves the rotation, and not before."""
+    from lockzero.engine.saga.verification import verify
+    from tests.saga.support import AclUser
+
+    await tenants.create_tenant(engine, "acme", OPERATOR)
+    user = AclUser.create()
+    try:
+        sid = f"prod/redis/{user.name}"
+        await secrets.register_secret(
+            engine, "acme", OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",
+            config={"url": "redis://127.0.0.1:6379/0", "username": user.name}, value=user.password.encode(),
+        )  # fmt: skip
+        started = await rotate(engine, queue, "acme", sid, OPERATOR, "routine")
+        await queue.wait_idle()
+        leak = await open_incident(
+            engine, "acme", OPERATOR, kind="leaked_credential", severity="critical", secret_id=sid, summary="x"
+        )
+        assert await incident_status(engine, leak) == "open"
+        result = await verify(engine, "acme", sid, started.rotation_id)
+        assert result.verified, result
+        assert await incident_status(engine, leak) == "resolved"
+        events, _ = await engine.load(naming.incident_stream("acme", leak))
+        assert isinstance(events[-1], ev.IncidentResolved) and started.rotation_id in events[-1].resolution
+        assert user.password not in str(events)
+    finally:
+        user.delete()
+
+
 async def test_pending_approval_does_not_block_an_emergency_revoke(engine: Engine) -> None:
     from lockzero.engine.commands.rotations import revoke
 
