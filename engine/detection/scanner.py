@@ -5,8 +5,10 @@ bounded window, and each (rule, start) pair is confirmed at most once. The compi
 only the rule table (no secret material), so it is built once per process and shared; each thread
 has its own scratch space, so scans may run in several threads at once.
 
-A validator that reads the value only is asked once per distinct value in a scan (see _Verdicts); the
-verdicts live as long as the scan, like the text.
+A validator that reads the value only is asked once per distinct value in a scan (see _Verdicts), and so
+are the checks two rules share (validators.per_scan); a rule whose match stays on the anchor's line is
+confirmed once per distinct rest of a line (see _by_line). All of these live as long as the scan, like the
+text, and keep no more of it than its size.
 """
 
 from __future__ import annotations
