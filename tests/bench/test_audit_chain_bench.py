@@ -1,5 +1,8 @@
-"""Audit-chain benchmark (issue 16): appends/s with the hash chain on vs off, in one run, per backend;
-then the issue's 10,000 mixed engine calls and a clean `audit verify` over them, timed.
+"""Audit-chain benchmark (issue 16): appends/s with the hash chain on vs off, in one run, per backend, twice:
+bare event-store appends (no read model: the strictest ratio, a path no Lockzero append takes), and audit
+records as the engine appends them (Engine.append_each with the rm_audit projection in the same transaction,
+which every engine append has); then the issue's 10,000 mixed engine calls and a clean `audit verify` over
+them, timed.
 
 Run with ``make bench`` (or ``.venv/bin/python -m pytest -q -s -m bench tests/bench/test_audit_chain_bench.py``).
 On PostgreSQL "off" is measured two ways, each in its own database of the same version: the append
@@ -17,6 +20,7 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psycopg
@@ -25,6 +29,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from lockzero.engine.app import Engine
 from lockzero.engine.audit import chain as audit_chain
+from lockzero.engine.audit.records import make_record
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
 from lockzero.engine.security.crypto import MasterKey
 from lockzero.eventstore import EventStore, NewEvent, open_store
 from lockzero.eventstore.chain import verify_chain
@@ -107,14 +114,22 @@ END $$
 MIXED_CALLS = 10_000
 
 
-async def _timed(store: EventStore, appends: int, database: str | None) -> tuple[float, float]:
+#: One append of writer ``w``'s ``i``-th record to ``store`` (or to the engine on top of it).
+Append = Callable[[EventStore, int, int], Awaitable[object]]
+
+
+async def _bare_append(store: EventStore, w: int, i: int) -> object:
+    data = f'{{"w": {w}, "i": {i}, "pad": "{"x" * 150}"}}'.encode()
+    return await store.append(f"audit-t{w % 4}", [NewEvent(type="AuditRecorded", data=data)])
+
+
+async def _timed(store: EventStore, appends: int, database: str | None, append: Append) -> tuple[float, float]:
     """Appends/s, and CPU µs per append of this process and of the store's PostgreSQL backends together."""
     per = appends // WRITERS
 
     async def writer(w: int) -> None:
         for i in range(per):
-            data = f'{{"w": {w}, "i": {i}, "pad": "{"x" * 150}"}}'.encode()
-            await store.append(f"audit-t{w % 4}", [NewEvent(type="AuditRecorded", data=data)])
+            await append(store, w, i)
 
     server_before, client_before = _server_cpu_s(database), time.process_time()
     started = time.perf_counter()
@@ -157,17 +172,20 @@ async def _sqlite_stores(tmp: Path) -> tuple[EventStore, EventStore]:
     return on, off
 
 
-async def _compare(name: str, stores: dict[str, tuple[EventStore, str | None]]) -> None:
-    """``stores``: label -> (store, its PostgreSQL database or None); the first is the one with the chain."""
+async def _compare(
+    name: str, stores: dict[str, tuple[EventStore, str | None]], append: Append = _bare_append, extra: int = 0
+) -> None:
+    """``stores``: label -> (store, its PostgreSQL database or None); the first is the one with the chain.
+    ``extra``: events in the chained store before the first run (the verify at the end counts them too)."""
     appends = APPENDS[name]
     rates: dict[str, list[float]] = {label: [] for label in stores}
     cpus: dict[str, list[float]] = {label: [] for label in stores}
     for store, database in stores.values():
-        await _timed(store, appends, database)  # warm-up
+        await _timed(store, appends, database, append)  # warm-up
     for r in range(ROUNDS):
         order = list(stores.items())
         for label, (store, database) in order[r % len(order) :] + order[: r % len(order)]:
-            rate, cpu = await _timed(store, appends, database)
+            rate, cpu = await _timed(store, appends, database, append)
             rates[label].append(rate)
             cpus[label].append(cpu)
     on_label = next(iter(stores))
@@ -187,7 +205,7 @@ async def _compare(name: str, stores: dict[str, tuple[EventStore, str | None]]) 
     on_store = stores[on_label][0]
     async with on_store.reader() as tx:
         report = await verify_chain(tx)
-    assert report.ok and report.records == appends // WRITERS * WRITERS * (ROUNDS + 1)
+    assert report.ok and report.records == appends // WRITERS * WRITERS * (ROUNDS + 1) + extra
 
 
 async def test_chain_on_vs_off(tmp_path: Path) -> None:
@@ -215,6 +233,42 @@ async def test_chain_on_vs_off(tmp_path: Path) -> None:
     finally:
         await on.close()
         await off.close()
+
+
+async def test_chain_on_vs_off_as_the_engine_appends() -> None:
+    """The same comparison on the path every Lockzero append takes: audit records through the engine
+    (Engine.append_each, as the audit batcher sends them), each append with its read-model projection (the
+    rm_audit row) in the same transaction. No engine append goes without it; the table above has none."""
+    print(f"\naudit records through Engine.append_each (with their rm_audit projection), {WRITERS} writers,"
+          f" one record per append; median of {ROUNDS} rounds")  # fmt: skip
+    actor = ev.EventMeta(actor_id="key_bench", actor_type="agent")
+    engines: dict[int, Engine] = {}
+
+    async def engine_append(store: EventStore, w: int, i: int) -> object:
+        engine = engines[id(store)]
+        record = make_record(engine, f"t{w % 4}", actor, "get_secret_metadata", "ok", secret_id=f"prod/s{i % 50}")
+        return await engine.append_each(naming.audit_stream(f"t{w % 4}"), [(record, actor)])
+
+    with fresh_pg_database() as on_url, fresh_pg_database() as unchained_url:
+        on = await _pg_store(on_url)
+        unchained = await _pg_store(unchained_url, _UNCHAINED_APPEND, "force_generic_plan")
+        try:
+            for store in (on, unchained):
+                engine = Engine(store, MasterKey.generate(), ManualClock())
+                await engine.migrate()
+                engines[id(store)] = engine
+            await _compare(
+                "postgresql",
+                {
+                    "chain on": (on, _database(on_url)),
+                    "off: one INSERT, no chain": (unchained, _database(unchained_url)),
+                },
+                engine_append,
+                extra=await on.head_position(),
+            )
+        finally:
+            for store in (on, unchained):
+                await store.close()
 
 
 def _database(url: str) -> str:
