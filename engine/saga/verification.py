@@ -188,10 +188,22 @@ def _compromised(secret: Secret) -> list[str]:
 async def _verify_rotation(engine: Engine, secret: Secret, rotation: Rotation) -> Verification:
     shift = rotation.last("shift")
     delivering_since = shift.started_at if shift else None
-    adopted, pending = await pending_dependents(engine, secret, rotation.to_version, delivering_since)
+    # Two independent reads, at once: a long-polling agent waits for this answer. An opened provider is closed
+    # even when the other read failed.
+    dependents, opened = await asyncio.gather(
+        pending_dependents(engine, secret, rotation.to_version, delivering_since),
+        open_with(engine, secret, (rotation.to_version, rotation.from_version)),
+        return_exceptions=True,
+    )
+    if isinstance(opened, BaseException):
+        raise opened
+    provider, creds = opened
+    if isinstance(dependents, BaseException):
+        await provider.close()
+        raise dependents
+    adopted, pending = dependents
     adoption = AdoptionCheck(adopted, len(secret.dependents), pending)
     reasons: dict[str, str] = {}
-    provider, creds = await open_with(engine, secret, (rotation.to_version, rotation.from_version))
     try:
         # Two independent logins (each on a connection of its own): at once, not one after the other. Both
         # end before the provider closes, even when one raises; then the first error goes on as it would have.
