@@ -18,6 +18,7 @@ from lockzero.engine.queries.history import rotation_history
 from lockzero.engine.saga.scheduler import run_pass
 from lockzero.workers.inprocess import InProcessQueue
 from tests.engine.support import OPERATOR, T0, ManualClock, add_generated, folded_secret, scalar
+from tests.saga.support import AclUser
 
 AGENT = ev.EventMeta(actor_id="key_agent_1", actor_type="agent")
 DAY = 86400
@@ -347,23 +348,27 @@ async def test_completed_rotation_resolves_leak_overdue_and_anomaly_but_not_poli
     assert isinstance(events[-1], ev.IncidentResolved) and rotation_id in events[-1].resolution
 
 
+async def register_redis(engine: Engine, user: AclUser) -> str:
+    """A redis_acl secret of tenant acme on the real Redis ACL user ``user``."""
+    sid = f"prod/redis/{user.name}"
+    await secrets.register_secret(
+        engine, "acme", OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",
+        config={"url": "redis://127.0.0.1:6379/0", "username": user.name}, value=user.password.encode(),
+    )  # fmt: skip
+    return sid
+
+
 async def test_failed_rotation_opens_rotation_failed_and_keeps_the_leak_open(
     engine: Engine, queue: InProcessQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A real failure: the Redis user is disabled (`off`), so Redis refuses every AUTH and validate fails."""
-    from tests.saga.support import AclUser
-
     monkeypatch.setattr(
         "lockzero.engine.saga.rotation.VALIDATE_ATTEMPTS", 1
     )  # one refusal is enough; no need to wait out retries
     await tenants.create_tenant(engine, "acme", OPERATOR)
     user = AclUser.create()
     try:
-        sid = f"prod/redis/{user.name}"
-        await secrets.register_secret(
-            engine, "acme", OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",
-            config={"url": "redis://127.0.0.1:6379/0", "username": user.name}, value=user.password.encode(),
-        )  # fmt: skip
+        sid = await register_redis(engine, user)
         leak = await open_incident(
             engine, "acme", OPERATOR, kind="leaked_credential", severity="critical", secret_id=sid, summary="x"
         )
@@ -391,16 +396,11 @@ async def test_a_leak_left_open_after_the_saga_is_settled_by_verify_remediation(
     """A leak incident the saga's finish did not settle (here: opened after it; in the field: a live check that
     could not run then) is resolved by the verify_remediation that proves the rotation, and not before."""
     from lockzero.engine.saga.verification import verify
-    from tests.saga.support import AclUser
 
     await tenants.create_tenant(engine, "acme", OPERATOR)
     user = AclUser.create()
     try:
-        sid = f"prod/redis/{user.name}"
-        await secrets.register_secret(
-            engine, "acme", OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",
-            config={"url": "redis://127.0.0.1:6379/0", "username": user.name}, value=user.password.encode(),
-        )  # fmt: skip
+        sid = await register_redis(engine, user)
         started = await rotate(engine, queue, "acme", sid, OPERATOR, "routine")
         await queue.wait_idle()
         leak = await open_incident(
