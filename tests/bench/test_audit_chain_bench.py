@@ -1,7 +1,7 @@
 """Audit-chain benchmark (issue 16): appends/s with the hash chain on vs off, in one run, per backend, twice:
 bare event-store appends (no read model: the strictest ratio, a path no Lockzero append takes), and audit
-records as the engine appends them (Engine.append_each with the rm_audit projection in the same transaction,
-which every engine append has); then the issue's 10,000 mixed engine calls and a clean `audit verify` over
+records as the API records them (AuditBatcher -> Engine.append_each, the rm_audit projection in the same
+transaction, as every engine append has one); then the issue's 10,000 mixed engine calls and a clean `audit verify` over
 them, timed.
 
 Run with ``make bench`` (or ``.venv/bin/python -m pytest -q -s -m bench tests/bench/test_audit_chain_bench.py``).
@@ -29,9 +29,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from lockzero.engine.app import Engine
 from lockzero.engine.audit import chain as audit_chain
+from lockzero.engine.audit.batcher import AuditBatcher
 from lockzero.engine.audit.records import make_record
 from lockzero.engine.domain import events as ev
-from lockzero.engine.domain import naming
 from lockzero.engine.security.crypto import MasterKey
 from lockzero.eventstore import EventStore, NewEvent, open_store
 from lockzero.eventstore.chain import verify_chain
@@ -236,18 +236,24 @@ async def test_chain_on_vs_off(tmp_path: Path) -> None:
 
 
 async def test_chain_on_vs_off_as_the_engine_appends() -> None:
-    """The same comparison on the path every Lockzero append takes: audit records through the engine
-    (Engine.append_each, as the audit batcher sends them), each append with its read-model projection (the
-    rm_audit row) in the same transaction. No engine append goes without it; the table above has none."""
-    print(f"\naudit records through Engine.append_each (with their rm_audit projection), {WRITERS} writers,"
-          f" one record per append; median of {ROUNDS} rounds")  # fmt: skip
+    """The same comparison on the path every audit record takes: each writer's call records through the engine's
+    AuditBatcher (as the API's calls do), which appends the records waiting for one tenant together
+    (Engine.append_each), each append with its read-model projection (the rm_audit rows) in the same
+    transaction. No engine append goes without a projection; the table above has none."""
+    print(
+        f"\naudit records through AuditBatcher -> Engine.append_each (with their rm_audit projection),"
+        f" {WRITERS} writers, one record per call; median of {ROUNDS} rounds; rate = records/s"
+    )
     actor = ev.EventMeta(actor_id="key_bench", actor_type="agent")
-    engines: dict[int, Engine] = {}
+    batchers: dict[int, tuple[Engine, AuditBatcher]] = {}
 
-    async def engine_append(store: EventStore, w: int, i: int) -> object:
-        engine = engines[id(store)]
-        record = make_record(engine, f"t{w % 4}", actor, "get_secret_metadata", "ok", secret_id=f"prod/s{i % 50}")
-        return await engine.append_each(naming.audit_stream(f"t{w % 4}"), [(record, actor)])
+    async def record(store: EventStore, w: int, i: int) -> object:
+        engine, batcher = batchers[id(store)]
+        tenant = f"t{w % 4}"
+        await batcher.record(
+            make_record(engine, tenant, actor, "get_secret_metadata", "ok", secret_id=f"prod/s{i % 50}"), actor
+        )
+        return tenant
 
     with fresh_pg_database() as on_url, fresh_pg_database() as unchained_url:
         on = await _pg_store(on_url)
@@ -256,14 +262,14 @@ async def test_chain_on_vs_off_as_the_engine_appends() -> None:
             for store in (on, unchained):
                 engine = Engine(store, MasterKey.generate(), ManualClock())
                 await engine.migrate()
-                engines[id(store)] = engine
+                batchers[id(store)] = (engine, AuditBatcher(engine))
             await _compare(
                 "postgresql",
                 {
                     "chain on": (on, _database(on_url)),
                     "off: one INSERT, no chain": (unchained, _database(unchained_url)),
                 },
-                engine_append,
+                record,
                 extra=await on.head_position(),
             )
         finally:
