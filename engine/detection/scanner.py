@@ -8,7 +8,7 @@ has its own scratch space, so scans may run in several threads at once.
 A validator that reads the value only is asked once per distinct value in a scan (see _Verdicts), and so
 are the checks two rules share (validators.per_scan); a rule whose match stays on the anchor's line is
 confirmed once per distinct rest of a line (see _by_line). All of these live as long as the scan, like the
-text, and keep no more of it than its size.
+text; the verdicts and lines kept add up to at most its size, and so do the shared checks' values.
 """
 
 from __future__ import annotations
@@ -336,10 +336,17 @@ class _Verdicts:
 
     def _judged(self, seen: dict[bytes, Verdict | None], check: Validator, conf: float, value: bytes) -> Verdict | None:
         verdict = check(value, conf)
-        if len(value) <= self._budget:
-            self._budget -= len(value)
+        if self.keeps(len(value)):
             seen[value] = verdict
         return verdict
+
+    def keeps(self, size: int) -> bool:
+        """Whether ``size`` more bytes of the text may be kept for the scan (counted if so): _by_line's lines
+        share the budget with the verdicts' values."""
+        if size > self._budget:
+            return False
+        self._budget -= size
+        return True
 
     def judging(self, rule: Rule) -> Callable[[bytes, int, int], Verdict | None]:
         """The rule's verdict on the credential at ``data[start:end]``, as a function of (data, start, end):
@@ -410,7 +417,7 @@ def _confirm_rule(
     limits = _paired(anchors, hits.marker_ends.get(rule_id, []), rule.window) if rule.until else None
     confirm = c.confirm[rule_id].span
     if rule.one_line:
-        confirm = _by_line(confirm, len(data))
+        confirm = _by_line(confirm, verdicts.keeps)
     verdict_on = verdicts.judging(rule)
     # Read once: the loop runs per anchor.
     left, right, window, back = rule.left, rule.right, rule.window, rule.back
@@ -452,23 +459,20 @@ def _confirm_rule(
             )
 
 
-def _by_line(confirm: _Span, budget: int) -> _Span:
+def _by_line(confirm: _Span, keeps: Callable[[int], bool]) -> _Span:
     """``confirm`` for a rule whose match cannot leave the anchor's line (Rule.one_line): the answer for the
-    rest of a line seen before, moved to this anchor, with no RE2 call. As with the verdicts, the lines kept
-    add up to at most ``budget`` bytes (the text's size)."""
+    rest of a line seen before, moved to this anchor, with no RE2 call. A line is kept if ``keeps`` its size
+    (the scan's budget, see _Verdicts)."""
     seen: dict[bytes, tuple[int, int] | None] = {}
-    room = budget
 
     def span(data: bytes, pos: int, endpos: int) -> tuple[int, int] | None:
-        nonlocal room
         eol = data.find(b"\n", pos, endpos)
         rest = data[pos : endpos if eol < 0 else eol]
         if rest in seen:
             known = seen[rest]
             return None if known is None else (pos + known[0], pos + known[1])
         found = confirm(data, pos, endpos)
-        if len(rest) <= room:
-            room -= len(rest)
+        if keeps(len(rest)):
             seen[rest] = None if found is None else (found[0] - pos, found[1] - pos)
         return found
 

@@ -187,7 +187,7 @@ def test_a_one_line_rule_answers_by_line_as_at_each_anchor(pieces: list[str], re
     for i, rule in enumerate(RULES):
         if not rule.one_line:
             continue
-        by_line = scanner._by_line(confirm[i].span, len(data))
+        by_line = scanner._by_line(confirm[i].span, scanner._Verdicts(len(data)).keeps)
         for pos in range(len(data)):
             stop = min(len(data), pos + rule.window)
             assert by_line(data, pos, stop) == confirm[i].span(data, pos, stop), (rule.detector, pos)
