@@ -291,7 +291,7 @@ def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled, verdict
     joined = _VIEW_SEPARATOR.join(views)
     starts = [p[0] for p in places]
     out: dict[tuple[int, int, str], Candidate] = {}
-    for inner in _scan(joined, depth + 1, c, verdicts):
+    for inner in _scan_views(joined, depth + 1, c, verdicts):
         i = bisect.bisect_right(starts, inner.start) - 1
         view_start, prefix_len, start, end = places[i]
         if inner.end <= view_start + prefix_len or inner.end > view_start + len(views[i]):
@@ -302,10 +302,14 @@ def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled, verdict
     return list(out.values())
 
 
-def _scan(data: bytes, depth: int, c: _Compiled, verdicts: _Verdicts | None = None) -> list[Candidate]:
-    if verdicts is None:
-        with v.scan_memo(len(data)):
-            return _scan(data, depth, c, _Verdicts(len(data)))
+def _scan(data: bytes, depth: int, c: _Compiled) -> list[Candidate]:
+    with v.ScanMemo(len(data)):
+        return _scan_views(data, depth, c, _Verdicts(len(data)))
+
+
+def _scan_views(data: bytes, depth: int, c: _Compiled, verdicts: _Verdicts) -> list[Candidate]:
+    """_scan's work, with the verdicts (and the shared checks' memo) of the scan it is part of: the text's
+    own, or the decoded views of its base64 values."""
     hits = _hyperscan_pass(data, c)
     found: dict[tuple[int, int, str], Candidate] = {}
     for rule_id in sorted(hits.starts):
@@ -416,7 +420,7 @@ def _confirm_rule(
     anchors = sorted(hits.starts[rule_id])
     limits = _paired(anchors, hits.marker_ends.get(rule_id, []), rule.window) if rule.until else None
     confirm = c.confirm[rule_id].span
-    if rule.one_line:
+    if rule.one_line and len(anchors) >= _LINES_WORTH_KEEPING:
         confirm = _by_line(confirm, verdicts.keeps)
     verdict_on = verdicts.judging(rule)
     # Read once: the loop runs per anchor.
@@ -457,6 +461,11 @@ def _confirm_rule(
                 (x.start, x.end, x.detector),
                 Candidate(x.start, x.end, x.detector, x.kind, x.confidence, specificity),
             )
+
+
+#: Anchors of a one-line rule from which its lines are kept: a line comes again among many anchors (a log's
+#: repeated lines), and on a short text keeping them costs more than it saves.
+_LINES_WORTH_KEEPING = 16
 
 
 def _by_line(confirm: _Span, keeps: Callable[[int], bool]) -> _Span:

@@ -95,7 +95,7 @@ def test_per_scan_answers_are_kept_during_a_scan_and_within_its_budget_only() ->
 
     assert check(b"abc") and check(b"abc")
     assert calls == [b"abc", b"abc"]  # outside a scan nothing is kept
-    with validators.scan_memo(5):
+    with validators.ScanMemo(5):
         for value in (b"abc", b"abc", b"defg", b"defg"):
             assert check(value)
     # b"abc" (3 bytes) is kept; b"defg" would pass the 5-byte budget.
