@@ -112,9 +112,9 @@ class GroupCommitter:
         """Commit the batch; returns the append whose hook failed (everything rolled back) or None.
 
         The hooks run in pipeline mode: their writes (Transaction.write) go out without waiting for results, so
-        BEGIN travels with the append call and the hooks' writes with the COMMIT, three round trips in all
-        however many rows the hooks write. With ``attribute`` the pipeline is synced after each hook instead,
-        which costs a round trip per hook but tells which hook's write failed."""
+        BEGIN travels with the append call and the hooks' writes with the COMMIT (two round trips, plus one for
+        each read a hook makes), however many rows the hooks write. With ``attribute`` the pipeline is synced after
+        each hook instead, which costs a round trip per hook but tells which hook's write failed."""
         now = datetime.now(UTC)
         async with self._connect() as conn:
             if not any(item.on_append is not None for item in batch):
@@ -147,8 +147,10 @@ class GroupCommitter:
             except _HookFailed as failed:
                 return failed.item
             except psycopg.Error as exc:
-                # Raised by the commit: a hook's write that had not come back yet may be the cause.
-                if hooks_ran and not attribute and not isinstance(exc, psycopg.OperationalError):
+                # Raised by the commit: a hook's write that had not come back yet may be the cause. A lock timeout,
+                # deadlock or statement timeout is an OperationalError too, and is that write's own failure; only a
+                # lost connection fails the whole batch.
+                if hooks_ran and not attribute and not _connection_lost(conn, exc):
                     raise _Unattributed from exc
                 raise
         _resolve(batch, outcomes)
@@ -161,6 +163,12 @@ class GroupCommitter:
 
 class InvalidAppend(EventStoreError):
     """The database refused this append's data (e.g. text it cannot store); nothing was written."""
+
+
+def _connection_lost(conn: psycopg.AsyncConnection[Any], exc: psycopg.Error) -> bool:
+    # SQLSTATE class 08 (connection exception) and 57P (the server shutting down or gone); no SQLSTATE at all
+    # means the client could not talk to the server.
+    return conn.closed or conn.broken or exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
 
 
 def _fail(item: PendingAppend, exc: BaseException) -> None:
