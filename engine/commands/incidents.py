@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -147,30 +148,37 @@ async def resolve_for_secret(
             f" AND kind IN ({marks})",
             (tenant, secret_id, *kinds),
         )
-    resolved = []
-    for (incident_id,) in rows:
+    ids = [str(r[0]) for r in rows]
+    await resolve_incidents(engine, tenant, ids, resolution=resolution, ref_kind=ref_kind, ref_id=ref_id, actor=actor)
+    return ids
+
+
+async def resolve_incidents(
+    engine: Engine, tenant: str, incident_ids: list[str], *, resolution: str, ref_kind: str, ref_id: str,
+    actor: ev.EventMeta,
+) -> None:  # fmt: skip
+    """Resolve these incidents, each linked to what resolved it."""
+    for incident_id in incident_ids:
         now = engine.clock.now()
         events: list[ev.Event] = [
             ev.IncidentLinked(at=now, tenant=tenant, incident_id=incident_id, ref_kind=ref_kind, ref_id=ref_id),
             ev.IncidentResolved(at=now, tenant=tenant, incident_id=incident_id, resolution=resolution),
         ]
         await engine.append(naming.incident_stream(tenant, incident_id), events, actor)
-        resolved.append(incident_id)
-    return resolved
 
 
 async def open_incident_ids(
     engine: Engine, tenant: str, secret_id: str, kinds: tuple[ev.IncidentKind, ...]
-) -> list[tuple[str, str | None, str]]:
-    """The secret's unresolved incidents of these kinds (oldest first): id, recorded progress, kind."""
+) -> list[tuple[str, str | None, str, datetime]]:
+    """The secret's unresolved incidents of these kinds (oldest first): id, recorded progress, kind, opened at."""
     marks = ", ".join("?" * len(kinds))
     async with engine.store.reader() as tx:
         rows = await tx.fetchall(
-            f"SELECT incident_id, progress, kind FROM rm_incidents WHERE tenant = ? AND secret_id = ?"
+            f"SELECT incident_id, progress, kind, opened_at FROM rm_incidents WHERE tenant = ? AND secret_id = ?"
             f" AND status <> 'resolved' AND kind IN ({marks}) ORDER BY opened_at",
             (tenant, secret_id, *kinds),
         )
-    return [(str(r[0]), r[1], str(r[2])) for r in rows]
+    return [(str(r[0]), r[1], str(r[2]), parse_iso(str(r[3]))) for r in rows]
 
 
 async def mark_mitigated(

@@ -17,11 +17,9 @@ from typing import Literal, cast
 import msgspec
 
 from lockzero.engine.app import SYSTEM, Engine
-from lockzero.engine.commands.incidents import mark_mitigated, open_incident_ids, resolve_for_secret
+from lockzero.engine.commands.incidents import mark_mitigated, open_incident_ids, resolve_incidents
 from lockzero.engine.domain import events as ev
-from lockzero.engine.domain import naming
 from lockzero.engine.domain.aggregates.secret import Dependent, Rotation, Secret
-from lockzero.engine.domain.clock import parse_iso
 from lockzero.engine.domain.errors import NotFound
 from lockzero.engine.domain.rotation_status import RUNNING
 from lockzero.engine.saga.delivery import adopted_versions
@@ -164,14 +162,16 @@ async def verify(
     if rotation.kind == "revoke":
         return await _verify_revoke(engine, secret, rotation)
     result = await _verify_rotation(engine, secret, rotation)
-    if result.verified:
+    if result.verified and rotation is secret.rotations[-1]:
         # The saga settles leaks when it finishes, but a check that could not run then (a provider slow under
-        # load) leaves them open with nothing to retry: proof seen now settles them, so an agent told "verified"
-        # finds its leak resolved. The answer stands whatever the settling meets.
+        # load) leaves them open with nothing to retry: proof of the latest rotation seen now settles them, so an
+        # agent told "verified" finds its leak resolved. The answer stands whatever the settling meets.
         try:
             await settle_leaks(engine, tenant, secret_id, SYSTEM, proven=result)
         except Exception as exc:
-            log.warning("settling the leaks of a verified rotation failed (%s)", type(exc).__name__)
+            log.warning(
+                "settling the leaks of verified rotation %s failed (%s)", rotation.rotation_id, type(exc).__name__
+            )
     return result
 
 
@@ -188,23 +188,15 @@ def _compromised(secret: Secret) -> list[str]:
 async def _verify_rotation(engine: Engine, secret: Secret, rotation: Rotation) -> Verification:
     shift = rotation.last("shift")
     delivering_since = shift.started_at if shift else None
-    # Two independent reads, at once: a long-polling agent waits for this answer. An opened provider is closed
-    # even when the other read failed.
-    dependents, opened = await asyncio.gather(
-        pending_dependents(engine, secret, rotation.to_version, delivering_since),
-        open_with(engine, secret, (rotation.to_version, rotation.from_version)),
-        return_exceptions=True,
-    )
-    if isinstance(opened, BaseException):
-        raise opened
-    provider, creds = opened
-    if isinstance(dependents, BaseException):
-        await provider.close()
-        raise dependents
-    adopted, pending = dependents
-    adoption = AdoptionCheck(adopted, len(secret.dependents), pending)
-    reasons: dict[str, str] = {}
+    # The dependents' adoption is read while the provider's credentials are: a long-polling agent waits for this.
+    dependents = asyncio.ensure_future(pending_dependents(engine, secret, rotation.to_version, delivering_since))
     try:
+        provider, creds = await open_with(engine, secret, (rotation.to_version, rotation.from_version))
+    except BaseException:
+        dependents.cancel()
+        raise
+    try:
+        adopted, pending = await dependents
         # Two independent logins (each on a connection of its own): at once, not one after the other. Both
         # end before the provider closes, even when one raises; then the first error goes on as it would have.
         both = await asyncio.gather(
@@ -217,7 +209,10 @@ async def _verify_rotation(engine: Engine, secret: Secret, rotation: Rotation) -
                 raise outcome
         new_auth, old_auth = cast(list[Auth | None], both)
     finally:
+        dependents.cancel()  # done by now unless this call was cancelled
         await provider.close()
+    adoption = AdoptionCheck(adopted, len(secret.dependents), pending)
+    reasons: dict[str, str] = {}
     new_state: CheckState = valid(new_auth) if new_auth else "unknown"
     old_state: CheckState = rejected(old_auth) if old_auth else "unknown"
     if new_state != "passed":
@@ -357,12 +352,11 @@ async def settle_leaks(
 ) -> None:
     """Resolve the secret's leak incidents once a rotation away from every compromised version is verified
     live; until then record how far it got ("mitigated: …") and leave them open, linked to the rotation.
-    ``proven``: live checks of a rotation just made (verify_remediation), used instead of checking again."""
+    Only incidents opened before that rotation was requested count: a later one may be about the credential the
+    rotation made. ``proven``: live checks of that rotation just made (verify_remediation), not made again."""
     # One query for both kinds: this runs at the end of every rotation and on every adopting pull.
     found = await open_incident_ids(engine, tenant, secret_id, (*LEAK_KINDS, "usage_anomaly"))
-    incidents = [(i, progress) for i, progress, kind in found if kind != "usage_anomaly"]
-    anomalies = [(i, progress) for i, progress, kind in found if kind == "usage_anomaly"]
-    if not incidents and not anomalies:
+    if not found:
         return
     try:
         secret = await _load(engine, tenant, secret_id)
@@ -372,27 +366,31 @@ async def settle_leaks(
     if not done or secret.in_flight is not None or done[-1].to_version != secret.current_version:
         return
     rotation = done[-1]
+    before = [(i, progress, kind) for i, progress, kind, opened in found if opened <= rotation.requested_at]
+    incidents = [(i, progress) for i, progress, kind in before if kind != "usage_anomaly"]
+    anomalies = [i for i, _, kind in before if kind == "usage_anomaly"]
+    if not incidents and not anomalies:
+        return
     current = secret.version(secret.current_version)
     if proven is not None and proven.rotation_id == rotation.rotation_id:
         result = proven
     else:
         result = await _verify_rotation(engine, secret, rotation)
+    proof = f"{_v(rotation.to_version)} authenticates, {_v(rotation.from_version)} is refused, every dependent adopted"
     if anomalies and result.verified:
-        await _settle_anomalies(engine, tenant, [i for i, _ in anomalies], rotation, actor)
+        resolution = f"rotation {rotation.rotation_id} (requested after the anomaly) verified: {proof}"
+        await resolve_incidents(
+            engine, tenant, anomalies, resolution=resolution, ref_kind="rotation", ref_id=rotation.rotation_id,
+            actor=actor,
+        )  # fmt: skip
     if not incidents:
         return
     if result.verified and current is not None and not current.compromised:
-        await resolve_for_secret(
-            engine,
-            tenant,
-            secret_id,
-            LEAK_KINDS,
-            resolution=f"rotation {rotation.rotation_id} verified: {_v(rotation.to_version)} authenticates,"
-            f" {_v(rotation.from_version)} is refused, every dependent adopted",
-            ref_kind="rotation",
-            ref_id=rotation.rotation_id,
-            actor=actor,
-        )
+        resolution = f"rotation {rotation.rotation_id} verified: {proof}"
+        await resolve_incidents(
+            engine, tenant, [i for i, _ in incidents], resolution=resolution, ref_kind="rotation",
+            ref_id=rotation.rotation_id, actor=actor,
+        )  # fmt: skip
         return
     missing = "; ".join(f"{k}: {v}" for k, v in result.checks.reasons.items()) or "the current version is compromised"
     progress = f"mitigated: rotated to {_v(rotation.to_version)} ({rotation.rotation_id}); not yet verified: {missing}"
@@ -401,32 +399,3 @@ async def settle_leaks(
             await mark_mitigated(
                 engine, tenant, incident_id, progress, ref_kind="rotation", ref_id=rotation.rotation_id, actor=actor
             )
-
-
-async def _settle_anomalies(
-    engine: Engine, tenant: str, incident_ids: list[str], rotation: Rotation, actor: ev.EventMeta
-) -> None:
-    """A usage anomaly resolves when a rotation requested after it opened is verified: the credential in use
-    when it was seen (or the retired one still presented) no longer works, and the new one does. A rotation
-    from before the anomaly proves nothing about it."""
-    marks = ", ".join("?" * len(incident_ids))
-    async with engine.store.reader() as tx:
-        rows = await tx.fetchall(
-            f"SELECT incident_id, opened_at FROM rm_incidents WHERE tenant = ? AND incident_id IN ({marks})",
-            (tenant, *incident_ids),
-        )
-    for incident_id, opened_at in rows:
-        if parse_iso(str(opened_at)) > rotation.requested_at:
-            continue
-        now = engine.clock.now()
-        resolution = (
-            f"rotation {rotation.rotation_id} (requested after the anomaly) verified: {_v(rotation.to_version)}"
-            f" authenticates, {_v(rotation.from_version)} is refused, every dependent adopted"
-        )
-        events: list[ev.Event] = [
-            ev.IncidentLinked(
-                at=now, tenant=tenant, incident_id=incident_id, ref_kind="rotation", ref_id=rotation.rotation_id
-            ),
-            ev.IncidentResolved(at=now, tenant=tenant, incident_id=incident_id, resolution=resolution),
-        ]
-        await engine.append(naming.incident_stream(tenant, incident_id), events, actor)
