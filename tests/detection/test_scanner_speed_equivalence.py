@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from lockzero.engine.detection import scanner, validators
 from lockzero.engine.detection.rules import RULES
+from tests.detection import reference_scan
 from tests.detection.test_declarations import _PIECES
 
 
@@ -29,19 +30,6 @@ def _plain_resolve(candidates: list[scanner.Candidate]) -> list[scanner.Candidat
         kept.append(x)
     kept.sort(key=lambda x: (x.start, x.end, x.secret_id or ""))
     return kept
-
-
-def _plain_locate(data: bytes, offsets: list[int]) -> dict[int, tuple[int, int]]:
-    out: dict[int, tuple[int, int]] = {}
-    line, line_start, pos = 1, 0, 0
-    for off in sorted(set(offsets)):
-        newlines = data.count(b"\n", pos, off)
-        if newlines:
-            line += newlines
-            line_start = data.rfind(b"\n", pos, off) + 1
-        pos = off
-        out[off] = (line, len(data[line_start:off].decode("utf-8", "replace")) + 1)
-    return out
 
 
 def _plain_entropy(value: bytes) -> float:
@@ -76,7 +64,7 @@ def test_resolve_keeps_what_one_pass_in_priority_order_keeps(candidates: list[sc
 @given(st.text(alphabet="ab\né€ \t", max_size=80), st.lists(st.integers(0, 120), max_size=12))
 def test_locate_answers_as_decoding_each_line(text: str, offsets: list[int]) -> None:
     for data in (text.encode(), text.encode("ascii", "ignore")):
-        assert scanner.locate(data, offsets) == _plain_locate(data, offsets)
+        assert scanner.locate(data, offsets) == reference_scan.locate(data, offsets)
 
 
 @settings(max_examples=500, deadline=None)
