@@ -154,9 +154,15 @@ async def resolve_for_secret(
 
 
 async def resolve_incidents(
-    engine: Engine, tenant: str, incident_ids: list[str], *, resolution: str, ref_kind: str, ref_id: str,
+    engine: Engine,
+    tenant: str,
+    incident_ids: list[str],
+    *,
+    resolution: str,
+    ref_kind: str,
+    ref_id: str,
     actor: ev.EventMeta,
-) -> None:  # fmt: skip
+) -> None:
     """Resolve these incidents, each linked to what resolved it."""
     for incident_id in incident_ids:
         now = engine.clock.now()

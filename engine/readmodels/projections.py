@@ -225,15 +225,6 @@ class _StepUpdate(msgspec.Struct):
     at: str
     status: str | None
 
-    def extended(self, e: ev.SagaStepStarted | ev.SagaStepCompleted | ev.SagaStepFailed) -> _StepUpdate | None:
-        if (e.tenant, e.rotation_id) != (self.tenant, self.rotation_id):
-            return None
-        return _StepUpdate(self.tenant, self.rotation_id, iso(e.at), status_after(e) or self.status)
-
-
-def _step_update(e: ev.SagaStepStarted | ev.SagaStepCompleted | ev.SagaStepFailed) -> _StepUpdate:
-    return _StepUpdate(e.tenant, e.rotation_id, iso(e.at), status_after(e))
-
 
 async def _apply_step_update(tx: Transaction, u: _StepUpdate | None) -> None:
     if u is not None:
@@ -387,10 +378,11 @@ async def project(tx: Transaction, recorded: Sequence[RecordedEvent]) -> None:
             await tx.executemany(_AUDIT_INSERT, audit_rows)
             audit_rows = []
         if isinstance(event, _STEP_EVENTS):
-            merged = step.extended(event) if step is not None else None
-            if merged is None:
+            if step is not None and (step.tenant, step.rotation_id) != (event.tenant, event.rotation_id):
                 await _apply_step_update(tx, step)
-            step = merged or _step_update(event)
+                step = None
+            status = status_after(event) or (step.status if step is not None else None)
+            step = _StepUpdate(event.tenant, event.rotation_id, iso(event.at), status)
             continue
         await _apply_step_update(tx, step)
         step = None

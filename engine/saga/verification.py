@@ -377,20 +377,24 @@ async def settle_leaks(
     else:
         result = await _verify_rotation(engine, secret, rotation)
     proof = f"{_v(rotation.to_version)} authenticates, {_v(rotation.from_version)} is refused, every dependent adopted"
-    if anomalies and result.verified:
-        resolution = f"rotation {rotation.rotation_id} (requested after the anomaly) verified: {proof}"
+
+    async def resolve(incident_ids: list[str], resolution: str) -> None:
         await resolve_incidents(
-            engine, tenant, anomalies, resolution=resolution, ref_kind="rotation", ref_id=rotation.rotation_id,
+            engine,
+            tenant,
+            incident_ids,
+            resolution=resolution,
+            ref_kind="rotation",
+            ref_id=rotation.rotation_id,
             actor=actor,
-        )  # fmt: skip
+        )
+
+    if anomalies and result.verified:
+        await resolve(anomalies, f"rotation {rotation.rotation_id} (requested after the anomaly) verified: {proof}")
     if not incidents:
         return
     if result.verified and current is not None and not current.compromised:
-        resolution = f"rotation {rotation.rotation_id} verified: {proof}"
-        await resolve_incidents(
-            engine, tenant, [i for i, _ in incidents], resolution=resolution, ref_kind="rotation",
-            ref_id=rotation.rotation_id, actor=actor,
-        )  # fmt: skip
+        await resolve([i for i, _ in incidents], f"rotation {rotation.rotation_id} verified: {proof}")
         return
     missing = "; ".join(f"{k}: {v}" for k, v in result.checks.reasons.items()) or "the current version is compromised"
     progress = f"mitigated: rotated to {_v(rotation.to_version)} ({rotation.rotation_id}); not yet verified: {missing}"

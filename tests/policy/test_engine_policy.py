@@ -3,6 +3,8 @@ on both backends, with a clock the test moves instead of waiting."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
@@ -348,14 +350,27 @@ async def test_completed_rotation_resolves_leak_overdue_and_anomaly_but_not_poli
     assert isinstance(events[-1], ev.IncidentResolved) and rotation_id in events[-1].resolution
 
 
-async def register_redis(engine: Engine, user: AclUser) -> str:
-    """A redis_acl secret of tenant acme on the real Redis ACL user ``user``."""
-    sid = f"prod/redis/{user.name}"
-    await secrets.register_secret(
-        engine, "acme", OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",
-        config={"url": "redis://127.0.0.1:6379/0", "username": user.name}, value=user.password.encode(),
-    )  # fmt: skip
-    return sid
+async def open_leak(engine: Engine, sid: str, summary: str) -> str:
+    return await open_incident(
+        engine, "acme", OPERATOR, kind="leaked_credential", severity="critical", secret_id=sid, summary=summary
+    )
+
+
+@asynccontextmanager
+async def leaked_redis_secret(engine: Engine) -> AsyncIterator[tuple[AclUser, str, str]]:
+    """Tenant acme, a redis_acl secret on a real Redis ACL user (deleted afterwards), and an open leak of it:
+    (the user, the secret id, the leak incident id)."""
+    await tenants.create_tenant(engine, "acme", OPERATOR)
+    user = AclUser.create()
+    try:
+        sid = f"prod/redis/{user.name}"
+        await secrets.register_secret(
+            engine, "acme", OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",
+            config={"url": "redis://127.0.0.1:6379/0", "username": user.name}, value=user.password.encode(),
+        )  # fmt: skip
+        yield user, sid, await open_leak(engine, sid, "x")
+    finally:
+        user.delete()
 
 
 async def test_failed_rotation_opens_rotation_failed_and_keeps_the_leak_open(
@@ -365,13 +380,7 @@ async def test_failed_rotation_opens_rotation_failed_and_keeps_the_leak_open(
     monkeypatch.setattr(
         "lockzero.engine.saga.rotation.VALIDATE_ATTEMPTS", 1
     )  # one refusal is enough; no need to wait out retries
-    await tenants.create_tenant(engine, "acme", OPERATOR)
-    user = AclUser.create()
-    try:
-        sid = await register_redis(engine, user)
-        leak = await open_incident(
-            engine, "acme", OPERATOR, kind="leaked_credential", severity="critical", secret_id=sid, summary="x"
-        )
+    async with leaked_redis_secret(engine) as (user, sid, leak):
         user.setuser("off")
         started = await rotate(engine, queue, "acme", sid, OPERATOR, "rotate")
         await queue.wait_idle()
@@ -386,8 +395,6 @@ async def test_failed_rotation_opens_rotation_failed_and_keeps_the_leak_open(
         assert await incident_status(engine, leak) == "open"
         history = await rotation_history(engine, "acme", sid)
         assert history.rotations[0].outcome == "compensated"
-    finally:
-        user.delete()
 
 
 async def test_a_leak_left_open_after_the_saga_is_settled_by_verify_remediation(
@@ -403,20 +410,12 @@ async def test_a_leak_left_open_after_the_saga_is_settled_by_verify_remediation(
         return None
 
     monkeypatch.setattr(saga, "settle_leaks", could_not_settle)
-    await tenants.create_tenant(engine, "acme", OPERATOR)
-    user = AclUser.create()
-    try:
-        sid = await register_redis(engine, user)
-        leak = await open_incident(
-            engine, "acme", OPERATOR, kind="leaked_credential", severity="critical", secret_id=sid, summary="x"
-        )
+    async with leaked_redis_secret(engine) as (user, sid, leak):
         clock.advance(seconds=1)
         started = await rotate(engine, queue, "acme", sid, OPERATOR, "leaked")
         await queue.wait_idle()
         clock.advance(seconds=1)
-        later = await open_incident(
-            engine, "acme", OPERATOR, kind="leaked_credential", severity="critical", secret_id=sid, summary="y"
-        )
+        later = await open_leak(engine, sid, "y")
         assert await incident_status(engine, leak) == "open"
         result = await verify(engine, "acme", sid, started.rotation_id)
         assert result.verified, result
@@ -425,8 +424,6 @@ async def test_a_leak_left_open_after_the_saga_is_settled_by_verify_remediation(
         events, _ = await engine.load(naming.incident_stream("acme", leak))
         assert isinstance(events[-1], ev.IncidentResolved) and started.rotation_id in events[-1].resolution
         assert user.password not in str(events)
-    finally:
-        user.delete()
 
 
 async def test_pending_approval_does_not_block_an_emergency_revoke(engine: Engine) -> None:
