@@ -190,8 +190,10 @@ class _HookFailed(Exception):
 async def _call(conn: psycopg.AsyncConnection[Any], batch: list[PendingAppend], now: datetime) -> list[Outcome]:
     events = [e for item in batch for e in item.events]
     cur = await conn.execute(
+        # %b: the arrays go in PostgreSQL's binary format. psycopg sends a list in text by default, escaping every
+        # element (each event's data and metadata as hex): a fifth of the appends/s at 16 writers.
         "SELECT idx, status, stream_version, first_position FROM lz_append_batch("
-        "%s::text[], %s::int[], %s::int[], %s::uuid[], %s::text[], %s::bytea[], %s::bytea[], %s)",
+        "%b::text[], %b::int[], %b::int[], %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b)",
         (
             [item.stream for item in batch],
             [item.expected_version for item in batch],
