@@ -26,11 +26,19 @@ class RedisAclProvider:
         #: ACL rules to create a missing user with (e.g. "~cache:* +get +set"); without them a missing user
         #: is an error: registration and rotation only ever touch passwords, never permissions.
         self.acl_rules = str(config.get("acl_rules") or "").split()
+        self._pool: aioredis.ConnectionPool | None = None
         self._admin: aioredis.Redis | None = None
 
+    def _admin_pool(self) -> aioredis.ConnectionPool:
+        if self._pool is None:
+            self._pool = aioredis.ConnectionPool.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        return self._pool
+
     def _connection(self) -> aioredis.Redis:
+        # Made only for an admin command: a client costs ~160 µs to build (its reply callbacks), and a live
+        # check (verify_remediation, the saga's validate and verify) sends none, only AUTH on its own connection.
         if self._admin is None:
-            self._admin = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+            self._admin = aioredis.Redis(connection_pool=self._admin_pool())
         return self._admin
 
     async def _acl(self, *rules: str, op: str) -> None:
@@ -64,11 +72,12 @@ class RedisAclProvider:
         """``AUTH user pass`` on a connection of its own: AUTH needs no command permission, so a user
         allowed only ``+get`` is judged on its password alone. The answer is read by its protocol code
         (WRONGPASS), never by its text."""
-        kwargs = dict(self._connection().connection_pool.connection_kwargs)
+        pool = self._admin_pool()
+        kwargs = dict(pool.connection_kwargs)
         for handshake in ("username", "password", "credential_provider", "client_name", "db"):
             kwargs.pop(handshake, None)
         kwargs.update(lib_name=None, lib_version=None, socket_timeout=5, socket_connect_timeout=5)
-        conn = self._connection().connection_pool.connection_class(**kwargs)
+        conn = pool.connection_class(**kwargs)
         try:
             await conn.connect()  # type: ignore[no-untyped-call]
             await conn.send_command("AUTH", self.username, credential.value)
@@ -173,6 +182,9 @@ class RedisAclProvider:
         if self._admin is not None:
             await self._admin.aclose()
             self._admin = None
+        if self._pool is not None:
+            await self._pool.disconnect()
+            self._pool = None
 
 
 SPEC = ProviderSpec(
