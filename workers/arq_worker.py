@@ -162,6 +162,18 @@ async def reconcile(ctx: dict[str, Any]) -> int:
     return count
 
 
+class SagaWorker(Worker):
+    """arq's Worker, asking Redis only about queued jobs it is not already running.
+
+    arq leaves a job in the queue until it finishes, so every poll (each 5 ms) lists the sagas this worker is
+    running, and arq asks Redis about each one again (WATCH, EXISTS, ZSCORE, UNWATCH) before skipping it. In the
+    saga bench (32 sagas in flight) that was 17,000 of its 57,000 Redis commands; one worker's rotations/s rose
+    from 75.5 to 82.5 without them. Jobs other workers run are still asked about, as arq must."""
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        await super().start_jobs([job_id for job_id in job_ids if job_id.decode() not in self.tasks])
+
+
 async def run_worker(settings: Settings) -> None:
     """`lockzero worker`: run until interrupted."""
     assert settings.redis_url is not None
@@ -173,7 +185,7 @@ async def run_worker(settings: Settings) -> None:
             settings.database_url, settings.require_master_key(), outbound=settings.outbound
         )
 
-    worker = Worker(
+    worker = SagaWorker(
         functions=WorkerSettings.functions,
         cron_jobs=WorkerSettings.cron_jobs,
         # The worker runs on the Settings it was given (one reading of the environment, already checked).
