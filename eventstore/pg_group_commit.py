@@ -191,7 +191,7 @@ async def _call(conn: psycopg.AsyncConnection[Any], batch: list[PendingAppend], 
     events = [e for item in batch for e in item.events]
     cur = await conn.execute(
         # %b: the arrays go in PostgreSQL's binary format. psycopg sends a list in text by default, escaping every
-        # element (each event's data and metadata as hex): a fifth of the appends/s at 16 writers.
+        # element (each event's data and metadata as hex): 16 writers appended 6,938/s that way, 8,238/s this way.
         "SELECT idx, status, stream_version, first_position FROM lz_append_batch("
         "%b::text[], %b::int[], %b::int[], %b::uuid[], %b::text[], %b::bytea[], %b::bytea[], %b)",
         (
