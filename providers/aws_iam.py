@@ -38,6 +38,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as AwsConnectionError
@@ -54,20 +56,17 @@ STS_REFUSALS = frozenset({"InvalidClientTokenId", "SignatureDoesNotMatch", "Inva
 REVOKE_SESSIONS_POLICY = "lockzero-revoke-older-sessions"
 _CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=15)
 
-#: One boto3 Session for every provider instance. A Session keeps the service models it has loaded, and each saga
-#: step and live check opens a provider of its own: with a Session each, every IAM or STS client cost 50-190 ms of
-#: model loading; from the shared one, 2-7 ms. Sessions are not thread-safe (clients are), so clients are made under
-#: one lock: verify's two logins build theirs in two worker threads at once.
-_session: boto3.session.Session | None = None
-_session_lock = threading.Lock()
+#: botocore's model loader, shared by every provider instance. Each saga step and live check opens a provider of
+#: its own, and with a loader each, every IAM or STS client re-read its service model: 50-190 ms a client; with the
+#: shared one, about 10 ms for a new Session and its client. The Sessions stay one per instance, so boto3's default
+#: credential chain (no admin keys configured) is still looked up per instance, as a rotated key file needs.
+_LOADER = botocore.loaders.create_loader()
 
 
-def _make_client(service: str, **kwargs: Any) -> Any:
-    global _session
-    with _session_lock:
-        if _session is None:
-            _session = boto3.session.Session()
-        return _session.client(service, **kwargs)
+def _new_session() -> boto3.session.Session:
+    core = botocore.session.Session()
+    core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core)
 
 
 def _failure(op: str, user: str, exc: Exception) -> ProviderError:
@@ -93,6 +92,8 @@ class AwsIamKeyProvider:
         self.region = str(config.get("region") or "us-east-1")
         self.endpoint_url = str(config["endpoint_url"]) if config.get("endpoint_url") else None
         self._admin = (config.get("admin_access_key_id"), config.get("admin_secret_access_key"))
+        self._session: boto3.session.Session | None = None
+        self._session_lock = threading.Lock()
         self._iam_client: Any = None
         self._user_arn: str | None = None
 
@@ -102,14 +103,18 @@ class AwsIamKeyProvider:
     # --- AWS calls, each in a worker thread ------------------------------------------------------
 
     def _client(self, service: str, key_id: str | None, secret: str | None) -> Any:
-        return _make_client(
-            service,
-            region_name=self.region,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=key_id,
-            aws_secret_access_key=secret,
-            config=_CONFIG,
-        )
+        # A boto3 Session is not thread-safe, and verify's two logins build clients in two worker threads at once.
+        with self._session_lock:
+            if self._session is None:
+                self._session = _new_session()
+            return self._session.client(
+                service,
+                region_name=self.region,
+                endpoint_url=self.endpoint_url,
+                aws_access_key_id=key_id,
+                aws_secret_access_key=secret,
+                config=_CONFIG,
+            )
 
     async def _iam(self, op: str, method: str, *, missing_ok: bool = False, **params: Any) -> dict[str, Any]:
         try:

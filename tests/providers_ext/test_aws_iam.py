@@ -185,3 +185,28 @@ async def test_admin_secret_never_in_errors_or_logs(
     for secret in (canary, moto.admin_secret, v1.value, v2.value):
         assert not any(secret in text for text in texts)
     assert "CreateAccessKey" in caplog.text or "create_access_key" in caplog.text.lower()  # logging was on
+
+
+async def test_without_admin_keys_each_instance_reads_the_default_chain(
+    moto: MotoServer, user: tuple[str, Credential], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No admin keys in the config: boto3's default credential chain (here its environment variables) is looked up
+    by each provider instance, so a key rotated in the environment is used by the next saga step, not a cached one.
+    The instances share only botocore's model loader."""
+    name, _v1 = user
+    config = {k: v for k, v in moto.config(name).items() if not k.startswith("admin_")}
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto.admin_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto.admin_secret)
+    first = AwsIamKeyProvider(config)
+    try:
+        await first.observed_usage()  # signed with the environment's admin key: raises if refused
+    finally:
+        await first.close()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-admin-secret")
+    second = AwsIamKeyProvider(config)
+    try:
+        with pytest.raises(ProviderError) as info:
+            await second.observed_usage()
+        assert "SignatureDoesNotMatch" in str(info.value)
+    finally:
+        await second.close()
