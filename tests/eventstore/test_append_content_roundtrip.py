@@ -28,8 +28,10 @@ _appends = st.lists(st.tuples(_text, st.lists(_event, min_size=1, max_size=3)), 
 async def test_any_content_round_trips_and_chains(store: EventStore, appends: list[tuple[str, list[NewEvent]]]) -> None:
     before = await store.head_position()
     results = await asyncio.gather(*(store.append(f"audit-{name}", events) for name, events in appends))
+    recorded = await store.read_all(before, limit=1000)
     for (name, events), result in zip(appends, results, strict=True):
-        stored = [e for e in await store.read_all(before, limit=1000) if e.event_id in {x.event_id for x in events}]
+        ids = {x.event_id for x in events}
+        stored = [e for e in recorded if e.event_id in ids]
         assert [(e.stream, e.type, e.data, e.metadata) for e in stored] == [
             (f"audit-{name}", x.type, x.data, x.metadata) for x in events
         ]

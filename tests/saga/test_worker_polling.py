@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -44,6 +45,15 @@ async def _commands_during(seconds: float) -> list[str]:
     return seen
 
 
+async def _until(check: Callable[[], bool], what: str, timeout: float = 4.0) -> None:
+    """Poll ``check`` in this event loop (the worker runs in it too) until it holds; a generous deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout}s")
+        await asyncio.sleep(0.01)
+
+
 async def test_running_jobs_are_not_claimed_again_on_every_poll() -> None:
     settings = RedisSettings(host=REDIS_HOST, port=REDIS_PORT, database=REDIS_DB)
     pool = await create_pool(settings)
@@ -61,20 +71,14 @@ async def test_running_jobs_are_not_claimed_again_on_every_poll() -> None:
     running = asyncio.create_task(worker.main())
     try:
         await pool.enqueue_job("hold", "long")
-        for _ in range(400):
-            if ran:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: bool(ran), "the long job to start")
         assert ran == ["long"]
         # About WATCHED_S / POLL_S polls, each listing the running job: none of them claims it again.
         commands = await _commands_during(WATCHED_S)
         assert sum(c.startswith("ZRANGEBYSCORE") for c in commands) >= 10, commands[:20]  # the polls were seen
         assert [c for c in commands if c.startswith("WATCH")] == []
         await pool.enqueue_job("hold", "short")
-        for _ in range(400):
-            if "short" in ran:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: "short" in ran, "the short job to start")
         assert ran == ["long", "short"]
     finally:
         release.set()
