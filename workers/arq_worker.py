@@ -4,6 +4,8 @@ arq facts this is built around: ordinary exceptions are not retried; a job held 
 with -9 stays blocked until its in-progress key expires (job_timeout + 10 s); the queue is polled.
 So Redis is only a trigger: a saga lock with a short TTL (renewed while the saga runs) lets the
 reconciler, every few seconds, re-enqueue a stalled saga with a fresh job id that runs at once.
+Every enqueue also publishes on WAKE_CHANNEL, so a worker polls as soon as a saga is queued rather
+than at its next poll; without that message (arq's own enqueue, a lost subscription) it polls anyway.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from arq import create_pool, cron
 from arq.connections import ArqRedis, RedisSettings
-from arq.constants import default_queue_name
+from arq.constants import default_queue_name, in_progress_key_prefix
 from arq.worker import Worker
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -36,7 +38,11 @@ from lockzero.workers.reconciler import stalled_rotations
 log = logging.getLogger("lockzero.worker")
 
 SAGA_LOCK_TTL_MS = 10_000
+#: Published after every enqueue: workers poll at once instead of at their next idle poll.
+WAKE_CHANNEL = "lockzero:saga-queued"
 STALL_AFTER_S = 8.0
+#: How often an idle SagaWorker polls with no wake-up message: deferred jobs (crons) and a lost subscription.
+IDLE_POLL_S = 0.05
 JOB_TIMEOUT_S = 900
 
 
@@ -72,6 +78,9 @@ class ArqQueue:
             carrier,
             _job_id=f"saga:{rotation_id}:{secrets.token_hex(4)}",
         )
+        # The job is queued whatever happens to this message: a worker that misses it polls anyway.
+        with contextlib.suppress(OSError, RedisError):
+            await self.pool.publish(WAKE_CHANNEL, b"")
 
     async def depth(self) -> int | None:
         """Jobs waiting in arq's queue (None when Redis does not answer: the gauge keeps its last value)."""
@@ -163,15 +172,62 @@ async def reconcile(ctx: dict[str, Any]) -> int:
 
 
 class SagaWorker(Worker):
-    """arq's Worker, asking Redis only about queued jobs it is not already running.
+    """arq's Worker, woken by WAKE_CHANNEL, asking Redis only about queued jobs nobody is running.
 
-    arq leaves a job in the queue until it finishes, so every poll (each 5 ms) lists the sagas this worker is
-    running, and arq asks Redis about each one again (WATCH, EXISTS, ZSCORE, UNWATCH) before skipping it. In the
-    saga bench (32 sagas in flight) that was 17,000 of its 57,000 Redis commands; one worker's rotations/s rose
-    from 75.5 to 82.5 without them. Jobs other workers run are still asked about, as arq must."""
+    arq has no blocking pop: a worker polls. This one waits between polls until an enqueue's message arrives
+    (at most ``idle_poll_s``), so a saga starts a round trip after it is queued, not half a poll delay later
+    (arq's 5 ms poll was 2.5 ms of each rotation's time to remediation on average, and 200 polls a second per
+    idle worker).
+
+    arq leaves a job in the queue until it finishes, so every poll lists the sagas being run, and arq claims
+    each one again (WATCH, EXISTS, ZSCORE, UNWATCH: four round trips) before skipping it. The jobs this worker
+    runs are left out at once; those another worker runs are found in one pipelined EXISTS per poll (their
+    in-progress keys), and only jobs with no such key go on to arq's claim, which still settles any race."""
+
+    def __init__(self, *args: Any, idle_poll_s: float = 0.05, **kwargs: Any) -> None:
+        # arq's own poll delay would add its sleep after a wake-up; the wait below paces the loop instead.
+        super().__init__(*args, **{**kwargs, "poll_delay": 0})
+        self.idle_poll_s = idle_poll_s
+        self._woken = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+
+    async def _poll_iteration(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen())
+        # Cleared before the queue is read: a message that arrives during the poll makes the next one run at once.
+        self._woken.clear()
+        await super()._poll_iteration()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), self.idle_poll_s)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self.pool.pubsub() as channel:
+                    await channel.subscribe(WAKE_CHANNEL)
+                    self._woken.set()  # a saga queued while nobody listened is found by the next poll
+                    async for message in channel.listen():
+                        if message.get("type") == "message":
+                            self._woken.set()
+            except (OSError, RedisError):
+                await asyncio.sleep(1.0)  # meanwhile the idle poll still finds every job
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        await super().start_jobs([job_id for job_id in job_ids if job_id.decode() not in self.tasks])
+        fresh = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
+        if not fresh:
+            return
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in fresh:
+                pipe.exists(in_progress_key_prefix + job_id.decode())
+            running = await pipe.execute()
+        await super().start_jobs([job_id for job_id, elsewhere in zip(fresh, running, strict=True) if not elsewhere])
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await super().close()
 
 
 async def run_worker(settings: Settings) -> None:
@@ -191,7 +247,7 @@ async def run_worker(settings: Settings) -> None:
         # The worker runs on the Settings it was given (one reading of the environment, already checked).
         on_startup=startup_with,
         on_shutdown=shutdown,
-        poll_delay=WorkerSettings.poll_delay,
+        idle_poll_s=IDLE_POLL_S,
         job_timeout=WorkerSettings.job_timeout,
         max_jobs=WorkerSettings.max_jobs,
         keep_result=WorkerSettings.keep_result,
@@ -296,9 +352,9 @@ class WorkerSettings:
     ]
     on_startup = startup
     on_shutdown = shutdown
-    # arq has no blocking pop: a queued saga waits for the next poll. At 20 ms that was ~15 ms of every rotation's
-    # time to remediation (saga bench, "enqueue, worker pickup"); at 5 ms about 8. The cost is 200 cheap
-    # ZRANGEBYSCOREs a second per idle worker.
+    # arq has no blocking pop: with arq's own CLI (no wake-up messages) a queued saga waits for the next poll. At
+    # 20 ms that was ~15 ms of every rotation's time to remediation (saga bench, "enqueue, worker pickup"); at 5 ms
+    # about 8. `lockzero worker` (SagaWorker) is woken by each enqueue instead.
     poll_delay = 0.005
     job_timeout = JOB_TIMEOUT_S
     max_jobs = 64

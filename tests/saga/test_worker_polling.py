@@ -1,8 +1,9 @@
-"""The arq worker does not ask Redis to claim the jobs it is already running on every poll.
+"""How the arq worker polls: it does not ask Redis to claim jobs already running, and an enqueue wakes it.
 
 arq keeps a job in its queue until it finishes, so each poll lists the running ones too; arq's Worker would claim
 each again (WATCH, EXISTS, ZSCORE, UNWATCH) only to skip it. Watched here with Redis's own MONITOR: while a job of
-this worker runs, its polls send no WATCH; a job queued meanwhile is still picked up."""
+this worker, or of another worker, runs, the polls send no WATCH; a job queued meanwhile is still picked up. And
+a saga queued through ArqQueue starts on its wake-up message, long before an idle worker's next poll."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import redis.asyncio as aioredis
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from lockzero.workers.arq_worker import SagaWorker
+from lockzero.workers.arq_worker import WAKE_CHANNEL, ArqQueue, SagaWorker
 from tests.saga.support import REDIS_HOST, REDIS_PORT
 
 REDIS_DB = 8
 POLL_S = 0.005
 WATCHED_S = 0.5
+#: An idle poll far longer than any wait below: only the wake-up message can start the job in time.
+SLEEPY_POLL_S = 30.0
 
 
 async def _commands_during(seconds: float) -> list[str]:
@@ -54,35 +57,86 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = 4.0) -> 
         await asyncio.sleep(0.01)
 
 
-async def test_running_jobs_are_not_claimed_again_on_every_poll() -> None:
-    settings = RedisSettings(host=REDIS_HOST, port=REDIS_PORT, database=REDIS_DB)
-    pool = await create_pool(settings)
-    await pool.flushdb()
-    release = asyncio.Event()
-    ran: list[str] = []
+def _hold(ran: list[str], release: asyncio.Event) -> Callable[..., Any]:
+    """A job function that records its argument and, for "long", runs until ``release``."""
 
     async def hold(ctx: dict[str, Any], name: str) -> None:
         ran.append(name)
         if name == "long":
             await release.wait()
 
-    hold.__qualname__ = hold.__name__ = "hold"
-    worker = SagaWorker(functions=[hold], redis_settings=settings, poll_delay=POLL_S, handle_signals=False, max_jobs=4)
-    running = asyncio.create_task(worker.main())
+    hold.__qualname__ = "hold"  # the name arq runs it by
+    return hold
+
+
+async def test_running_jobs_are_not_claimed_again_on_every_poll() -> None:
+    settings = RedisSettings(host=REDIS_HOST, port=REDIS_PORT, database=REDIS_DB)
+    pool = await create_pool(settings)
+    await pool.flushdb()
+    release = asyncio.Event()
+    ran: list[str] = []
+    hold = _hold(ran, release)
+    # Two workers on one queue: the long job runs on one, the other sees it running elsewhere on every poll.
+    workers = [
+        SagaWorker(functions=[hold], redis_settings=settings, idle_poll_s=POLL_S, handle_signals=False, max_jobs=4)
+        for _ in range(2)
+    ]
+    running = [asyncio.create_task(worker.main()) for worker in workers]
     try:
-        await pool.enqueue_job("hold", "long")
+        await pool.enqueue_job("hold", "long")  # arq's own enqueue: no wake-up message, found by a poll
         await _until(lambda: bool(ran), "the long job to start")
         assert ran == ["long"]
-        # About WATCHED_S / POLL_S polls, each listing the running job: none of them claims it again.
+        # About WATCHED_S / POLL_S polls per worker, each listing the running job: none of them claims it again.
         commands = await _commands_during(WATCHED_S)
-        assert sum(c.startswith("ZRANGEBYSCORE") for c in commands) >= 10, commands[:20]  # the polls were seen
+        assert sum(c.startswith("ZRANGEBYSCORE") for c in commands) >= 20, commands[:20]  # the polls were seen
         assert [c for c in commands if c.startswith("WATCH")] == []
+        # The worker not running it asked once per poll whether anybody is.
+        assert sum(c.startswith("EXISTS") for c in commands) >= 10, commands[:20]
         await pool.enqueue_job("hold", "short")
         await _until(lambda: "short" in ran, "the short job to start")
         assert ran == ["long", "short"]
     finally:
         release.set()
         await asyncio.sleep(0.05)
+        for task in running:
+            task.cancel()
+        for worker in workers:
+            await worker.close()
+        await pool.flushdb()
+        await pool.aclose()
+
+
+async def test_an_enqueued_saga_wakes_an_idle_worker() -> None:
+    settings = RedisSettings(host=REDIS_HOST, port=REDIS_PORT, database=REDIS_DB)
+    pool = await create_pool(settings)
+    await pool.flushdb()
+    started: list[tuple[str, str, str]] = []
+    arrived = asyncio.Event()
+
+    async def run_saga(
+        ctx: dict[str, Any], tenant: str, secret_id: str, rotation_id: str, carrier: dict[str, str]
+    ) -> None:
+        started.append((tenant, secret_id, rotation_id))
+        arrived.set()
+
+    run_saga.__qualname__ = "run_saga"  # the name ArqQueue enqueues
+    worker = SagaWorker(functions=[run_saga], redis_settings=settings, idle_poll_s=SLEEPY_POLL_S, handle_signals=False)
+    running = asyncio.create_task(worker.main())
+    queue = ArqQueue(pool)
+    try:
+        # Once it listens (and has made its first poll), only a message can start a job within SLEEPY_POLL_S.
+        for _ in range(400):
+            if dict(await pool.pubsub_numsub(WAKE_CHANNEL)).get(WAKE_CHANNEL.encode(), 0):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the worker never subscribed to the wake-up channel")
+        for n in range(3):
+            arrived.clear()
+            await queue.enqueue("acme", f"prod/app-{n}/db", f"rot-{n}")
+            await asyncio.wait_for(arrived.wait(), SLEEPY_POLL_S / 3)
+        assert started == [("acme", f"prod/app-{n}/db", f"rot-{n}") for n in range(3)]
+    finally:
         running.cancel()
         await worker.close()
         await pool.flushdb()
