@@ -136,6 +136,7 @@ async def test_an_enqueued_saga_wakes_an_idle_worker() -> None:
             await queue.enqueue("acme", f"prod/app-{n}/db", f"rot-{n}")
             await asyncio.wait_for(arrived.wait(), SLEEPY_POLL_S / 3)
         assert started == [("acme", f"prod/app-{n}/db", f"rot-{n}") for n in range(3)]
+        await asyncio.wait_for(asyncio.gather(*worker.tasks.values()), 5)  # arq records their results
     finally:
         running.cancel()
         await worker.close()
