@@ -249,6 +249,15 @@ NAME_CONTEXT = 100
 #: and the blank lines keep line-paired rules (an AWS key id and its secret) within one view.
 _VIEW_SEPARATOR = b"\n\x00\n\x00\n\x00\n"
 _B64_RUN = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+#: A value piped into ``base64 -d`` and written to a file (``echo '<b64>' | base64 -d > /run/DB_PASSWORD``): the
+#: file's name says what the value is, as a key's name does in an assignment. Read within the value's line only
+#: (RE2: linear on whatever follows a value).
+DECODED_INTO_FILE = re2.compile(
+    rb"""["']?[ \t]*\|[ \t]*base64[ \t]+(?:-d|-D|--decode)(?:[ \t]+-[A-Za-z-]+)*[ \t]*>{1,2}[ \t]*["']?"""
+    rb"""(?:[^\s"'|;&<>]*/)?([A-Za-z0-9_.-]{1,64})"""
+)
+#: How far past a value its line is read for that file name.
+DECODED_INTO_CONTEXT = 200
 
 
 def scan_formats(data: bytes) -> list[Candidate]:
@@ -280,9 +289,13 @@ def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled, verdict
         decoded = v.printable_b64(data[start:run_end])
         if decoded is None:
             continue
-        floor = max(0, start - NAME_CONTEXT)
-        line = data.rfind(b"\n", floor, start)
-        prefix = data[line + 1 if line >= 0 else floor : start]
+        into = DECODED_INTO_FILE.match(data, run_end, min(size, run_end + DECODED_INTO_CONTEXT))
+        if into is not None:
+            prefix = into.group(1) + b"="  # the decoded value is read as assigned to the file's name
+        else:
+            floor = max(0, start - NAME_CONTEXT)
+            line = data.rfind(b"\n", floor, start)
+            prefix = data[line + 1 if line >= 0 else floor : start]
         views.append(prefix + decoded)
         places.append((offset, len(prefix), start, run_end))
         offset += len(views[-1]) + len(_VIEW_SEPARATOR)

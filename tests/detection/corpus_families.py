@@ -233,6 +233,11 @@ def base64_negatives(m: Maker) -> list[str]:
         lambda: f'  "sha": "{m.hex(40)}",',
         lambda: f"  token: {b64('xxxxxxxxxxxxxxxxxxxxxxxx')}",
         lambda: f"  random.bin: {base64.b64encode(bytes(m.r.randrange(256) for _ in range(48))).decode()}",
+        # Decoded into a file (GNU coreutils base64 -d/--decode): a name that says nothing, or a placeholder.
+        lambda: f"echo '{b64(m.password())}' | base64 -d > /tmp/build-{m.hex(6)}.txt",
+        lambda: f"echo '{b64('log_level: info')}' | base64 --decode > config.yaml",
+        lambda: f"echo '{b64('changeme')}' | base64 -d > /run/secrets/DB_PASSWORD",
+        lambda: f"echo '{b64('${API_TOKEN}')}' | base64 -d > /tmp/API_TOKEN",
     ]
     return [m.r.choice(pool)() for _ in range(m.r.randint(2, 4))]
 

@@ -16,7 +16,14 @@ import re2  # type: ignore[import-untyped]
 
 from lockzero.engine.detection import validators as v
 from lockzero.engine.detection.rules import B64_TRIGGER_TAIL, B64_TRIGGERS, RULES, ReadsText, Rule, Verdict
-from lockzero.engine.detection.scanner import MAX_B64_RUN, MAX_DECODE_DEPTH, NAME_CONTEXT, Candidate
+from lockzero.engine.detection.scanner import (
+    DECODED_INTO_CONTEXT,
+    DECODED_INTO_FILE,
+    MAX_B64_RUN,
+    MAX_DECODE_DEPTH,
+    NAME_CONTEXT,
+    Candidate,
+)
 
 _VIEW_SEPARATOR = b"\n\x00\n\x00\n\x00\n"
 _B64_RUN = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
@@ -130,9 +137,14 @@ class Reference:
             decoded = v.printable_b64(data[start:run_end])
             if decoded is None:
                 continue
-            floor = max(0, start - NAME_CONTEXT)
-            line = data.rfind(b"\n", floor, start)
-            prefix = data[line + 1 if line >= 0 else floor : start]
+            # What the value is named by (not speed work: the same reading as the engine's, shared).
+            into = DECODED_INTO_FILE.match(data, run_end, min(size, run_end + DECODED_INTO_CONTEXT))
+            if into is not None:
+                prefix = into.group(1) + b"="
+            else:
+                floor = max(0, start - NAME_CONTEXT)
+                line = data.rfind(b"\n", floor, start)
+                prefix = data[line + 1 if line >= 0 else floor : start]
             views.append(prefix + decoded)
             places.append((offset, len(prefix), start, run_end))
             offset += len(views[-1]) + len(_VIEW_SEPARATOR)

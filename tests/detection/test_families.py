@@ -20,14 +20,13 @@ from tests.detection.corpus_families import FAMILIES, FamilyDocument, generate
 
 SEED = 20260601
 #: Floors, with the figures measured when they were set (seed SEED, 150 documents with a credential per
-#: family): every family but base64 found all its credentials, so one miss in a hundred fails the test.
-#: base64 misses a password that is encoded with no name on its line (``echo '<b64>' | base64 -d >
-#: /tmp/POSTGRES_PASSWORD``: the name is the file it is written to): 1 in 32 of that family's documents by
-#: construction, measured 0.960 here and 0.953 on 300 documents (the detect benchmark); its floor sits two
-#: standard deviations of that miss rate below, and leaves room for nothing else. Precision: no false
-#: positive was measured in any family, and a new one on a hash, digest, UUID or placeholder is what this
-#: corpus is here to catch.
-RECALL_FLOOR = {"ci_log": 0.99, "base64": 0.93, "basic_auth": 0.99, "db_url": 0.99, "named": 0.99}
+#: family): every family found all its credentials, so one miss in a hundred fails the test. (base64 used to
+#: miss a password encoded with no name on its line, ``echo '<b64>' | base64 -d > /tmp/POSTGRES_PASSWORD``,
+#: 0.953 on 300 documents; the file's name now names the value.) On 300 documents of seeds SEED, 1, 2 and 3 the
+#: one miss is a password that ends in "..." (basic_auth, seed SEED), which every rule reads as elided.
+#: Precision: no false positive was measured in any family, and a new one on a hash, digest, UUID or
+#: placeholder is what this corpus is here to catch.
+RECALL_FLOOR = {"ci_log": 0.99, "base64": 0.99, "basic_auth": 0.99, "db_url": 0.99, "named": 0.99}
 PRECISION_FLOOR = 0.99
 
 
@@ -140,8 +139,10 @@ def _b64(text: str) -> str:
             + "2024-05-01T12:00:00.1234567Z -----END RSA PRIVATE KEY-----\n"
         )
         * 200,
+        # values decoded into files, each line's path one long run of directories
+        ("echo '" + _b64("Kx8!pQ2#mZ7vRt4w") + "' | base64 -d > /" + "d/" * 2_000 + "DB_PASSWORD\n") * 1_000,
     ],
-    ids=["printable-views", "long-runs", "nested", "prefixed-pem"],
+    ids=["printable-views", "long-runs", "nested", "prefixed-pem", "decoded-into-files"],
 )
 def test_hostile_input_for_the_new_families_stays_linear(attack: str) -> None:
     data = attack.encode()[: 5 * 1024 * 1024]
