@@ -5,7 +5,8 @@ rollback: restore → validate → shift → retire → verify
 revoke:   revoke → alert
 
 Every step is recorded on the secret's stream: intent (``SagaStepStarted``) before its side effect,
-outcome (``SagaStepCompleted``/``SagaStepFailed``) after. A runner — a fresh one after a crash —
+outcome (``SagaStepCompleted``/``SagaStepFailed``) after (a step that changes nothing, validate or verify,
+has no side effect to record an intent before: see StepSpec.changes_nothing). A runner — a fresh one after a crash —
 folds the stream and continues at the first unfinished step, repeating its side effect, which every
 provider call tolerates (a new value is chosen and stored *with* the intent, so a repeat adds the
 same password, not a third one). A failed forward step compensates the completed ones in reverse
@@ -121,9 +122,10 @@ class RotationSaga:
 
         One runner goes from step to step without reading its stream back: it folds what it appends, and a
         step's outcome travels in the same append as the next step's intent (or as RotationFinished). That
-        is still durable before the next side effect begins; a crash before it leaves the step started, so a
-        fresh runner repeats it, exactly as when the outcome was its own append. Any other append to the
-        stream meanwhile makes the next append conflict, and the runner reloads.
+        is still durable before the next change begins; a crash before it leaves the step started, so a
+        fresh runner repeats it, exactly as when the outcome was its own append. A step that changes nothing
+        (validate, verify) runs first and goes in that append too, intent and outcome (see _begin). Any other
+        append to the stream meanwhile makes the next append conflict, and the runner reloads.
         """
         stream = naming.secret_stream(tenant, secret_id)
         lost: Do | None = None
@@ -152,9 +154,10 @@ class RotationSaga:
                 if isinstance(action, Finish):
                     await self._finish(secret, rotation, version, action.outcome, outcome)
                     return action.outcome
-                secret, rotation, version = await self._begin(secret, rotation, version, action, outcome)
-                outcome = await self._outcome(secret, rotation, action)
-                known = (_fold(secret, outcome.events), version)
+                secret, rotation, version, unrecorded = await self._begin(secret, rotation, version, action, outcome)
+                done = await self._outcome(secret, rotation, action)
+                known = (_fold(secret, done.events), version)
+                outcome = _then(unrecorded, done)
                 lost = None
             except ConcurrencyError:
                 lost = action if isinstance(action, Do) and not action.resume else None
@@ -165,18 +168,23 @@ class RotationSaga:
         if isinstance(action, Finish):
             await self._finish(secret, rotation, version, action.outcome)
             return
-        secret, rotation, version = await self._begin(secret, rotation, version, action)
-        outcome = await self._outcome(secret, rotation, action)
+        secret, rotation, version, unrecorded = await self._begin(secret, rotation, version, action)
+        outcome = _then(unrecorded, await self._outcome(secret, rotation, action))
         # If anything else was appended meanwhile this conflicts, and the step is simply resumed (idempotent).
         await self._append(secret, outcome.events, version, outcome.side)
 
     async def _begin(
         self, secret: Secret, rotation: Rotation, version: int, action: Do, carried: _Unrecorded | None = None
-    ) -> tuple[Secret, Rotation, int]:
-        """Record the step's intent (with the previous step's outcome, if one is carried) before its side effect."""
+    ) -> tuple[Secret, Rotation, int, _Unrecorded | None]:
+        """Record the step's intent (with the previous step's outcome, if one is carried) before its side effect.
+
+        A step that changes nothing, after an outcome that writes no rows, records nothing yet: its intent and
+        the carried outcome are returned, to be appended with its own outcome (one append instead of two). A
+        crash meanwhile loses only what a repeat restores: the previous step runs again (every step is
+        idempotent), then this one. An outcome with rows (a provider-issued value) is never held that long."""
         if action.resume:
             assert carried is None  # a carried outcome is folded in, so the next step is never a resumed one
-            return secret, rotation, version
+            return secret, rotation, version, None
         started = self._event(
             ev.SagaStepStarted,
             secret,
@@ -186,14 +194,19 @@ class RotationSaga:
         )
         intent_events, side = await self._intent(secret, rotation, action)
         before = carried.events if carried else []
-        version = await self._append(
-            secret, [*before, started, *intent_events], version, _both(carried.side if carried else None, side)
-        )
-        # Fold what we just wrote instead of reading the stream back.
+        deferred = STEPS[action.step].changes_nothing and not action.compensating and side is None
+        if deferred and (carried is None or carried.side is None):
+            unrecorded: _Unrecorded | None = _Unrecorded([*before, started, *intent_events], None)
+        else:
+            unrecorded = None
+            version = await self._append(
+                secret, [*before, started, *intent_events], version, _both(carried.side if carried else None, side)
+            )
+        # Fold what we just wrote (or are about to) instead of reading the stream back.
         secret = _fold(secret, [started, *intent_events])
         refreshed = secret.rotation(rotation.rotation_id)
         assert refreshed is not None
-        return secret, refreshed, version
+        return secret, refreshed, version, unrecorded
 
     async def _outcome(self, secret: Secret, rotation: Rotation, action: Do) -> _Unrecorded:
         """Do the step's side effect; its outcome events, to be appended by the caller."""
@@ -570,6 +583,13 @@ def _fold(secret: Secret, events: list[ev.Event]) -> Secret:
     return secret
 
 
+def _then(first: _Unrecorded | None, second: _Unrecorded) -> _Unrecorded:
+    """Events not yet appended, followed by a step's outcome: one append's worth, in order."""
+    if first is None:
+        return second
+    return _Unrecorded([*first.events, *second.events], _both(first.side, second.side))
+
+
 def _both(first: SideWrites | None, second: SideWrites | None) -> SideWrites | None:
     """Rows of a carried outcome and of the next intent, written in the one transaction of their append."""
     if first is None or second is None:
@@ -600,16 +620,19 @@ class StepSpec:
     undo: Handler | None = None
     #: Whether the step reads the rotation's two credentials (handed to it as ``creds``).
     reads_values: bool = True
+    #: The step only reads (logs in with a credential): nothing needs its intent durable before it runs, since a
+    #: runner that dies in it leaves nothing to undo or finish (RotationSaga._begin).
+    changes_nothing: bool = False
 
 
 #: Every step of every saga kind, typed: mypy checks each handler's signature against ``Handler``.
 STEPS: dict[ev.SagaStep, StepSpec] = {
     "create": StepSpec(RotationSaga._create_do, RotationSaga._create_undo),
     "restore": StepSpec(RotationSaga._restore_do, RotationSaga._restore_undo),
-    "validate": StepSpec(RotationSaga._validate_do),
+    "validate": StepSpec(RotationSaga._validate_do, changes_nothing=True),
     "shift": StepSpec(RotationSaga._shift_do, RotationSaga._shift_undo, reads_values=False),
     "retire": StepSpec(RotationSaga._retire_do, RotationSaga._retire_undo),
-    "verify": StepSpec(RotationSaga._verify_do),
+    "verify": StepSpec(RotationSaga._verify_do, changes_nothing=True),
     "revoke": StepSpec(RotationSaga._revoke_do, reads_values=False),
     "alert": StepSpec(RotationSaga._alert_do, reads_values=False),
 }

@@ -101,10 +101,11 @@ DB_POLL_S = 0.02
 THROUGHPUT_TIMEOUT_S = 120.0
 GOAL_ROTATIONS_PER_S = 200.0  # issue 17 (issue 14 asked 50)
 #: Appends one rotation of a `generated` secret without dependents makes on its stream, and their event
-#: counts: RotationRequested; create's intent; then each step's outcome with the next step's intent
-#: (completed + SecretVersionCreated + started validate; completed + started shift + SecretVersionActivated;
-#: completed + started retire; completed + SecretVersionRetired + started verify); completed + RotationFinished.
-APPEND_SHAPE = (1, 1, 3, 3, 2, 3, 2)
+#: counts: RotationRequested; create's intent; then each step's outcome with the next step's intent, validate and
+#: verify (which change nothing) whole within them: completed create + SecretVersionCreated + started and
+#: completed validate + started shift + SecretVersionActivated; completed shift + started retire; completed retire +
+#: SecretVersionRetired + started and completed verify + RotationFinished.
+APPEND_SHAPE = (1, 1, 6, 2, 5)
 BASELINE_PAYLOAD = b'{"at":"2026-01-01T00:00:00.000000+00:00","tenant":"bench","secret_id":"bench/gen/000",' + (
     b'"rotation_id":"rot_0123456789abcdef","step":"create","compensating":false,"detail":"' + b"x" * 120 + b'"}'
 )

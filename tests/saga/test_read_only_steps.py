@@ -1,0 +1,128 @@
+"""Validate and verify change nothing (they only log in), so the saga records them with the appends around them.
+
+A rotation's saga used to make seven appends (each step's intent before its side effect, its outcome with the next
+intent); now the intent and outcome of a step that changes nothing go in one append with the outcome before it and
+the intent after it: five appends, the same events in the same order. Shown on both store backends with a real
+Redis ACL user: the appends are told apart by their recorded time (one per append). A runner that dies in validate
+has left create's outcome unrecorded; a fresh runner repeats create (the same password, stored with its intent)
+and finishes with exactly the new password at Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from itertools import groupby
+
+import msgspec
+import pytest
+
+from lockzero.engine.app import Engine
+from lockzero.engine.commands import secrets
+from lockzero.engine.commands.rotations import rotate
+from lockzero.engine.domain import events as ev
+from lockzero.engine.domain import naming
+from lockzero.engine.saga.rotation import RotationSaga
+from tests.engine.support import OPERATOR, migrated_engine
+from tests.saga.support import AclUser
+
+
+class ByHand:
+    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
+        return None  # the test runs the saga itself
+
+
+@pytest.fixture
+async def engine(store_url: str) -> AsyncIterator[Engine]:
+    async with migrated_engine(store_url) as e:
+        yield e
+
+
+async def _register(engine: Engine, user: AclUser) -> str:
+    sid = f"prod/redis/{user.name}"
+    await secrets.register_secret(
+        engine, "acme", OPERATOR, secret_id=sid, provider="redis_acl", environment="prod",
+        config={"url": "redis://127.0.0.1:6379/0", "username": user.name}, value=user.password.encode(),
+    )  # fmt: skip
+    return sid
+
+
+def _label(event_type: str, data: bytes) -> str:
+    fields = msgspec.json.decode(data)
+    return f"{event_type}:{fields['step']}" if "step" in fields else event_type
+
+
+def _tag(kind: type[ev.Event], step: str = "") -> str:
+    tag = str(kind.__struct_config__.tag)
+    return f"{tag}:{step}" if step else tag
+
+
+STARTED, COMPLETED = ev.SagaStepStarted, ev.SagaStepCompleted
+
+
+async def _saga_appends(engine: Engine, sid: str) -> list[list[str]]:
+    """The saga's appends on the secret's stream, from its first step on: each a list of its events."""
+    recorded = await engine.store.read_stream(naming.secret_stream("acme", sid))
+    appends = [[_label(e.type, e.data) for e in group] for _, group in groupby(recorded, key=lambda e: e.recorded_at)]
+    first = next(i for i, a in enumerate(appends) if _tag(STARTED, "create") in a)
+    return appends[first:]
+
+
+async def test_a_rotation_records_validate_and_verify_with_the_appends_around_them(
+    engine: Engine, acl_user: AclUser
+) -> None:
+    sid = await _register(engine, acl_user)
+    started = await rotate(engine, ByHand(), "acme", sid, OPERATOR, "leak")
+    assert await RotationSaga(engine).run("acme", sid, started.rotation_id) == "completed"
+    assert await _saga_appends(engine, sid) == [
+        [_tag(STARTED, "create")],
+        [
+            _tag(COMPLETED, "create"),
+            _tag(ev.SecretVersionCreated),
+            _tag(STARTED, "validate"),
+            _tag(COMPLETED, "validate"),
+            _tag(STARTED, "shift"),
+            _tag(ev.SecretVersionActivated),
+        ],
+        [_tag(COMPLETED, "shift"), _tag(STARTED, "retire")],
+        [
+            _tag(COMPLETED, "retire"),
+            _tag(ev.SecretVersionRetired),
+            _tag(STARTED, "verify"),
+            _tag(COMPLETED, "verify"),
+            _tag(ev.RotationFinished),
+        ],
+    ]
+    assert len(acl_user.passwords()) == 1  # the old password is gone, the new one works (verify said so)
+
+
+async def test_a_runner_dying_in_validate_is_resumed_from_create(engine: Engine, acl_user: AclUser) -> None:
+    sid = await _register(engine, acl_user)
+    old_hashes = acl_user.passwords()
+    started = await rotate(engine, ByHand(), "acme", sid, OPERATOR, "leak")
+    acl_user.setuser("off")  # AUTH is refused: validate keeps trying (and sleeping) after create added the password
+    doomed = asyncio.create_task(RotationSaga(engine).run("acme", sid, started.rotation_id))
+    for _ in range(400):
+        if len(acl_user.passwords()) == 2:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("create never added the new password")
+    added = acl_user.passwords()
+    await asyncio.sleep(0.05)  # into validate's first refusal
+    doomed.cancel()  # the worker dies here
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert await _saga_appends(engine, sid) == [[_tag(STARTED, "create")]]  # create's outcome died with it
+
+    acl_user.setuser("on")
+    assert await RotationSaga(engine).run("acme", sid, started.rotation_id) == "completed"
+    appends = await _saga_appends(engine, sid)
+    assert appends[1][:4] == [
+        _tag(COMPLETED, "create"),
+        _tag(ev.SecretVersionCreated),
+        _tag(STARTED, "validate"),
+        _tag(COMPLETED, "validate"),
+    ]
+    # create ran twice and added the same password; retire then removed the old one: only the new one is left.
+    final = acl_user.passwords()
+    assert len(final) == 1 and final[0] in added and final[0] not in old_hashes
