@@ -38,8 +38,19 @@ from lockzero.workers.reconciler import stalled_rotations
 log = logging.getLogger("lockzero.worker")
 
 SAGA_LOCK_TTL_MS = 10_000
-#: Published after every enqueue: workers poll at once instead of at their next idle poll.
+#: Published after every enqueue (the Redis DB number appended: channels are not scoped to a DB): workers on that
+#: DB poll at once instead of at their next idle poll. A queue user with ACLs needs this channel (&lockzero:*).
 WAKE_CHANNEL = "lockzero:saga-queued"
+
+
+def wake_channel(database: int) -> str:
+    return f"{WAKE_CHANNEL}:{database}"
+
+
+def _channel_of(pool: ArqRedis) -> str:
+    return wake_channel(int(pool.connection_pool.connection_kwargs.get("db", 0)))
+
+
 STALL_AFTER_S = 8.0
 #: How often an idle SagaWorker polls with no wake-up message: deferred jobs (crons) and a lost subscription.
 IDLE_POLL_S = 0.05
@@ -79,8 +90,10 @@ class ArqQueue:
             _job_id=f"saga:{rotation_id}:{secrets.token_hex(4)}",
         )
         # The job is queued whatever happens to this message: a worker that misses it polls anyway.
-        with contextlib.suppress(OSError, RedisError):
-            await self.pool.publish(WAKE_CHANNEL, b"")
+        try:
+            await self.pool.publish(_channel_of(self.pool), b"")
+        except (OSError, RedisError) as exc:
+            log.warning("could not wake the workers (%s); they find the saga at their next poll", type(exc).__name__)
 
     async def depth(self) -> int | None:
         """Jobs waiting in arq's queue (None when Redis does not answer: the gauge keeps its last value)."""
@@ -192,7 +205,7 @@ class SagaWorker(Worker):
         self._listener: asyncio.Task[None] | None = None
 
     async def _poll_iteration(self) -> None:
-        if self._listener is None:
+        if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen())
         # Cleared before the queue is read: a message that arrives during the poll makes the next one run at once.
         self._woken.clear()
@@ -201,16 +214,28 @@ class SagaWorker(Worker):
             await asyncio.wait_for(self._woken.wait(), self.idle_poll_s)
 
     async def _listen(self) -> None:
+        failing = False
         while True:
             try:
                 async with self.pool.pubsub() as channel:
-                    await channel.subscribe(WAKE_CHANNEL)
-                    self._woken.set()  # a saga queued while nobody listened is found by the next poll
+                    await channel.subscribe(_channel_of(self.pool))
                     async for message in channel.listen():
-                        if message.get("type") == "message":
+                        # Once subscribed, a saga queued while nobody listened is found by the next poll.
+                        if message.get("type") in ("message", "subscribe"):
                             self._woken.set()
-            except (OSError, RedisError):
+                            failing = False
+            except (OSError, RedisError) as exc:
+                if not failing:
+                    log.warning("wake-up channel lost (%s); polling every %ss", type(exc).__name__, self.idle_poll_s)
+                    failing = True
                 await asyncio.sleep(1.0)  # meanwhile the idle poll still finds every job
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        # A worker that was full takes its next queued saga now, not at its next idle poll.
+        was_full = self.job_counter >= self.max_jobs
+        super()._release_sem_dec_counter_on_complete()
+        if was_full:
+            self._woken.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         fresh = [job_id for job_id in job_ids if job_id.decode() not in self.tasks]
@@ -225,8 +250,8 @@ class SagaWorker(Worker):
     async def close(self) -> None:
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener  # whatever ended it, the pool and on_shutdown are closed below
         await super().close()
 
 

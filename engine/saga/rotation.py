@@ -116,6 +116,8 @@ E = TypeVar("E", bound=ev.SecretEvent)
 class RotationSaga:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: Logins a checking step (validate, verify) makes before it gives up; one while its intent is unrecorded.
+        self._tries: int | None = None
 
     async def run(self, tenant: str, secret_id: str, rotation_id: str) -> str:
         """Drive the rotation to its end; returns the outcome. Safe to call again at any time.
@@ -124,8 +126,8 @@ class RotationSaga:
         step's outcome travels in the same append as the next step's intent (or as RotationFinished). That
         is still durable before the next change begins; a crash before it leaves the step started, so a
         fresh runner repeats it, exactly as when the outcome was its own append. A step that changes nothing
-        (validate, verify) runs first and goes in that append too, intent and outcome (see _begin). Any other
-        append to the stream meanwhile makes the next append conflict, and the runner reloads.
+        (validate, verify) and succeeds at its first login goes in that append too, intent and outcome (see
+        _step). Any other append to the stream meanwhile makes the next append conflict, and the runner reloads.
         """
         stream = naming.secret_stream(tenant, secret_id)
         lost: Do | None = None
@@ -155,9 +157,8 @@ class RotationSaga:
                     await self._finish(secret, rotation, version, action.outcome, outcome)
                     return action.outcome
                 secret, rotation, version, unrecorded = await self._begin(secret, rotation, version, action, outcome)
-                done = await self._outcome(secret, rotation, action)
-                known = (_fold(secret, done.events), version)
-                outcome = _then(unrecorded, done)
+                outcome, version, done = await self._step(secret, rotation, version, action, unrecorded)
+                known = (_fold(secret, done), version)
                 lost = None
             except ConcurrencyError:
                 lost = action if isinstance(action, Do) and not action.resume else None
@@ -169,7 +170,7 @@ class RotationSaga:
             await self._finish(secret, rotation, version, action.outcome)
             return
         secret, rotation, version, unrecorded = await self._begin(secret, rotation, version, action)
-        outcome = _then(unrecorded, await self._outcome(secret, rotation, action))
+        outcome, version, _ = await self._step(secret, rotation, version, action, unrecorded)
         # If anything else was appended meanwhile this conflicts, and the step is simply resumed (idempotent).
         await self._append(secret, outcome.events, version, outcome.side)
 
@@ -179,9 +180,8 @@ class RotationSaga:
         """Record the step's intent (with the previous step's outcome, if one is carried) before its side effect.
 
         A step that changes nothing, after an outcome that writes no rows, records nothing yet: its intent and
-        the carried outcome are returned, to be appended with its own outcome (one append instead of two). A
-        crash meanwhile loses only what a repeat restores: the previous step runs again (every step is
-        idempotent), then this one. An outcome with rows (a provider-issued value) is never held that long."""
+        the carried outcome are returned, for _step. An outcome with rows (a provider-issued value) is never
+        held that long."""
         if action.resume:
             assert carried is None  # a carried outcome is folded in, so the next step is never a resumed one
             return secret, rotation, version, None
@@ -207,6 +207,30 @@ class RotationSaga:
         refreshed = secret.rotation(rotation.rotation_id)
         assert refreshed is not None
         return secret, refreshed, version, unrecorded
+
+    async def _step(
+        self, secret: Secret, rotation: Rotation, version: int, action: Do, unrecorded: _Unrecorded | None
+    ) -> tuple[_Unrecorded, int, list[ev.Event]]:
+        """Do the step: what the next append carries, the stream version, and this step's own outcome events.
+
+        With ``unrecorded`` (see _begin) the step gets one login first, its intent not yet durable: when that
+        proves the step, intent and outcome go in the next append with the previous step's outcome (a rotation
+        makes five appends, not seven). A crash in that login loses only what a repeat restores: the previous
+        step runs again (every step is idempotent), then this one. Anything else (a refusal, an unknown) may
+        mean retries, sleeps and then compensation, so the previous outcome and this intent are recorded first
+        and the step runs as any other: another runner loading meanwhile then resumes this step rather than
+        repeating the previous one, which after a compensation would undo it (re-add a discarded password)."""
+        if unrecorded is not None:
+            self._tries = 1
+            try:
+                quick = await self._outcome(secret, rotation, action)
+            finally:
+                self._tries = None
+            if isinstance(quick.events[0], ev.SagaStepCompleted):
+                return _then(unrecorded, quick), version, quick.events
+            version = await self._append(secret, unrecorded.events, version, unrecorded.side)
+        done = await self._outcome(secret, rotation, action)
+        return done, version, done.events
 
     async def _outcome(self, secret: Secret, rotation: Rotation, action: Do) -> _Unrecorded:
         """Do the step's side effect; its outcome events, to be appended by the caller."""
@@ -377,11 +401,13 @@ class RotationSaga:
     ) -> tuple[list[ev.Event], str]:
         # Nothing is shifted to a credential that is not proven to authenticate: unknown fails the step too.
         target = await self._cred(secret, creds, rotation.to_version)
-        for attempt in range(VALIDATE_ATTEMPTS):
+        tries = self._tries or VALIDATE_ATTEMPTS
+        for attempt in range(tries):
             auth = await provider.authenticate(target)
             if auth.accepted:
                 return [], f"v{rotation.to_version} authenticates ({auth.reason})"
-            await asyncio.sleep(0.1 * (attempt + 1))
+            if attempt + 1 < tries:
+                await asyncio.sleep(0.1 * (attempt + 1))
         what = "is refused" if auth.refused else "could not be proven to authenticate"
         raise StepFailed(f"v{rotation.to_version} {what} at the provider: {auth.reason}")
 
@@ -459,9 +485,10 @@ class RotationSaga:
         new_auth = await provider.authenticate(new)
         if new_auth.refused:
             raise StepFailed(f"v{rotation.to_version} no longer authenticates: {new_auth.reason}")
-        for attempt in range(VALIDATE_ATTEMPTS):
+        tries = self._tries or VALIDATE_ATTEMPTS
+        for attempt in range(tries):
             old_auth = await provider.authenticate(old)
-            if not old_auth.accepted:
+            if not old_auth.accepted or attempt + 1 == tries:
                 break
             await asyncio.sleep(0.1 * (attempt + 1))  # some systems take a moment to propagate a retirement
         if old_auth.accepted:
@@ -620,8 +647,8 @@ class StepSpec:
     undo: Handler | None = None
     #: Whether the step reads the rotation's two credentials (handed to it as ``creds``).
     reads_values: bool = True
-    #: The step only reads (logs in with a credential): nothing needs its intent durable before it runs, since a
-    #: runner that dies in it leaves nothing to undo or finish (RotationSaga._begin).
+    #: The step only reads (logs in with a credential): a first login needs no intent durable before it, since a
+    #: runner that dies in it leaves nothing to undo or finish (RotationSaga._step).
     changes_nothing: bool = False
 
 

@@ -1,11 +1,11 @@
 """Validate and verify change nothing (they only log in), so the saga records them with the appends around them.
 
 A rotation's saga used to make seven appends (each step's intent before its side effect, its outcome with the next
-intent); now the intent and outcome of a step that changes nothing go in one append with the outcome before it and
-the intent after it: five appends, the same events in the same order. Shown on both store backends with a real
-Redis ACL user: the appends are told apart by their recorded time (one per append). A runner that dies in validate
-has left create's outcome unrecorded; a fresh runner repeats create (the same password, stored with its intent)
-and finishes with exactly the new password at Redis."""
+intent); now, when its first login proves it, the intent and outcome of a step that changes nothing go in one append
+with the outcome before it and the intent after it: five appends, the same events in the same order. A first login
+that does not prove it records the previous outcome and the intent before any retry. Shown on both store backends
+with a real Redis ACL user: the appends are told apart by their recorded time (one per append). (A runner killed
+during that first login is resumed from the previous step: tests/saga/test_saga_model.py cuts every step there.)"""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ async def _saga_appends(engine: Engine, sid: str) -> list[list[str]]:
     """The saga's appends on the secret's stream, from its first step on: each a list of its events."""
     recorded = await engine.store.read_stream(naming.secret_stream("acme", sid))
     appends = [[_label(e.type, e.data) for e in group] for _, group in groupby(recorded, key=lambda e: e.recorded_at)]
-    first = next(i for i, a in enumerate(appends) if _tag(STARTED, "create") in a)
+    first = next((i for i, a in enumerate(appends) if _tag(STARTED, "create") in a), len(appends))
     return appends[first:]
 
 
@@ -95,34 +95,34 @@ async def test_a_rotation_records_validate_and_verify_with_the_appends_around_th
     assert len(acl_user.passwords()) == 1  # the old password is gone, the new one works (verify said so)
 
 
-async def test_a_runner_dying_in_validate_is_resumed_from_create(engine: Engine, acl_user: AclUser) -> None:
+async def test_a_refused_first_login_records_the_step_before_retrying(engine: Engine, acl_user: AclUser) -> None:
+    """Retries, sleeps and compensation come only after the previous outcome and the intent are recorded: a runner
+    loading then resumes validate instead of repeating create (which, after a compensation, would re-add the
+    discarded password). A runner killed in those retries is resumed at validate by a fresh one."""
     sid = await _register(engine, acl_user)
     old_hashes = acl_user.passwords()
     started = await rotate(engine, ByHand(), "acme", sid, OPERATOR, "leak")
-    acl_user.setuser("off")  # AUTH is refused: validate keeps trying (and sleeping) after create added the password
+    acl_user.setuser("off")  # AUTH is refused: validate's first login fails, then it retries (and sleeps)
     doomed = asyncio.create_task(RotationSaga(engine).run("acme", sid, started.rotation_id))
+    recorded = [_tag(COMPLETED, "create"), _tag(ev.SecretVersionCreated), _tag(STARTED, "validate")]
     for _ in range(400):
-        if len(acl_user.passwords()) == 2:
+        if (await _saga_appends(engine, sid))[1:] == [recorded]:
             break
         await asyncio.sleep(0.01)
     else:
-        raise AssertionError("create never added the new password")
+        raise AssertionError(f"validate's intent was not recorded: {await _saga_appends(engine, sid)}")
     added = acl_user.passwords()
-    await asyncio.sleep(0.05)  # into validate's first refusal
-    doomed.cancel()  # the worker dies here
+    assert len(added) == 2  # create added the new password beside the old one
+    doomed.cancel()  # the worker dies in validate's retries
     with pytest.raises(asyncio.CancelledError):
         await doomed
-    assert await _saga_appends(engine, sid) == [[_tag(STARTED, "create")]]  # create's outcome died with it
 
     acl_user.setuser("on")
     assert await RotationSaga(engine).run("acme", sid, started.rotation_id) == "completed"
     appends = await _saga_appends(engine, sid)
-    assert appends[1][:4] == [
-        _tag(COMPLETED, "create"),
-        _tag(ev.SecretVersionCreated),
-        _tag(STARTED, "validate"),
-        _tag(COMPLETED, "validate"),
-    ]
-    # create ran twice and added the same password; retire then removed the old one: only the new one is left.
+    assert appends[1] == recorded
+    assert appends[2][:3] == [_tag(COMPLETED, "validate"), _tag(STARTED, "shift"), _tag(ev.SecretVersionActivated)]
+    # create ran once; retire removed the old password: only the new one is left.
+    assert sum(a.count(_tag(STARTED, "create")) for a in appends) == 1
     final = acl_user.passwords()
     assert len(final) == 1 and final[0] in added and final[0] not in old_hashes

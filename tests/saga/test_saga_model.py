@@ -136,7 +136,8 @@ class SagaModel(RuleBasedStateMachine):
 
     async def _crash(self, rotation_id: str, whole_steps: int, cut: str) -> None:
         """Run ``whole_steps`` steps, then start the next one and stop it the way a killed worker stops:
-        ``before_side_effect`` — its intent is recorded, nothing reached Redis (the proxy holds it);
+        ``before_side_effect`` — its intent is recorded (for validate and verify, whose first login goes before
+        their intent, not yet: the previous step is repeated), nothing reached Redis (the proxy holds it);
         ``after_side_effect`` — Redis applied the change, its reply never came back (the proxy drops it)."""
         saga = RotationSaga(self.engine)
         for _ in range(whole_steps):

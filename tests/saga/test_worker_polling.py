@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from lockzero.workers.arq_worker import WAKE_CHANNEL, ArqQueue, SagaWorker
+from lockzero.workers.arq_worker import ArqQueue, SagaWorker, wake_channel
 from tests.saga.support import REDIS_HOST, REDIS_PORT
 
 REDIS_DB = 8
@@ -97,7 +97,8 @@ async def test_running_jobs_are_not_claimed_again_on_every_poll() -> None:
         assert ran == ["long", "short"]
     finally:
         release.set()
-        await asyncio.sleep(0.05)
+        for worker in workers:  # arq records their results (close() cancels unfinished jobs)
+            await asyncio.wait_for(asyncio.gather(*worker.tasks.values()), 5)
         for task in running:
             task.cancel()
         for worker in workers:
@@ -125,8 +126,9 @@ async def test_an_enqueued_saga_wakes_an_idle_worker() -> None:
     queue = ArqQueue(pool)
     try:
         # Once it listens (and has made its first poll), only a message can start a job within SLEEPY_POLL_S.
+        channel = wake_channel(REDIS_DB)  # only this test's worker listens on this DB's channel
         for _ in range(400):
-            if dict(await pool.pubsub_numsub(WAKE_CHANNEL)).get(WAKE_CHANNEL.encode(), 0):
+            if dict(await pool.pubsub_numsub(channel)).get(channel.encode(), 0):
                 break
             await asyncio.sleep(0.01)
         else:
@@ -138,6 +140,48 @@ async def test_an_enqueued_saga_wakes_an_idle_worker() -> None:
         assert started == [("acme", f"prod/app-{n}/db", f"rot-{n}") for n in range(3)]
         await asyncio.wait_for(asyncio.gather(*worker.tasks.values()), 5)  # arq records their results
     finally:
+        running.cancel()
+        await worker.close()
+        await pool.flushdb()
+        await pool.aclose()
+
+
+async def test_a_full_worker_takes_the_next_saga_when_one_finishes() -> None:
+    settings = RedisSettings(host=REDIS_HOST, port=REDIS_PORT, database=REDIS_DB)
+    pool = await create_pool(settings)
+    await pool.flushdb()
+    started: list[str] = []
+    finish = asyncio.Event()
+    second = asyncio.Event()
+
+    async def run_saga(
+        ctx: dict[str, Any], tenant: str, secret_id: str, rotation_id: str, carrier: dict[str, str]
+    ) -> None:
+        started.append(rotation_id)
+        if rotation_id == "rot-1":
+            await finish.wait()
+        else:
+            second.set()
+
+    run_saga.__qualname__ = "run_saga"
+    # One saga at a time, and an idle poll far off: only the first saga's end can start the second in time.
+    worker = SagaWorker(
+        functions=[run_saga], redis_settings=settings, idle_poll_s=SLEEPY_POLL_S, handle_signals=False, max_jobs=1
+    )
+    running = asyncio.create_task(worker.main())
+    queue = ArqQueue(pool)
+    try:
+        await queue.enqueue("acme", "prod/app/db", "rot-1")
+        await _until(lambda: started == ["rot-1"], "the first saga to start")
+        await queue.enqueue("acme", "prod/app/db", "rot-2")  # the worker is full: its wake-up finds no slot
+        await asyncio.sleep(0.2)
+        assert started == ["rot-1"]
+        finish.set()
+        await asyncio.wait_for(second.wait(), SLEEPY_POLL_S / 3)
+        assert started == ["rot-1", "rot-2"]
+        await asyncio.wait_for(asyncio.gather(*worker.tasks.values()), 5)
+    finally:
+        finish.set()
         running.cancel()
         await worker.close()
         await pool.flushdb()
