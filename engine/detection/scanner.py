@@ -250,14 +250,26 @@ NAME_CONTEXT = 100
 _VIEW_SEPARATOR = b"\n\x00\n\x00\n\x00\n"
 _B64_RUN = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 #: A value piped into ``base64 -d`` and written to a file (``echo '<b64>' | base64 -d > /run/DB_PASSWORD``): the
-#: file's name says what the value is, as a key's name does in an assignment. Read within the value's line only
-#: (RE2: linear on whatever follows a value).
+#: file's name says what the value is, as a key's name does in an assignment. The name is the path's whole last
+#: component (``/run/password/$F`` names nothing), read to the end of the value's line (RE2: linear).
 DECODED_INTO_FILE = re2.compile(
     rb"""["']?[ \t]*\|[ \t]*base64[ \t]+(?:-d|-D|--decode)(?:[ \t]+-[A-Za-z-]+)*[ \t]*>{1,2}[ \t]*["']?"""
-    rb"""(?:[^\s"'|;&<>]*/)?([A-Za-z0-9_.-]{1,64})"""
+    rb"""(?:[^\s"'|;&<>]*/)?([A-Za-z0-9_.-]{1,64})(?:[\s"'|;&<>)]|$)"""
 )
-#: How far past a value its line is read for that file name.
+#: How far past a value its line is read for that file name: a longer rest of the line names nothing.
 DECODED_INTO_CONTEXT = 200
+
+
+def _file_name(data: bytes, run_end: int) -> bytes | None:
+    """The name of the file a base64 value ending at ``run_end`` is decoded into, if its line says so."""
+    eol = data.find(b"\n", run_end, run_end + DECODED_INTO_CONTEXT + 1)
+    if eol < 0:
+        if len(data) - run_end > DECODED_INTO_CONTEXT:
+            return None
+        eol = len(data)
+    # The newline itself is read too: RE2's $ matches only at the end of the whole text, never at endpos.
+    into = DECODED_INTO_FILE.match(data, run_end, min(eol + 1, len(data)))
+    return None if into is None else bytes(into.group(1))
 
 
 def scan_formats(data: bytes) -> list[Candidate]:
@@ -289,9 +301,9 @@ def _decoded(data: bytes, run_ends: list[int], depth: int, c: _Compiled, verdict
         decoded = v.printable_b64(data[start:run_end])
         if decoded is None:
             continue
-        into = DECODED_INTO_FILE.match(data, run_end, min(size, run_end + DECODED_INTO_CONTEXT))
-        if into is not None:
-            prefix = into.group(1) + b"="  # the decoded value is read as assigned to the file's name
+        name = _file_name(data, run_end)
+        if name is not None:
+            prefix = name + b"="  # the decoded value is read as assigned to the file's name
         else:
             floor = max(0, start - NAME_CONTEXT)
             line = data.rfind(b"\n", floor, start)

@@ -199,7 +199,10 @@ def base64_family(m: Maker) -> tuple[list[Line], list[str]]:
             ["}"],
         ]
     elif shape == 2:
-        lines = [["echo '", Plant(kind, encoded), f"' | base64 -d > /tmp/{key}"]]
+        # GNU coreutils: base64 -d / --decode; the target as CI scripts write it.
+        flag = m.r.choice(["-d", "--decode", "-d -i"])
+        target = m.r.choice([f"/tmp/{key}", f'"$RUNNER_TEMP/{key}"', f"./secrets/{key}", key])
+        lines = [["echo '", Plant(kind, encoded), f"' | base64 {flag} > {target}"]]
     else:
         lines = [
             ["data:"],
@@ -238,6 +241,7 @@ def base64_negatives(m: Maker) -> list[str]:
         lambda: f"echo '{b64('log_level: info')}' | base64 --decode > config.yaml",
         lambda: f"echo '{b64('changeme')}' | base64 -d > /run/secrets/DB_PASSWORD",
         lambda: f"echo '{b64('${API_TOKEN}')}' | base64 -d > /tmp/API_TOKEN",
+        lambda: f"echo '{b64(m.password())}' | base64 -d > /run/password/$TARGET_FILE",
     ]
     return [m.r.choice(pool)() for _ in range(m.r.randint(2, 4))]
 

@@ -18,12 +18,34 @@ from lockzero.engine.detection import validators as v
 from lockzero.engine.detection.rules import B64_TRIGGER_TAIL, B64_TRIGGERS, RULES, ReadsText, Rule, Verdict
 from lockzero.engine.detection.scanner import (
     DECODED_INTO_CONTEXT,
-    DECODED_INTO_FILE,
     MAX_B64_RUN,
     MAX_DECODE_DEPTH,
     NAME_CONTEXT,
     Candidate,
 )
+
+# Written apart from the engine's one expression: the command, then the target's last path component by hand.
+_DECODE_TO = re.compile(
+    rb"""["']?[ \t]*\|[ \t]*base64[ \t]+(?:-d|-D|--decode)(?:[ \t]+-[A-Za-z-]+)*[ \t]*>>?[ \t]*["']?"""
+)
+_TARGET = re.compile(rb"""[^\s"'|;&<>]*""")
+_NAME = re.compile(rb"[A-Za-z0-9_.-]{1,64}")
+
+
+def _decoded_into(data: bytes, run_end: int) -> bytes | None:
+    eol = data.find(b"\n", run_end)
+    eol = len(data) if eol < 0 else eol
+    if eol - run_end > DECODED_INTO_CONTEXT:
+        return None
+    line = data[run_end:eol]
+    command = _DECODE_TO.match(line)
+    if command is None:
+        return None
+    target = _TARGET.match(line, command.end())
+    assert target is not None  # * matches the empty string
+    last = target.group().rsplit(b"/", 1)[-1].split(b")", 1)[0]
+    return last if _NAME.fullmatch(last) else None
+
 
 _VIEW_SEPARATOR = b"\n\x00\n\x00\n\x00\n"
 _B64_RUN = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
@@ -137,10 +159,9 @@ class Reference:
             decoded = v.printable_b64(data[start:run_end])
             if decoded is None:
                 continue
-            # What the value is named by (not speed work: the same reading as the engine's, shared).
-            into = DECODED_INTO_FILE.match(data, run_end, min(size, run_end + DECODED_INTO_CONTEXT))
-            if into is not None:
-                prefix = into.group(1) + b"="
+            name = _decoded_into(data, run_end)
+            if name is not None:
+                prefix = name + b"="
             else:
                 floor = max(0, start - NAME_CONTEXT)
                 line = data.rfind(b"\n", floor, start)
