@@ -273,8 +273,8 @@ def report(results: list[Result], runtime_s: float) -> None:
         )
     lines += [
         hr,
-        "mean ms per saga step (SagaStepStarted.at -> SagaStepCompleted.at: intent append + provider work); other ="
-        " rotate()",
+        "mean ms per saga step (SagaStepStarted.at -> SagaStepCompleted.at: intent append + provider work; validate"
+        " and verify: provider work, their intent goes with their outcome); other = rotate()",
         "request + appends between steps (outcome with next intent) + RotationFinished; the means add up to the mean"
         " rotation",
         hr,
