@@ -38,9 +38,13 @@ from lockzero.workers.reconciler import stalled_rotations
 log = logging.getLogger("lockzero.worker")
 
 SAGA_LOCK_TTL_MS = 10_000
+STALL_AFTER_S = 8.0
+JOB_TIMEOUT_S = 900
 #: Published after every enqueue (the Redis DB number appended: channels are not scoped to a DB): workers on that
 #: DB poll at once instead of at their next idle poll. A queue user with ACLs needs this channel (&lockzero:*).
 WAKE_CHANNEL = "lockzero:saga-queued"
+#: How often an idle SagaWorker polls with no wake-up message: deferred jobs (crons) and a lost subscription.
+IDLE_POLL_S = 0.05
 
 
 def wake_channel(database: int) -> str:
@@ -49,12 +53,6 @@ def wake_channel(database: int) -> str:
 
 def _channel_of(pool: ArqRedis) -> str:
     return wake_channel(int(pool.connection_pool.connection_kwargs.get("db", 0)))
-
-
-STALL_AFTER_S = 8.0
-#: How often an idle SagaWorker polls with no wake-up message: deferred jobs (crons) and a lost subscription.
-IDLE_POLL_S = 0.05
-JOB_TIMEOUT_S = 900
 
 
 def _lock_key(rotation_id: str) -> str:
@@ -197,7 +195,7 @@ class SagaWorker(Worker):
     runs are left out at once; those another worker runs are found in one pipelined EXISTS per poll (their
     in-progress keys), and only jobs with no such key go on to arq's claim, which still settles any race."""
 
-    def __init__(self, *args: Any, idle_poll_s: float = 0.05, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, idle_poll_s: float = IDLE_POLL_S, **kwargs: Any) -> None:
         # arq's own poll delay would add its sleep after a wake-up; the wait below paces the loop instead.
         super().__init__(*args, **{**kwargs, "poll_delay": 0})
         self.idle_poll_s = idle_poll_s
@@ -228,7 +226,7 @@ class SagaWorker(Worker):
                 if not failing:
                     log.warning("wake-up channel lost (%s); polling every %ss", type(exc).__name__, self.idle_poll_s)
                     failing = True
-                await asyncio.sleep(1.0)  # meanwhile the idle poll still finds every job
+            await asyncio.sleep(1.0)  # a lost (or ended) subscription: meanwhile the idle poll finds every job
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         # A worker that was full takes its next queued saga now, not at its next idle poll.
