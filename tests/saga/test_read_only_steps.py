@@ -22,13 +22,8 @@ from lockzero.engine.commands.rotations import rotate
 from lockzero.engine.domain import events as ev
 from lockzero.engine.domain import naming
 from lockzero.engine.saga.rotation import RotationSaga
-from tests.engine.support import OPERATOR, migrated_engine
+from tests.engine.support import OPERATOR, RecordingQueue, migrated_engine
 from tests.saga.support import AclUser
-
-
-class ByHand:
-    async def enqueue(self, tenant: str, secret_id: str, rotation_id: str) -> None:
-        return None  # the test runs the saga itself
 
 
 @pytest.fixture
@@ -71,7 +66,7 @@ async def test_a_rotation_records_validate_and_verify_with_the_appends_around_th
     engine: Engine, acl_user: AclUser
 ) -> None:
     sid = await _register(engine, acl_user)
-    started = await rotate(engine, ByHand(), "acme", sid, OPERATOR, "leak")
+    started = await rotate(engine, RecordingQueue(), "acme", sid, OPERATOR, "leak")
     assert await RotationSaga(engine).run("acme", sid, started.rotation_id) == "completed"
     assert await _saga_appends(engine, sid) == [
         [_tag(STARTED, "create")],
@@ -101,7 +96,7 @@ async def test_a_refused_first_login_records_the_step_before_retrying(engine: En
     discarded password). A runner killed in those retries is resumed at validate by a fresh one."""
     sid = await _register(engine, acl_user)
     old_hashes = acl_user.passwords()
-    started = await rotate(engine, ByHand(), "acme", sid, OPERATOR, "leak")
+    started = await rotate(engine, RecordingQueue(), "acme", sid, OPERATOR, "leak")
     acl_user.setuser("off")  # AUTH is refused: validate's first login fails, then it retries (and sleeps)
     doomed = asyncio.create_task(RotationSaga(engine).run("acme", sid, started.rotation_id))
     recorded = [_tag(COMPLETED, "create"), _tag(ev.SecretVersionCreated), _tag(STARTED, "validate")]
