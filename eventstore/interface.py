@@ -138,6 +138,11 @@ class EventStore(Protocol):
 
     async def head_position(self) -> int: ...
 
+    async def wait_head(self) -> int:
+        """The position to pass to wait_for_events after reading what you wait on: a lower bound of the head,
+        read without a round trip where the store is told of every commit (a lower one only costs a spare wake)."""
+        ...
+
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         """Return True as soon as an event after ``after_position`` is committed, False on timeout."""
         ...

@@ -237,12 +237,20 @@ class PostgresEventStore:
             row = await cur.fetchone()
             return int(row[0]) if row else 0
 
+    async def wait_head(self) -> int:
+        self._listener.signal()
+        if self._listener.head is not None:
+            return self._listener.head
+        return await self.head_position()
+
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:
             # Read the signal before the head: a notify landing in between still wakes us.
             signal = self._listener.signal()
-            if await self.head_position() > after_position:
+            # While the listener counts, every commit since it began raises its head: no query needed.
+            known = self._listener.head
+            if (known if known is not None else await self.head_position()) > after_position:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -269,6 +277,9 @@ class _Listener:
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.listening = False
+        #: The committed head as of the last notification (each append's carries it, and they come in commit
+        #: order); None while not listening, so waiters read the head themselves.
+        self.head: int | None = None
 
     def signal(self) -> asyncio.Event:
         if self._task is None or self._task.done():
@@ -289,17 +300,30 @@ class _Listener:
                 backoff = min(backoff * 2, 5.0)
                 continue
             try:
-                await conn.execute(f"LISTEN {_NOTIFY_CHANNEL}")
+                # The head is read after LISTEN, in the same message: a commit before the read is in it, every
+                # one after it is notified.
+                cur = await conn.execute(f"LISTEN {_NOTIFY_CHANNEL}; SELECT position FROM lz_event_head WHERE id = 1")
+                cur.nextset()
+                row = await cur.fetchone()
+                self.head = int(row[0]) if row else 0
                 self.listening = True
                 backoff = 0.1
                 self._wake()  # anything committed while we were connecting
-                async for _ in conn.notifies():
+                async for note in conn.notifies():
+                    self._count(note.payload)
                     self._wake()
             except psycopg.OperationalError:
                 pass
             finally:
                 self.listening = False
+                self.head = None
                 await conn.close()
+
+    def _count(self, payload: str) -> None:
+        # Taken as sent, not as a maximum: anyone who can connect may NOTIFY, and a forged head is replaced by
+        # the next commit's, so it costs a waiter at most one early wake or one re-check interval.
+        with contextlib.suppress(ValueError):
+            self.head = int(payload)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -256,6 +256,9 @@ class SQLiteEventStore:
         rows = await self._query("SELECT COALESCE(MAX(position), 0) FROM lz_events", ())
         return int(rows[0][0])
 
+    async def wait_head(self) -> int:
+        return await self.head_position()  # a local read: no round trip to save
+
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while True:

@@ -434,7 +434,7 @@ class RotationSaga:
         deadline = begin + timedelta(seconds=secret.policy.adoption_deadline_s)
         while True:
             # The head before the read: an adoption recorded after it wakes the wait below at once.
-            head = await self.engine.store.head_position()
+            head = await self.engine.store.wait_head()
             adopted = await adopted_versions(self.engine, secret.tenant, secret.secret_id)
             count = sum(1 for d in secret.dependents if adopted.get(d.dependent_id) == version)
             if count == total:

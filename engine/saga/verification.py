@@ -136,7 +136,7 @@ async def verify(
     deadline = loop.time() + wait_s
     while True:
         # Read before the rotation: an append after it wakes the wait at once.
-        head = await engine.store.head_position() if wait_s > 0 else 0
+        head = await engine.store.wait_head() if wait_s > 0 else 0
         secret = await _load(engine, tenant, secret_id)
         rotation = _rotation(secret, rotation_id)
         left = deadline - loop.time()

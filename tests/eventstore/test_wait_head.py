@@ -1,0 +1,129 @@
+"""wait_head: the position a waiter passes to wait_for_events, read without a round trip on PostgreSQL.
+
+On PostgreSQL the store's LISTEN connection counts the head from each append's notification, so a waiter
+(verify_remediation's long poll, the saga's adoption wait) neither reads the head before it waits nor after
+each wake-up. These tests hold it to what waiting needs: never past the committed head, caught up soon after
+any commit (another store's too), and a waiter woken by every later append, even after a stray notification
+or a lost listener connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import psycopg
+import pytest
+
+from lockzero.eventstore import EventStore, NewEvent, open_store
+from tests.conftest import fresh_pg_database
+
+pytestmark = pytest.mark.asyncio
+
+CATCH_UP_S = 5.0
+
+
+def one() -> list[NewEvent]:
+    return [NewEvent(type="t", data=b"{}")]
+
+
+@asynccontextmanager
+async def other_store(url: str) -> AsyncIterator[EventStore]:
+    s = await open_store(url, pool_size=2)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def caught_up(store: EventStore) -> int:
+    """wait_head once it equals the committed head; fails if it does not within CATCH_UP_S."""
+    deadline = time.monotonic() + CATCH_UP_S
+    while True:
+        hint, head = await store.wait_head(), await store.head_position()
+        assert hint <= head
+        if hint == head:
+            return hint
+        assert time.monotonic() < deadline, f"wait_head stuck at {hint}, head {head}"
+        await asyncio.sleep(0.01)
+
+
+async def test_wait_head_never_passes_the_head_and_catches_up_with_other_stores(
+    store: EventStore, store_url: str
+) -> None:
+    assert await caught_up(store) == 0
+    async with other_store(store_url) as other:
+        for n in range(1, 6):
+            await other.append(f"s-{n % 2}", one())
+            assert await store.wait_head() <= await store.head_position()
+            assert await caught_up(store) == n
+
+
+@pytest.mark.parametrize("writer", ["same-store", "other-store"])
+async def test_a_wait_from_wait_head_wakes_on_the_next_append(store: EventStore, store_url: str, writer: str) -> None:
+    await store.append("s", one())
+    after = await caught_up(store)
+    async with other_store(store_url) as other:
+        waiter = asyncio.create_task(store.wait_for_events(after, timeout=10))
+        await asyncio.sleep(0.2)  # let it block; correctness does not depend on this
+        assert not waiter.done()
+        await (store if writer == "same-store" else other).append("s", one())
+        assert await asyncio.wait_for(waiter, 8) is True
+    assert await caught_up(store) == after + 1
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[tuple[EventStore, str]]:
+    """A PostgreSQL store and its URL: SQLite reads its head in-process and has no listener to test."""
+    with fresh_pg_database() as url:
+        async with other_store(url) as s:
+            await s.migrate()
+            yield s, url
+
+
+async def test_notifications_without_a_commit_cost_at_most_an_early_wake(pg: tuple[EventStore, str]) -> None:
+    store, store_url = pg
+    await store.append("s", one())
+    after = await caught_up(store)
+    waiter = asyncio.create_task(store.wait_for_events(after, timeout=10))
+    await asyncio.sleep(0.2)
+    async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as conn:
+        await conn.execute("SELECT pg_notify('lz_events', 'not a position')")
+        await asyncio.sleep(0.3)
+        assert not waiter.done(), "a notification that names no head woke the waiter"
+        assert await store.wait_head() == after
+        # Anyone who can connect may NOTIFY: a forged head may wake the waiter early; the next commit's replaces it.
+        await conn.execute("SELECT pg_notify('lz_events', '999999')")
+    await store.append("s", one())
+    assert await asyncio.wait_for(waiter, 8) is True
+    deadline = time.monotonic() + CATCH_UP_S
+    while await store.wait_head() != after + 1:
+        assert time.monotonic() < deadline, "the forged head was not replaced by the next commit's"
+        await asyncio.sleep(0.01)
+
+
+LISTENER = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN lz_events;%'"
+
+
+async def test_a_lost_listener_connection_is_recounted_and_still_wakes(pg: tuple[EventStore, str]) -> None:
+    store, store_url = pg
+    await store.append("s", one())
+    after = await caught_up(store)
+    waiter = asyncio.create_task(store.wait_for_events(after, timeout=15))
+    await asyncio.sleep(0.2)
+    async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as admin:
+        (listener,) = [pid for (pid,) in await (await admin.execute(LISTENER)).fetchall()]
+        await admin.execute("SELECT pg_terminate_backend(%s)", (listener,))
+        deadline = time.monotonic() + CATCH_UP_S
+        while not [pid for (pid,) in await (await admin.execute(LISTENER)).fetchall() if pid != listener]:
+            assert time.monotonic() < deadline, "the listener did not reconnect"
+            await asyncio.sleep(0.02)
+        # Counting again from the head it read on reconnecting, not from nothing.
+        assert await caught_up(store) == after
+        assert not waiter.done()
+        async with other_store(store_url) as other:
+            await other.append("s", one())
+        assert await asyncio.wait_for(waiter, 12) is True
+    assert await caught_up(store) == after + 1
