@@ -32,6 +32,10 @@ log = logging.getLogger("lockzero.verification")
 CheckState = Literal["passed", "failed", "unknown"]
 
 LEAK_KINDS: tuple[ev.IncidentKind, ...] = ("leaked_credential",)
+#: What a verified rotation settles: leaks, and usage anomalies opened before it was requested.
+SETTLED_KINDS: tuple[ev.IncidentKind, ...] = (*LEAK_KINDS, "usage_anomaly")
+#: Open incidents as open_incident_ids reads them: id, recorded progress, kind, opened at.
+Incidents = list[tuple[str, str | None, str, datetime]]
 #: A long poll re-reads the rotation at least this often, in case a store notification was missed.
 WAKE_AT_LEAST_EVERY_S = 1.0
 
@@ -161,18 +165,32 @@ async def verify(
         )
     if rotation.kind == "revoke":
         return await _verify_revoke(engine, secret, rotation)
-    result = await _verify_rotation(engine, secret, rotation)
-    if result.verified and rotation is secret.rotations[-1]:
-        # The saga settles leaks when it finishes, but a check that could not run then (a provider slow under
-        # load) leaves them open with nothing to retry: proof of the latest rotation seen now settles them, so an
-        # agent told "verified" finds its leak resolved. The answer stands whatever the settling meets.
+    # The saga settles leaks when it finishes, but a check that could not run then (a provider slow under load)
+    # leaves them open with nothing to retry: proof of the latest rotation seen now settles them, so an agent
+    # told "verified" finds its leak resolved. Their read goes alongside the live checks (only a completed
+    # rotation can be verified; it was requested before them, so a leak opened meanwhile never counts).
+    settles = rotation is secret.rotations[-1] and rotation.status == "completed"
+    found = asyncio.ensure_future(_open_leaks(engine, tenant, secret_id)) if settles else None
+    try:
+        result = await _verify_rotation(engine, secret, rotation)
+    finally:
+        # Awaited, not cancelled: a query cut off half-way would cost its pooled connection.
+        leaks = await found if found is not None else None
+    if result.verified and leaks is not None:
         try:
-            await settle_leaks(engine, tenant, secret_id, SYSTEM, proven=result)
+            await settle_leaks(engine, tenant, secret_id, SYSTEM, proven=result, found=leaks)
         except Exception as exc:
             log.warning(
                 "settling the leaks of verified rotation %s failed (%s)", rotation.rotation_id, type(exc).__name__
             )
     return result
+
+
+async def _open_leaks(engine: Engine, tenant: str, secret_id: str) -> Incidents | BaseException:
+    try:
+        return await open_incident_ids(engine, tenant, secret_id, SETTLED_KINDS)
+    except Exception as exc:  # settle_leaks reports it; the verification's own answer does not depend on it
+        return exc
 
 
 def _rotation(secret: Secret, rotation_id: str | None) -> Rotation | None:
@@ -348,14 +366,23 @@ async def _never_rotated(engine: Engine, secret: Secret) -> Verification:
 
 
 async def settle_leaks(
-    engine: Engine, tenant: str, secret_id: str, actor: ev.EventMeta, proven: Verification | None = None
+    engine: Engine,
+    tenant: str,
+    secret_id: str,
+    actor: ev.EventMeta,
+    proven: Verification | None = None,
+    found: Incidents | BaseException | None = None,
 ) -> None:
     """Resolve the secret's leak incidents once a rotation away from every compromised version is verified
     live; until then record how far it got ("mitigated: …") and leave them open, linked to the rotation.
     Only incidents opened before that rotation was requested count: a later one may be about the credential the
-    rotation made. ``proven``: live checks of that rotation just made (verify_remediation), not made again."""
-    # One query for both kinds: this runs at the end of every rotation and on every adopting pull.
-    found = await open_incident_ids(engine, tenant, secret_id, (*LEAK_KINDS, "usage_anomaly"))
+    rotation made. ``proven``: live checks of that rotation just made (verify_remediation), not made again;
+    ``found``: the secret's open SETTLED_KINDS incidents (or the error reading them), read since it was requested."""
+    if isinstance(found, BaseException):
+        raise found
+    if found is None:
+        # One query for both kinds: this runs at the end of every rotation and on every adopting pull.
+        found = await open_incident_ids(engine, tenant, secret_id, SETTLED_KINDS)
     if not found:
         return
     try:
