@@ -45,7 +45,7 @@ async def pull_endpoint(
     source = request.client.host if request.client and request.client.host else "unknown"
     token = bearer_token(request)
     try:
-        who = await identify(engine, token) if token is not None else None
+        who = await identify(engine, token, with_current=True) if token is not None else None
     except StoreUnavailable:
         return Response({"error": "unavailable", "error_description": "retry later"}, status_code=503)
     if token is None or who is None:

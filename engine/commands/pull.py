@@ -3,7 +3,8 @@ that it adopted that version (what the saga waits for before retiring the old cr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from lockzero.engine.app import SYSTEM, Engine
@@ -15,6 +16,17 @@ from lockzero.engine.saga.delivery import record_adoption
 from lockzero.engine.saga.verification import settle_leaks
 from lockzero.engine.security.crypto import SERVICE_TOKEN_PREFIX
 
+#: A secret's current version, its status and that version's sealed value (None where there is none).
+Current = tuple[int | None, str | None, bytes | None]
+
+# The current version and its sealed value in one read: a sidecar's pull is on the adoption's path.
+_CURRENT_COLUMNS = "s.current_version, s.status, v.ciphertext"
+_CURRENT_VALUE = (
+    "LEFT JOIN lz_secret_versions v ON v.tenant = s.tenant AND v.secret_id = s.secret_id"
+    " AND v.version = s.current_version"
+)
+_DEPENDENT_COLUMNS = "d.tenant, d.dependent_id, d.secret_id, d.adopted_version, d.token_hash"
+
 
 @dataclass(frozen=True)
 class PullDependent:
@@ -24,41 +36,56 @@ class PullDependent:
     dependent_id: str
     secret_id: str
     adopted_version: int | None
+    #: Its secret's current version, read with it (identify(..., with_current=True)): the pull's one round trip.
+    current: Current | None = field(default=None, repr=False)
 
 
-async def identify(engine: Engine, token: str) -> PullDependent | None:
-    """The token's dependent, or None for anything that is not a live dependent token."""
+async def identify(engine: Engine, token: str, *, with_current: bool = False) -> PullDependent | None:
+    """The token's dependent, or None for anything that is not a live dependent token; ``with_current`` reads
+    its secret's current version in the same query, for a current_for_dependent that follows at once."""
     if not token.startswith(SERVICE_TOKEN_PREFIX) or len(token) > 200:
         return None
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone(
-            "SELECT tenant, dependent_id, secret_id, adopted_version, token_hash FROM rm_dependents"
-            " WHERE token_hash = ?",
-            (engine.tokens.hash(token),),
+    if with_current:
+        sql = (
+            f"SELECT {_DEPENDENT_COLUMNS}, {_CURRENT_COLUMNS} FROM rm_dependents d"
+            f" LEFT JOIN rm_secrets s ON s.tenant = d.tenant AND s.secret_id = d.secret_id {_CURRENT_VALUE}"
         )
+    else:
+        sql = f"SELECT {_DEPENDENT_COLUMNS} FROM rm_dependents d"
+    async with engine.store.reader() as tx:
+        row = await tx.fetchone(sql + " WHERE d.token_hash = ?", (engine.tokens.hash(token),))
     if row is None or not engine.tokens.matches(token, str(row[4])):
         return None
-    return PullDependent(str(row[0]), str(row[1]), str(row[2]), None if row[3] is None else int(row[3]))
+    current = _current(row[5:]) if with_current else None
+    return PullDependent(str(row[0]), str(row[1]), str(row[2]), None if row[3] is None else int(row[3]), current)
+
+
+def _current(row: Sequence[Any]) -> Current:
+    return (
+        None if row[0] is None else int(row[0]),
+        None if row[1] is None else str(row[1]),
+        None if row[2] is None else bytes(row[2]),
+    )
 
 
 async def current_for_dependent(engine: Engine, dep: PullDependent, secret_id: str) -> dict[str, Any]:
     tenant, dependent_id, adopted = dep.tenant, dep.dependent_id, dep.adopted_version
     if dep.secret_id != secret_id:
         raise NotFound("this dependent is not attached to that secret")
-    # The current version and its sealed value in one round trip: a sidecar's pull is on the adoption's path.
-    async with engine.store.reader() as tx:
-        row = await tx.fetchone(
-            "SELECT s.current_version, s.status, v.ciphertext FROM rm_secrets s LEFT JOIN lz_secret_versions v"
-            " ON v.tenant = s.tenant AND v.secret_id = s.secret_id AND v.version = s.current_version"
-            " WHERE s.tenant = ? AND s.secret_id = ?",
-            (tenant, secret_id),
-        )
+    row: Current | None = dep.current
+    if row is None:
+        async with engine.store.reader() as tx:
+            found = await tx.fetchone(
+                f"SELECT {_CURRENT_COLUMNS} FROM rm_secrets s {_CURRENT_VALUE} WHERE s.tenant = ? AND s.secret_id = ?",
+                (tenant, secret_id),
+            )
+        row = None if found is None else _current(found)
     if row is None or row[0] is None or row[1] == "revoked":
         raise NotFound("the secret has no current version (revoked or removed)")
     version = int(row[0])
     if row[2] is None:
         raise NotFound("the current version's value was destroyed")
-    value = open_value(await engine.tenant_keys(tenant), secret_id, version, bytes(row[2]))
+    value = open_value(await engine.tenant_keys(tenant), secret_id, version, row[2])
     if adopted != version:
         await record_adoption(engine, tenant, secret_id, dependent_id, version, "pull")
         # The last dependent to adopt may be what a leak incident waits for.
