@@ -169,6 +169,19 @@ def median(values: Sequence[float]) -> float:
     return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free confidence interval of the median: the k-th smallest and k-th largest sample, k as
+    large as keeps the chance that the true median lies between them at ``confidence`` or more (the number of
+    samples below the median is Binomial(n, 1/2)). With too few samples for that, the whole range."""
+    ordered = sorted(values)
+    n = len(ordered)
+    best = 1
+    for k in range(1, n // 2 + 1):
+        if sum(math.comb(n, i) for i in range(k, n - k + 1)) / 2**n >= confidence:
+            best = k
+    return ordered[best - 1], ordered[n - best]
+
+
 # --------------------------------------------------------------------------------------------------
 # Where one rotation's time went, from the events the saga recorded (engine clock = wall clock).
 

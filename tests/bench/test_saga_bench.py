@@ -70,6 +70,7 @@ from tests.bench.saga_support import (
     WorkerProcess,
     load_saga_record,
     median,
+    median_interval,
     parse_iso,
     percentile,
     phase_breakdown,
@@ -79,7 +80,7 @@ from tests.conftest import fresh_pg_database
 pytestmark = pytest.mark.bench
 
 # --- A: time to remediation -------------------------------------------------------------------------
-ROTATIONS = 30  # timed, in sequence, per mode
+ROTATIONS = 40  # timed, in sequence, per mode; the p50 is printed with its 95% interval
 WARMUP_ROTATIONS = 2  # untimed, per mode, before the timed ones
 VERIFY_POLL_S = 0.02  # the agent polls verify_remediation this often
 #: The other agent long-polls instead: verify_remediation with wait_seconds, again until verified.
@@ -603,10 +604,11 @@ def report(
         "   redis_acl secret (real ACL user), 1 signed-webhook + 1 pull dependent (a sidecar GETs /current every"
         f" {' or '.join(f'{p * 1000:.0f}' for p in SIDECAR_POLLS_S)} ms, a fresh secret for each);",
         f"   {ROTATIONS} rotations in sequence after {WARMUP_ROTATIONS} warm-up; p99 = nearest rank (the slowest of"
-        f" {ROTATIONS})",
+        f" {ROTATIONS}); p50 95% = where the true median lies with 95% confidence (order statistics, no"
+        " assumption about the distribution): the sidecar's phase alone moves single rotations by up to 50 ms",
         hr,
-        f"{'mode, sidecar interval, agent':<52} | {'p50 ms':>7} | {'p99 ms':>7} | {'min ms':>7} | {'max ms':>7}"
-        f" | {f'goal p50<={GOAL_P50_MS:.0f}, p99<={GOAL_P99_MS:.0f}':>24} | {'vs claim 4,200 ms':>17}",
+        f"{'mode, sidecar interval, agent':<52} | {'p50 ms':>7} | {'p50 95%':>8} | {'p99 ms':>7} | {'min ms':>7}"
+        f" | {'max ms':>7} | {f'goal p50<={GOAL_P50_MS:.0f}, p99<={GOAL_P99_MS:.0f}':>24} | {'vs claim 4,200 ms':>17}",
         hr,
     ]
     rows = []
@@ -616,10 +618,11 @@ def report(
             rows += [(r.ms, f"{name}, {interval}, agent polls"), (r.waited_ms, f"{name}, {interval}, agent long-polls")]
     for ms, name in rows:
         p50, p99 = percentile(ms, 50), percentile(ms, 99)
+        low, high = median_interval(ms)
         goal = f"p50 {_met(p50 <= GOAL_P50_MS)}, p99 {_met(p99 <= GOAL_P99_MS)}"
         lines.append(
-            f"{name:<52} | {p50:>7.0f} | {p99:>7.0f} | {min(ms):>7.0f} | {max(ms):>7.0f} | {goal:>24}"
-            f" | {vs_claim(p50):>17}"
+            f"{name:<52} | {p50:>7.0f} | {f'{low:.0f}-{high:.0f}':>8} | {p99:>7.0f} | {min(ms):>7.0f}"
+            f" | {max(ms):>7.0f} | {goal:>24} | {vs_claim(p50):>17}"
         )
     lines += [
         hr,
