@@ -302,10 +302,16 @@ class _Listener:
             try:
                 # The head is read after LISTEN, in the same message: a commit before the read is in it, every
                 # one after it is notified.
-                cur = await conn.execute(f"LISTEN {_NOTIFY_CHANNEL}; SELECT position FROM lz_event_head WHERE id = 1")
-                cur.nextset()
-                row = await cur.fetchone()
-                self.head = int(row[0]) if row else 0
+                try:
+                    cur = await conn.execute(
+                        f"LISTEN {_NOTIFY_CHANNEL}; SELECT position FROM lz_event_head WHERE id = 1"
+                    )
+                    cur.nextset()
+                    row = await cur.fetchone()
+                    self.head = int(row[0]) if row else 0
+                except psycopg.errors.UndefinedTable:
+                    # Not migrated yet: listen all the same; waiters read the head until an append's notification.
+                    await conn.execute(f"LISTEN {_NOTIFY_CHANNEL}")
                 self.listening = True
                 backoff = 0.1
                 self._wake()  # anything committed while we were connecting

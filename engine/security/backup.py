@@ -274,6 +274,8 @@ async def restore_backup(engine: Engine, master_key: MasterKey, source: BinaryIO
             raise BackupInvalid("the backup's row counts do not match its end marker")
         if dialect == "postgresql":
             await tx.execute("UPDATE lz_event_head SET position = (SELECT COALESCE(MAX(position), 0) FROM lz_events)")
+            # As an append does: servers already on this store count the head from the notification at commit.
+            await tx.execute("SELECT pg_notify('lz_events', position::text) FROM lz_event_head WHERE id = 1")
         replayed = await replay_pages(tx, projections.reset, projections.project, 5000, _recorded)
         report = await verify_chain(tx)
     first = report.first

@@ -66,6 +66,16 @@ async def _source(url: str, key: MasterKey, clock: ManualClock) -> dict[str, str
     return tokens
 
 
+async def restored_head_seen_by_waiters(engine: Engine, head: int) -> None:
+    """A waiter's head (EventStore.wait_head) reaches the restored head without a new append."""
+    assert await engine.store.head_position() == head
+    for _ in range(500):
+        if await engine.store.wait_head() == head:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"waiters still count from {await engine.store.wait_head()}, the head is {head}")
+
+
 async def test_restore_gives_identical_tables_and_a_clean_chain(
     store_url: str, tmp_path: Path, clock: ManualClock
 ) -> None:
@@ -84,9 +94,12 @@ async def test_restore_gives_identical_tables_and_a_clean_chain(
 
     with empty_store_url(store_url, tmp_path, "restored.db") as target:
         async with opened(target, key) as engine:
+            await engine.migrate()
+            assert await engine.store.wait_head() == 0  # a waiter on the empty store: its listener counts on
             with out.open("rb") as fh:
                 restored = await restore_backup(engine, key, fh, KeySource(master_key=key))
             assert restored.audit_chain_ok and restored.events_replayed == summary.rows["lz_events"]
+            await restored_head_seen_by_waiters(engine, summary.rows["lz_events"])
             assert restored.rows == {t: n for t, n in summary.rows.items() if n}
             after = await all_tables(engine)
             # Every read model (rebuilt by replay) and every copied table equals the source's.
