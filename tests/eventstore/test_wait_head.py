@@ -61,14 +61,20 @@ async def test_wait_head_never_passes_the_head_and_catches_up_with_other_stores(
             assert await caught_up(store) == n
 
 
-@pytest.mark.parametrize("writer", ["same-store", "other-store"])
-async def test_a_wait_from_wait_head_wakes_on_the_next_append(store: EventStore, store_url: str, writer: str) -> None:
+async def blocked_waiter(store: EventStore, timeout: float = 10) -> tuple[int, asyncio.Task[bool]]:
+    """After one append, a wait from the caught-up head, and that head; the wait has not returned yet."""
     await store.append("s", one())
     after = await caught_up(store)
+    waiter = asyncio.create_task(store.wait_for_events(after, timeout=timeout))
+    await asyncio.sleep(0.2)  # let it block; correctness does not depend on this
+    assert not waiter.done()
+    return after, waiter
+
+
+@pytest.mark.parametrize("writer", ["same-store", "other-store"])
+async def test_a_wait_from_wait_head_wakes_on_the_next_append(store: EventStore, store_url: str, writer: str) -> None:
+    after, waiter = await blocked_waiter(store)
     async with other_store(store_url) as other:
-        waiter = asyncio.create_task(store.wait_for_events(after, timeout=10))
-        await asyncio.sleep(0.2)  # let it block; correctness does not depend on this
-        assert not waiter.done()
         await (store if writer == "same-store" else other).append("s", one())
         assert await asyncio.wait_for(waiter, 8) is True
     assert await caught_up(store) == after + 1
@@ -85,10 +91,7 @@ async def pg() -> AsyncIterator[tuple[EventStore, str]]:
 
 async def test_notifications_without_a_commit_cost_at_most_an_early_wake(pg: tuple[EventStore, str]) -> None:
     store, store_url = pg
-    await store.append("s", one())
-    after = await caught_up(store)
-    waiter = asyncio.create_task(store.wait_for_events(after, timeout=10))
-    await asyncio.sleep(0.2)
+    after, waiter = await blocked_waiter(store)
     async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as conn:
         await conn.execute("SELECT pg_notify('lz_events', 'not a position')")
         await asyncio.sleep(0.3)
@@ -109,10 +112,7 @@ LISTENER = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() 
 
 async def test_a_lost_listener_connection_is_recounted_and_still_wakes(pg: tuple[EventStore, str]) -> None:
     store, store_url = pg
-    await store.append("s", one())
-    after = await caught_up(store)
-    waiter = asyncio.create_task(store.wait_for_events(after, timeout=15))
-    await asyncio.sleep(0.2)
+    after, waiter = await blocked_waiter(store, timeout=15)
     async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as admin:
         (listener,) = [pid for (pid,) in await (await admin.execute(LISTENER)).fetchall()]
         await admin.execute("SELECT pg_terminate_backend(%s)", (listener,))
