@@ -140,7 +140,9 @@ class EventStore(Protocol):
 
     async def wait_head(self) -> int:
         """The position to pass to wait_for_events after reading what you wait on: a lower bound of the head,
-        read without a round trip where the store is told of every commit (a lower one only costs a spare wake)."""
+        read without a round trip where the store is told of every commit (a lower one only costs a spare wake).
+        On PostgreSQL anyone who can connect may send the notification: a forged head stands until the next
+        commit's, so a waiter wakes early or waits out its timeout; callers re-check on either."""
         ...
 
     async def wait_for_events(self, after_position: int, timeout: float) -> bool:

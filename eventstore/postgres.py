@@ -38,6 +38,8 @@ from lockzero.eventstore.pg_group_commit import GroupCommitter, PendingAppend
 from lockzero.eventstore.subscription import subscribe_by_polling
 
 _NOTIFY_CHANNEL = "lz_events"
+#: The LISTEN connection's application_name (pg_stat_activity), one per store instance.
+LISTENER_NAME = "lockzero-listener"
 _POLL_WITHOUT_LISTENER = 0.5
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -294,24 +296,19 @@ class _Listener:
         backoff = 0.1
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
+                conn = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=5, application_name=LISTENER_NAME
+                )
             except psycopg.OperationalError:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             try:
-                # The head is read after LISTEN, in the same message: a commit before the read is in it, every
-                # one after it is notified.
-                try:
-                    cur = await conn.execute(
-                        f"LISTEN {_NOTIFY_CHANNEL}; SELECT position FROM lz_event_head WHERE id = 1"
-                    )
-                    cur.nextset()
-                    row = await cur.fetchone()
-                    self.head = int(row[0]) if row else 0
-                except psycopg.errors.UndefinedTable:
-                    # Not migrated yet: listen all the same; waiters read the head until an append's notification.
-                    await conn.execute(f"LISTEN {_NOTIFY_CHANNEL}")
+                await conn.execute(f"LISTEN {_NOTIFY_CHANNEL}")
+                # Read once the LISTEN has taken effect (autocommit: it has): a commit before the read is in it,
+                # every one after the LISTEN is notified. Sent with the LISTEN in one message, the read would be
+                # in the LISTEN's transaction, before it takes effect, and a commit in between would be in neither.
+                self.head = await _committed_head(conn)
                 self.listening = True
                 backoff = 0.1
                 self._wake()  # anything committed while we were connecting
@@ -336,6 +333,17 @@ class _Listener:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+async def _committed_head(conn: psycopg.AsyncConnection[Any]) -> int | None:
+    try:
+        cur = await conn.execute("SELECT position FROM lz_event_head WHERE id = 1")
+        row = await cur.fetchone()
+    except psycopg.OperationalError:
+        raise  # the connection: the listener connects again
+    except psycopg.Error:
+        return None  # not migrated yet (or not readable): waiters read the head until an append's notification
+    return int(row[0]) if row else 0
 
 
 def _scrub(exc: BaseException) -> StoreUnavailable:

@@ -163,14 +163,26 @@ async def resolve_incidents(
     ref_id: str,
     actor: ev.EventMeta,
 ) -> None:
-    """Resolve these incidents, each linked to what resolved it."""
+    """Resolve these incidents, each linked to what resolved it. One resolved meanwhile (by hand, or by the saga
+    and a verify_remediation settling the same rotation at once) is left as it is: a resolution is never
+    overwritten, and the timeline shows it once."""
     for incident_id in incident_ids:
-        now = engine.clock.now()
-        events: list[ev.Event] = [
-            ev.IncidentLinked(at=now, tenant=tenant, incident_id=incident_id, ref_kind=ref_kind, ref_id=ref_id),
-            ev.IncidentResolved(at=now, tenant=tenant, incident_id=incident_id, resolution=resolution),
-        ]
-        await engine.append(naming.incident_stream(tenant, incident_id), events, actor)
+        stream = naming.incident_stream(tenant, incident_id)
+        while True:
+            history, version = await engine.load(stream)
+            incident = fold_incident(history)
+            if incident is None or incident.status == "resolved":
+                break
+            now = engine.clock.now()
+            events: list[ev.Event] = [
+                ev.IncidentLinked(at=now, tenant=tenant, incident_id=incident_id, ref_kind=ref_kind, ref_id=ref_id),
+                ev.IncidentResolved(at=now, tenant=tenant, incident_id=incident_id, resolution=resolution),
+            ]
+            try:
+                await engine.append(stream, events, actor, version)
+                break
+            except ConcurrencyError:
+                continue  # it changed since the read (resolved, acknowledged, linked): look again
 
 
 async def open_incident_ids(

@@ -174,8 +174,9 @@ async def verify(
     try:
         result = await _verify_rotation(engine, secret, rotation)
     finally:
-        # Awaited, not cancelled: a query cut off half-way would cost its pooled connection.
-        leaks = await found if found is not None else None
+        # Shielded, never cut off half-way (that would cost its pooled connection): if this call is cancelled
+        # meanwhile, the read ends by itself.
+        leaks = await asyncio.shield(found) if found is not None else None
     if result.verified and leaks is not None:
         try:
             await settle_leaks(engine, tenant, secret_id, SYSTEM, proven=result, found=leaks)
@@ -186,7 +187,7 @@ async def verify(
     return result
 
 
-async def _open_leaks(engine: Engine, tenant: str, secret_id: str) -> Incidents | BaseException:
+async def _open_leaks(engine: Engine, tenant: str, secret_id: str) -> Incidents | Exception:
     try:
         return await open_incident_ids(engine, tenant, secret_id, SETTLED_KINDS)
     except Exception as exc:  # settle_leaks reports it; the verification's own answer does not depend on it
@@ -371,14 +372,14 @@ async def settle_leaks(
     secret_id: str,
     actor: ev.EventMeta,
     proven: Verification | None = None,
-    found: Incidents | BaseException | None = None,
+    found: Incidents | Exception | None = None,
 ) -> None:
     """Resolve the secret's leak incidents once a rotation away from every compromised version is verified
     live; until then record how far it got ("mitigated: …") and leave them open, linked to the rotation.
     Only incidents opened before that rotation was requested count: a later one may be about the credential the
     rotation made. ``proven``: live checks of that rotation just made (verify_remediation), not made again;
     ``found``: the secret's open SETTLED_KINDS incidents (or the error reading them), read since it was requested."""
-    if isinstance(found, BaseException):
+    if isinstance(found, Exception):
         raise found
     if found is None:
         # One query for both kinds: this runs at the end of every rotation and on every adopting pull.

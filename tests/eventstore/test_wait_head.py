@@ -10,14 +10,16 @@ or a lost listener connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import psycopg
 import pytest
 
 from lockzero.eventstore import EventStore, NewEvent, open_store
+from lockzero.eventstore.postgres import LISTENER_NAME
 from tests.conftest import fresh_pg_database
 
 pytestmark = pytest.mark.asyncio
@@ -89,30 +91,77 @@ async def pg() -> AsyncIterator[tuple[EventStore, str]]:
             yield s, url
 
 
+@contextmanager
+def no_head_query(store: EventStore) -> Iterator[None]:
+    """Within it, reading the head the slow way (head_position, a query) fails: the listener must answer."""
+
+    async def refused() -> int:
+        raise AssertionError("the head was read with a query")
+
+    setattr(store, "head_position", refused)  # noqa: B010 (an instance attribute, removed below)
+    try:
+        yield
+    finally:
+        delattr(store, "head_position")
+
+
+async def counting(store: EventStore) -> None:
+    """Until the store's listener counts the head: wait_head answers without a query (PostgreSQL only)."""
+    deadline = time.monotonic() + CATCH_UP_S
+    while True:
+        with no_head_query(store), contextlib.suppress(AssertionError):
+            await store.wait_head()
+            return
+        assert time.monotonic() < deadline, "the listener does not count the head"
+        await asyncio.sleep(0.01)
+
+
+async def test_waits_read_no_head_while_the_listener_counts(pg: tuple[EventStore, str]) -> None:
+    store, store_url = pg
+    after, waiter = await blocked_waiter(store)
+    await counting(store)
+    with no_head_query(store):
+        assert await store.wait_head() == after
+        async with other_store(store_url) as other:
+            await other.append("s", one())
+        assert await asyncio.wait_for(waiter, 8) is True  # woken, and the head it checked was the notified one
+        deadline = time.monotonic() + CATCH_UP_S
+        while await store.wait_head() != after + 1:
+            assert time.monotonic() < deadline, "the notified head was not counted"
+            await asyncio.sleep(0.01)
+        assert await store.wait_for_events(after, timeout=5) is True  # at once, from the count
+
+
 async def test_notifications_without_a_commit_cost_at_most_an_early_wake(pg: tuple[EventStore, str]) -> None:
     store, store_url = pg
     after, waiter = await blocked_waiter(store)
+    await counting(store)
     async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as conn:
         await conn.execute("SELECT pg_notify('lz_events', 'not a position')")
         await asyncio.sleep(0.3)
         assert not waiter.done(), "a notification that names no head woke the waiter"
-        assert await store.wait_head() == after
-        # Anyone who can connect may NOTIFY: a forged head may wake the waiter early; the next commit's replaces it.
+        with no_head_query(store):
+            assert await store.wait_head() == after
+        # Anyone who can connect may NOTIFY: a forged head wakes the waiter early; the next commit's replaces it.
         await conn.execute("SELECT pg_notify('lz_events', '999999')")
+        assert await asyncio.wait_for(waiter, 8) is True
+        assert await store.head_position() == after
     await store.append("s", one())
-    assert await asyncio.wait_for(waiter, 8) is True
     deadline = time.monotonic() + CATCH_UP_S
     while await store.wait_head() != after + 1:
         assert time.monotonic() < deadline, "the forged head was not replaced by the next commit's"
         await asyncio.sleep(0.01)
 
 
-LISTENER = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN lz_events;%'"
+LISTENER = (
+    f"SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = '{LISTENER_NAME}'"
+)
 
 
 async def test_a_lost_listener_connection_is_recounted_and_still_wakes(pg: tuple[EventStore, str]) -> None:
     store, store_url = pg
     after, waiter = await blocked_waiter(store, timeout=15)
+    await counting(store)
     async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as admin:
         (listener,) = [pid for (pid,) in await (await admin.execute(LISTENER)).fetchall()]
         await admin.execute("SELECT pg_terminate_backend(%s)", (listener,))
@@ -120,8 +169,10 @@ async def test_a_lost_listener_connection_is_recounted_and_still_wakes(pg: tuple
         while not [pid for (pid,) in await (await admin.execute(LISTENER)).fetchall() if pid != listener]:
             assert time.monotonic() < deadline, "the listener did not reconnect"
             await asyncio.sleep(0.02)
+        await counting(store)
         # Counting again from the head it read on reconnecting, not from nothing.
-        assert await caught_up(store) == after
+        with no_head_query(store):
+            assert await store.wait_head() == after
         assert not waiter.done()
         async with other_store(store_url) as other:
             await other.append("s", one())
