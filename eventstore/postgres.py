@@ -250,7 +250,7 @@ class PostgresEventStore:
         while True:
             # Read the signal before the head: a notify landing in between still wakes us.
             signal = self._listener.signal()
-            # While the listener counts, every commit since it began raises its head: no query needed.
+            # While the listener counts, it holds the last commit's head: no query needed.
             known = self._listener.head
             if (known if known is not None else await self.head_position()) > after_position:
                 return True
@@ -280,7 +280,7 @@ class _Listener:
         self._task: asyncio.Task[None] | None = None
         self.listening = False
         #: The committed head as of the last notification (each append's carries it, and they come in commit
-        #: order); None while not listening, so waiters read the head themselves.
+        #: order); None while it cannot tell (not listening, or no head read yet): waiters read it themselves.
         self.head: int | None = None
 
     def signal(self) -> asyncio.Event:

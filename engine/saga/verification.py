@@ -167,8 +167,8 @@ async def verify(
         return await _verify_revoke(engine, secret, rotation)
     # The saga settles leaks when it finishes, but a check that could not run then (a provider slow under load)
     # leaves them open with nothing to retry: proof of the latest rotation seen now settles them, so an agent
-    # told "verified" finds its leak resolved. Their read goes alongside the live checks (only a completed
-    # rotation can be verified; it was requested before them, so a leak opened meanwhile never counts).
+    # told "verified" finds its leak resolved. They are read alongside the live checks: only a completed rotation
+    # can be verified, and only leaks opened before it was requested count, so reading them early misses none.
     settles = rotation is secret.rotations[-1] and rotation.status == "completed"
     found = asyncio.ensure_future(_open_leaks(engine, tenant, secret_id)) if settles else None
     try:

@@ -61,5 +61,6 @@ async def test_an_open_incident_is_resolved_and_linked(engine: Engine) -> None:
     incident_id = await leak(engine)
     await settle(engine, [incident_id], "rot_1")
     events, _ = await engine.load(naming.incident_stream(TENANT, incident_id))
-    assert [type(e) for e in events[-2:]] == [ev.IncidentLinked, ev.IncidentResolved]
-    assert events[-2].ref_id == "rot_1"  # type: ignore[attr-defined]
+    linked, resolved = events[-2:]
+    assert isinstance(linked, ev.IncidentLinked) and (linked.ref_kind, linked.ref_id) == ("rotation", "rot_1")
+    assert isinstance(resolved, ev.IncidentResolved) and resolved.resolution == "rotation rot_1 verified"
