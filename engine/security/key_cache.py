@@ -82,7 +82,7 @@ class KeyCache:
     async def _watch(self) -> None:
         try:
             began = time.monotonic()
-            head = await self.engine.store.head_position()
+            head = await self.engine.store.wait_head()
             revoked = await self._revoked()
             self._invalidate()  # whatever was cached before this watcher started is not covered by it
             self._checked_at = began
@@ -91,7 +91,7 @@ class KeyCache:
                 await self.engine.store.wait_for_events(head, _STALE_AFTER_S / 1.5)
                 # The check vouches for the cache as of when it began, not when its reads came back.
                 began = time.monotonic()
-                head = await self.engine.store.head_position()
+                head = await self.engine.store.wait_head()
                 now_revoked = await self._revoked()
                 if now_revoked != revoked:
                     revoked = now_revoked
