@@ -610,10 +610,8 @@ def _fold(secret: Secret, events: list[ev.Event]) -> Secret:
     return secret
 
 
-def _then(first: _Unrecorded | None, second: _Unrecorded) -> _Unrecorded:
+def _then(first: _Unrecorded, second: _Unrecorded) -> _Unrecorded:
     """Events not yet appended, followed by a step's outcome: one append's worth, in order."""
-    if first is None:
-        return second
     return _Unrecorded([*first.events, *second.events], _both(first.side, second.side))
 
 
