@@ -10,6 +10,11 @@ JSON-RPC ``get_secret_metadata`` calls. Targets are measured interleaved, ROUNDS
 The test prints a table and asserts correctness only (every call answered with a result; every
 successful Lockzero call has its durable audit row in rm_audit while the server is still running),
 never a speed threshold.
+
+Three floors (tests/bench/floor_app.py) run in the same rounds: the bare endpoint plus get_secret_metadata's read,
+plus that read and one group-committed append, plus that read and one audit record through Lockzero's own durable
+audit path. They show how much of the bare endpoint's rate any server doing that database work keeps, and so
+what part of the gap is Lockzero's per-call Python and what part the work the goal requires.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import pytest
 
 from lockzero.engine.domain.events import AuditRecorded
 from tests.api.support import free_port
+from tests.bench.floor_app import FLOOR_ENV, FLOORS
 from tests.conftest import fresh_pg_database
 
 pytestmark = pytest.mark.bench
@@ -302,6 +308,7 @@ def _bench(url: str, tmp: Path) -> None:
 
     lz: subprocess.Popen[bytes] | None = None
     bare: subprocess.Popen[bytes] | None = None
+    floors: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     dbname = url.rsplit("/", 1)[1]
     try:
         with psycopg.connect(url, autocommit=True) as monitor:
@@ -320,21 +327,31 @@ def _bench(url: str, tmp: Path) -> None:
             wait_listening(bare, bare_port, bare_log)
             status, echoed = post_raw(bare_port, "", rpc_body(1, secret_ids[0]))
             assert (status, echoed) == (200, captured)
+            for floor in FLOORS:
+                port, log = free_port(), tmp / f"floor-{floor}.log"
+                floor_env = {**bare_env, "LOCKZERO_PORT": str(port), FLOOR_ENV: floor}
+                floors[floor] = start_server([sys.executable, "-m", "tests.bench.floor_app"], floor_env, log), port
+                wait_listening(floors[floor][0], port, log)
+                assert post_raw(port, "", rpc_body(1, secret_ids[0])) == (200, captured)
 
             # ---- interleaved runs -----------------------------------------------------------------
             pg = PgBackends(monitor, dbname)
             lz_sum, bare_sum = Summary(), Summary()
+            floor_sums = {floor: Summary() for floor in FLOORS}
             for _ in range(ROUNDS):
                 run = run_load("lockzero", lz_port, token, secret_ids, lz.pid, pg)
                 lz_sum.runs.append(run)
                 audited_expected += run.ok + run.warmup_ok
                 bare_sum.runs.append(run_load("bare", bare_port, token, secret_ids, bare.pid, None))
+                for floor, (proc, port) in floors.items():
+                    floor_sums[floor].runs.append(run_load(f"floor {floor}", port, token, secret_ids, proc.pid, pg))
             # Why not httpx: the same load with it, once, against the bare endpoint.
             httpx_run = run_load(
                 "bare/httpx", bare_port, token, secret_ids, bare.pid, None, client="httpx", measure_s=HTTPX_MEASURE_S
             )
 
-            for r in [*lz_sum.runs, *bare_sum.runs, httpx_run]:
+            floor_runs = [r for s in floor_sums.values() for r in s.runs]
+            for r in [*lz_sum.runs, *bare_sum.runs, *floor_runs, httpx_run]:
                 assert r.failed == 0 and r.warmup_failed == 0, f"{r.target}: failed calls, first: {r.first_failure}"
                 assert r.ok > 0
 
@@ -346,12 +363,15 @@ def _bench(url: str, tmp: Path) -> None:
             ).fetchone() or (0, 0)
             # All events of one group commit share recorded_at (lz_append_batch's p_at).
             batches, audit_events = monitor.execute(
-                "SELECT count(DISTINCT recorded_at), count(*) FROM lz_events WHERE type = %s AND recorded_at >= %s",
-                (AUDIT_EVENT_TYPE, served_from),
+                "SELECT count(DISTINCT recorded_at), count(*) FROM lz_events WHERE type = %s AND recorded_at >= %s"
+                " AND convert_from(data, 'UTF8')::jsonb ->> 'actor_id' = %s",
+                (AUDIT_EVENT_TYPE, served_from, key_id),
             ).fetchone() or (0, 0)
     finally:
         stop(lz)
         stop(bare)
+        for proc, _ in floors.values():
+            stop(proc)
     load_after = os.getloadavg()
 
     assert audited == audited_expected, (
@@ -364,7 +384,9 @@ def _bench(url: str, tmp: Path) -> None:
     raw_client_us = bare_sum.per_call_us("client_cpu_s")
     httpx_client_us = Summary([httpx_run]).per_call_us("client_cpu_s")
     cpu_ceiling = bare_sum.per_call_us("server_cpu_s") / lz_sum.per_call_us("server_cpu_s")
-    hr = "-" * 104
+    audit_floor = floor_sums["audit"]
+    own_us = lz_sum.per_call_us("server_cpu_s") - audit_floor.per_call_us("server_cpu_s")
+    hr = "-" * 106
     lines = [
         "",
         hr,
@@ -382,16 +404,17 @@ def _bench(url: str, tmp: Path) -> None:
         f"machine: {os.cpu_count()} CPUs, load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
         " (server, PostgreSQL and load generator share the CPUs)",
         hr,
-        f"{'endpoint':<10} | {'calls/s':>22} | {'p50 ms':>7} | {'p99 ms':>7} | {'calls':>6} | per call µs: "
+        f"{'endpoint':<12} | {'calls/s':>22} | {'p50 ms':>7} | {'p99 ms':>7} | {'calls':>6} | per call µs: "
         f"{'server CPU':>10} {'srv runq':>8} {'PG CPU':>7} {'client':>6}",
         hr,
     ]
-    for name, s in (("Lockzero", lz_sum), ("bare", bare_sum)):
+    rows = [("Lockzero", lz_sum), ("bare", bare_sum), *((f"floor {f}", floor_sums[f]) for f in FLOORS)]
+    for name, s in rows:
         calls = sum(r.ok for r in s.runs)
         rate_txt = f"{s.median_rate:,.0f} [{s.spread()}]"
-        pg_txt = f"{s.per_call_us('pg_cpu_s'):7.0f}" if name == "Lockzero" else f"{'-':>7}"
+        pg_txt = f"{s.per_call_us('pg_cpu_s'):7.0f}" if name != "bare" else f"{'-':>7}"
         lines.append(
-            f"{name:<10} | {rate_txt:>22} | {s.percentile_ms(0.5):7.2f} | {s.percentile_ms(0.99):7.2f} | {calls:>6} |"
+            f"{name:<12} | {rate_txt:>22} | {s.percentile_ms(0.5):7.2f} | {s.percentile_ms(0.99):7.2f} | {calls:>6} |"
             f"              {s.per_call_us('server_cpu_s'):10.0f} {s.per_call_us('server_wait_s'):8.0f} {pg_txt}"
             f" {s.per_call_us('client_cpu_s'):6.0f}"
         )
@@ -400,6 +423,20 @@ def _bench(url: str, tmp: Path) -> None:
         f"Lockzero / bare calls/s: {ratio:.1%}   (server CPU per call, bare / Lockzero: {cpu_ceiling:.1%}: the most"
         " Lockzero's one event loop could reach if its own CPU were the only limit)",
         f"goal >= {GOAL_RATIO:.0%} of the bare endpoint's rate with the audit durable: {_met(ratio >= GOAL_RATIO)}",
+        hr,
+        "floors (tests/bench/floor_app.py): the bare endpoint plus get_secret_metadata's read (read), plus one"
+        " group-committed append (append), plus one audit record through Lockzero's durable audit path (audit);",
+        "no auth, JSON-RPC, tool layer, logging or tracing. Floor / bare = the most the ratio can be with that work:",
+        "   "
+        + "; ".join(f"{f} {floor_sums[f].median_rate / bare_sum.median_rate:.1%}" for f in FLOORS)
+        + "   (server CPU per call, bare / floor: "
+        + "; ".join(
+            f"{f} {bare_sum.per_call_us('server_cpu_s') / floor_sums[f].per_call_us('server_cpu_s'):.1%}"
+            for f in FLOORS
+        )
+        + ")",
+        f"Lockzero / audit floor calls/s: {lz_sum.median_rate / audit_floor.median_rate:.1%}; Lockzero's own per-call"
+        f" work beyond the audit floor: {own_us:,.0f} µs of server CPU",
         hr,
         f"durability: rm_audit holds {audited:,} get_secret_metadata rows for key {key_id} (all outcome ok) ="
         f" {audited_expected:,} calls answered (incl. warm-up), counted before the server stopped",
