@@ -168,6 +168,11 @@ class EventStore(Protocol):
         """A connection for reads, each statement on its own (no BEGIN/COMMIT round trips)."""
         ...
 
+    def snapshot(self) -> AbstractAsyncContextManager[Transaction]:
+        """A read-only transaction whose statements all see the same committed state of the store, for reads
+        that must agree with each other while appends go on (a chain walk against the chain heads)."""
+        ...
+
     async def ping(self) -> None:
         """Raise StoreUnavailable when the database cannot serve queries."""
         ...

@@ -144,6 +144,14 @@ class PostgresEventStore:
         async with self._connection() as conn:
             yield PostgresTransaction(conn)
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[PostgresTransaction]:
+        async with self._connection() as conn, conn.transaction():
+            # Each statement of a READ COMMITTED transaction sees the commits made before it; this one's first
+            # query fixes the view for all of them.
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield PostgresTransaction(conn)
+
     async def rebuild(
         self, reset: Callable[[Transaction], Awaitable[None]], apply: OnAppend, batch_size: int = 5000
     ) -> int:

@@ -146,6 +146,11 @@ class SQLiteEventStore:
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable("SQLite event store is unavailable") from exc
 
+    def snapshot(self) -> Any:
+        # A deferred BEGIN takes its read snapshot at the first SELECT and keeps it to COMMIT, so another
+        # process's appends to the same file (a CLI beside `lockzero serve`) stay out of view too.
+        return self._tx(immediate=False)
+
     async def rebuild(
         self, reset: Callable[[Transaction], Awaitable[None]], apply: OnAppend, batch_size: int = 5000
     ) -> int:

@@ -86,7 +86,9 @@ async def verify(engine: Engine, tenant: str | None = None, since: int = 0, witn
     tenant = _check_tenant(tenant)
     if since < 0:
         raise InvalidInput("--since must be a position >= 0")
-    async with engine.store.reader() as tx:
+    # One snapshot: read statement by statement, records appended during the walk would pass the chain heads
+    # it read first and be taken for forged ones.
+    async with engine.store.snapshot() as tx:
         report = await verify_chain(tx, tenant=tenant, since=since)
         if tenant is None:
             rows = await tx.fetchall("SELECT tenant FROM rm_tenants UNION SELECT tenant FROM lz_audit_signing_keys")

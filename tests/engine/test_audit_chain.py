@@ -72,6 +72,35 @@ async def test_untouched_store_verifies_clean_after_many_mixed_calls(engine: Eng
     assert since.ok and since.records == total - total // 2 + 1
 
 
+async def test_verify_while_records_are_appended_names_nothing(engine: Engine) -> None:
+    """A walk read statement by statement took the records committed during it for forged ones (they passed the
+    chain heads it had read first): on PostgreSQL every pass under load named an intact chain broken. It reads
+    one snapshot now."""
+    await tenants.create_tenant(engine, "acme", OPERATOR)
+    # More than one page of the walk (eventstore/chain.py _PAGE), so the walk is several statements.
+    await asyncio.gather(*(audit.record(engine, "acme", OPERATOR, "list_secrets", "ok") for _ in range(2500)))
+    writing = True
+
+    async def writer() -> int:
+        appended = 0
+        while writing:
+            await asyncio.gather(*(audit.record(engine, "acme", OPERATOR, "list_secrets", "ok") for _ in range(20)))
+            appended += 20
+        return appended
+
+    writers = [asyncio.create_task(writer()) for _ in range(3)]
+    try:
+        verdicts = [await audit_chain.verify(engine) for _ in range(8)]
+    finally:
+        writing = False
+        appended = sum(await asyncio.gather(*writers))
+    assert appended > 0  # the walks did run while records were appended
+    assert [v.message() for v in verdicts if not v.ok] == []
+    assert all(v.records >= 2501 for v in verdicts)
+    final = await audit_chain.verify(engine)
+    assert final.ok and final.records == await engine.store.head_position()
+
+
 async def test_python_and_sql_link_the_same_bytes(engine: Engine) -> None:
     await tenants.create_tenant(engine, "acme", OPERATOR)
     recorded = await engine.store.read_all(0, 10)
