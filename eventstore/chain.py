@@ -18,7 +18,7 @@ import hashlib
 import re
 import struct
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -134,6 +134,10 @@ class ChainState:
 class VerifyReport:
     chains: dict[str, ChainState] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    #: The last position the walk read (``since`` - 1 when it read none).
+    last_position: int = 0
+    #: Whether the walk went on to the last record (a ``limit`` can stop it before).
+    reached_end: bool = True
 
     @property
     def ok(self) -> bool:
@@ -166,10 +170,20 @@ def _like_prefilter(tenant: str) -> str:
 
 
 class _Verifier:
-    def __init__(self, tx: Transaction, tenant: str | None, since: int, start: int) -> None:
+    def __init__(
+        self,
+        tx: Transaction,
+        tenant: str | None,
+        since: int,
+        start: int,
+        anchors: Mapping[str, ChainState] | None = None,
+        limit: int | None = None,
+    ) -> None:
         self.tx = tx
         self.tenant = tenant
         self.since = since
+        self.anchors = anchors
+        self.limit = limit
         #: Events at or below this position predate the chain (the migration that added it).
         self.start = start
         self.report = VerifyReport()
@@ -199,7 +213,13 @@ class _Verifier:
     async def run(self) -> VerifyReport:
         for chain, seq, pos, h in await self.tx.fetchall("SELECT chain, seq, position, hash FROM lz_chain_heads"):
             self.heads[chain] = (int(seq), int(pos), bytes(h))
-        if self.since > 1:
+        if self.anchors is not None:
+            self.report.chains = {
+                c: ChainState(seq=s.seq, hash=s.hash, position=s.position)
+                for c, s in self.anchors.items()
+                if self._mine(c)
+            }
+        elif self.since > 1:
             await self._anchor()
         where = "position >= ?"
         params: list[object] = [self.since]
@@ -209,11 +229,15 @@ class _Verifier:
         after = self.since - 1
         # Whole-store runs also check that global positions are gap-free (they are, by construction).
         expect_pos = max(self.since, 1) if self.tenant is None else None
-        while True:
+        left = self.limit
+        while left is None or left > 0:
+            page = _PAGE if left is None else min(_PAGE, left)
             rows = await self.tx.fetchall(
                 f"SELECT {_ROW} FROM lz_events WHERE {where} AND position > ? ORDER BY position LIMIT ?",
-                (*params, after, _PAGE),
+                (*params, after, page),
             )
+            if left is not None:
+                left -= len(rows)
             if not rows:
                 break
             for row in rows:
@@ -226,7 +250,13 @@ class _Verifier:
                     expect_pos = position + 1
                 await self._row(row)
             after = int(rows[-1][0])
-        await self._tails()
+            if len(rows) < page:
+                break
+        self.report.last_position = after
+        self.report.reached_end = left is None or left > 0
+        if self.report.reached_end:
+            # A slice that stopped short of the last record cannot hold the heads to anything.
+            await self._tails()
         return self.report
 
     async def _anchor(self) -> None:
@@ -306,8 +336,20 @@ class _Verifier:
                 self._fail(state, chain, state.position, "inserted", "records of a chain that has no head")
 
 
-async def verify_chain(tx: Transaction, *, tenant: str | None = None, since: int = 0) -> VerifyReport:
+async def verify_chain(
+    tx: Transaction,
+    *,
+    tenant: str | None = None,
+    since: int = 0,
+    anchors: Mapping[str, ChainState] | None = None,
+    limit: int | None = None,
+) -> VerifyReport:
     """Walk the chains (one tenant's, or all) from position ``since``; the report names every chain's
-    first bad record. Reads only: run it on a reader or transaction connection."""
+    first bad record. Reads only: run it on a snapshot (EventStore.snapshot), so that records appended
+    meanwhile are not taken for forged ones.
+
+    ``anchors`` are the chain states an earlier walk ended on (its report's ``chains``), trusted as the
+    records before ``since`` instead of reading those; ``limit`` stops the walk after that many records
+    (a slice of the history: the chain heads are then not checked)."""
     row = await tx.fetchone("SELECT position FROM lz_chain_start WHERE id = 1")
-    return await _Verifier(tx, tenant, max(since, 0), int(row[0]) if row else 0).run()
+    return await _Verifier(tx, tenant, max(since, 0), int(row[0]) if row else 0, anchors, limit).run()

@@ -97,7 +97,7 @@ async def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
         if args.tenant:
             results = [await audit_chain.checkpoint(engine, args.tenant, witness)]
         else:
-            results, _ = await audit_chain.audit_pass(engine, witness)
+            results = await audit_chain.checkpoint_all(engine, witness)
     if args.json:
         emit_json(results)
     else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from lockzero.engine.domain import naming
 from lockzero.engine.domain.clock import iso
 from lockzero.engine.domain.errors import InvalidInput
 from lockzero.engine.security.outbound import redact_url
+from lockzero.eventstore import Transaction
 from lockzero.eventstore.chain import SYSTEM_CHAIN, VerifyReport, chain_of, verify_chain
 
 
@@ -90,17 +92,19 @@ async def verify(engine: Engine, tenant: str | None = None, since: int = 0, witn
     # it read first and be taken for forged ones.
     async with engine.store.snapshot() as tx:
         report = await verify_chain(tx, tenant=tenant, since=since)
-        if tenant is None:
-            rows = await tx.fetchall("SELECT tenant FROM rm_tenants UNION SELECT tenant FROM lz_audit_signing_keys")
-            signed = sorted({str(r[0]) for r in rows} | {c for c in report.chains if c != SYSTEM_CHAIN})
-        else:
-            signed = [] if tenant == SYSTEM_CHAIN else [tenant]
+        signed = await signed_tenants(tx, report) if tenant is None else [] if tenant == SYSTEM_CHAIN else [tenant]
     checkpoints, extra = 0, []
     for t in signed:
-        n, failures = await _check_checkpoints(engine, t, witness)
-        checkpoints += n
-        extra.extend(failures)
+        checked = await check_checkpoints(engine, t, witness)
+        checkpoints += checked.count
+        extra.extend(checked.failures)
     return verdict(report, checkpoints, extra)
+
+
+async def signed_tenants(tx: Transaction, report: VerifyReport) -> list[str]:
+    """The tenants whose checkpoints a whole-store verification checks."""
+    rows = await tx.fetchall("SELECT tenant FROM rm_tenants UNION SELECT tenant FROM lz_audit_signing_keys")
+    return sorted({str(r[0]) for r in rows} | {c for c in report.chains if c != SYSTEM_CHAIN})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -344,31 +348,45 @@ async def checkpoint(engine: Engine, tenant: str, witness: Witness | None = None
     return CheckpointResult(tenant, created, done)
 
 
-async def _stored_checkpoints(engine: Engine, tenant: str, *, unwitnessed: bool = False) -> list[Checkpoint]:
-    sql = "SELECT tenant, seq, position, hash, at, signature FROM lz_audit_checkpoints WHERE tenant = ?"
+async def _stored_checkpoints(
+    engine: Engine, tenant: str, *, unwitnessed: bool = False, after_seq: int = 0
+) -> list[Checkpoint]:
+    sql = "SELECT tenant, seq, position, hash, at, signature FROM lz_audit_checkpoints WHERE tenant = ? AND seq > ?"
     if unwitnessed:
         sql += " AND witnessed_at IS NULL"
     async with engine.store.reader() as tx:
-        rows = await tx.fetchall(sql + " ORDER BY seq", (tenant,))
+        rows = await tx.fetchall(sql + " ORDER BY seq", (tenant, after_seq))
     return [Checkpoint(t, int(s), int(p), bytes(h).hex(), a, bytes(sig).hex()) for t, s, p, h, a, sig in rows]
 
 
-async def _check_checkpoints(engine: Engine, tenant: str, witness: Witness | None) -> tuple[int, list[FailureView]]:
-    """Every stored and witnessed checkpoint must carry a valid signature and match the chain."""
+@dataclass(frozen=True)
+class CheckpointCheck:
+    count: int
+    failures: list[FailureView]
+    #: The highest checkpoint seq checked (``after_seq`` when there was none).
+    last_seq: int
+
+
+async def check_checkpoints(
+    engine: Engine, tenant: str, witness: Witness | None, after_seq: int = 0
+) -> CheckpointCheck:
+    """Every stored and witnessed checkpoint after ``after_seq`` must carry a valid signature and match the chain."""
     failures: list[FailureView] = []
-    stored = await _stored_checkpoints(engine, tenant)
+    stored = await _stored_checkpoints(engine, tenant, after_seq=after_seq)
     witnessed: list[Checkpoint] = []
     if witness is not None:
         try:
-            witnessed = await witness.fetch(tenant)
+            witnessed = [cp for cp in await witness.fetch(tenant) if cp.seq > after_seq]
         except WitnessError as exc:
             failures.append(FailureView(tenant, 0, "unverifiable", str(exc)))
     if not stored and not witnessed:
-        return 0, failures
+        return CheckpointCheck(0, failures, after_seq)
+    last_seq = max(c.seq for c in [*stored, *witnessed])
     key = await _signing_key(engine, tenant, create=False)
     if key is None:
         first = min(c.position for c in [*stored, *witnessed])
-        return 0, [*failures, FailureView(tenant, first, "rewritten", "checkpoints exist but the signing key is gone")]
+        failures.append(FailureView(tenant, first, "rewritten", "checkpoints exist but the signing key is gone"))
+        return CheckpointCheck(0, failures, last_seq)
     public = key.public_key()
     by_seq: dict[int, Checkpoint] = {}
     for cp in [*stored, *witnessed]:
@@ -406,12 +424,11 @@ async def _check_checkpoints(engine: Engine, tenant: str, witness: Witness | Non
                         f"the chain differs from the signed checkpoint #{cp.seq} ({cp.at})",
                     )
                 )
-    return len(by_seq), failures
+    return CheckpointCheck(len(by_seq), failures, last_seq)
 
 
-async def audit_pass(engine: Engine, witness: Witness | None) -> tuple[list[CheckpointResult], Verdict]:
-    """The scheduler's step: checkpoint every tenant's chain head (pushing to the witness), then verify all."""
+async def checkpoint_all(engine: Engine, witness: Witness | None) -> list[CheckpointResult]:
+    """Checkpoint every tenant's chain head, pushing to the witness."""
     async with engine.store.reader() as tx:
         tenants = [str(r[0]) for r in await tx.fetchall("SELECT tenant FROM rm_tenants ORDER BY tenant")]
-    results = [await checkpoint(engine, t, witness) for t in tenants]
-    return results, await verify(engine, witness=witness)
+    return [await checkpoint(engine, t, witness) for t in tenants]

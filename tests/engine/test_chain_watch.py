@@ -1,0 +1,103 @@
+"""The scheduler's audit-chain check between passes (engine/audit/chain_watch.py), on both backends: a
+first full walk, then what was appended plus a slice of older history; an edit anywhere is still found
+(new records at once, old ones when the slices reach them, a changed head at once); a failure makes the
+next pass a full walk again; checkpoints are checked once each, and all again when the slices start over."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from lockzero.engine.app import Engine
+from lockzero.engine.audit import chain as audit_chain
+from lockzero.engine.audit import records as audit
+from lockzero.engine.audit.chain_watch import ChainWatch, watch_of
+from tests.engine.support import OPERATOR
+from tests.engine.test_audit_chain import mixed_calls, positions_of, sql
+
+SLICE = 40
+
+
+@pytest.fixture
+async def watched(engine: Engine) -> tuple[Engine, ChainWatch]:
+    await mixed_calls(engine, 150)
+    watch = ChainWatch(scrub_records=SLICE)
+    first = await watch.run(engine, None)
+    assert first.ok and first.records == await engine.store.head_position()  # the first pass walks everything
+    return engine, watch
+
+
+async def more(engine: Engine, n: int, tenant: str = "acme") -> None:
+    await asyncio.gather(*(audit.record(engine, tenant, OPERATOR, "list_secrets", "ok") for _ in range(n)))
+
+
+async def test_later_passes_walk_what_was_appended_and_one_slice(watched: tuple[Engine, ChainWatch]) -> None:
+    engine, watch = watched
+    await more(engine, 10)
+    second = await watch.run(engine, None)
+    assert second.ok and second.records == 10 + SLICE
+    assert (await watch.run(engine, None)).records == SLICE  # nothing new: the next slice only
+
+
+async def test_an_edit_of_an_old_record_is_found_when_the_slices_reach_it(watched: tuple[Engine, ChainWatch]) -> None:
+    engine, watch = watched
+    head = await engine.store.head_position()
+    target = (await positions_of(engine, "acme"))[-5]  # near the end: the last slice of the round reaches it
+    await sql(engine, "UPDATE lz_events SET metadata = ? WHERE position = ?", (b"{}", target))
+    verdicts = []
+    for _ in range(math.ceil(head / SLICE) + 1):
+        verdicts.append(await watch.run(engine, None))
+        if not verdicts[-1].ok:
+            break
+    assert [v.ok for v in verdicts[:-1]] == [True] * (len(verdicts) - 1)  # the slices before it were clean
+    assert len(verdicts) >= head // SLICE  # found by the slice that reached it, not before
+    found = verdicts[-1]
+    assert (found.ok, found.first_bad_position, found.failures[0].kind) == (False, target, "modified")
+    again = await watch.run(engine, None)  # after a failure the next pass walks everything again
+    assert not again.ok and again.first_bad_position == target
+    assert again.records > head - 10  # all but the broken chain's records after the bad one
+
+
+async def test_a_tampered_new_record_is_found_at_the_next_pass(watched: tuple[Engine, ChainWatch]) -> None:
+    engine, watch = watched
+    await more(engine, 10)
+    target = (await positions_of(engine, "acme"))[-3]
+    await sql(engine, "UPDATE lz_events SET metadata = ? WHERE position = ?", (b"{}", target))
+    found = await watch.run(engine, None)
+    assert (found.ok, found.first_bad_position) == (False, target)
+
+
+async def test_a_changed_head_is_found_at_the_next_pass(watched: tuple[Engine, ChainWatch]) -> None:
+    """The record and the head table agree with each other but not with what the last pass verified (a rewrite
+    that reached the head): the chain states kept in memory tell, with no new record to walk."""
+    engine, watch = watched
+    last = (await positions_of(engine, "beta"))[-1]
+    forged = bytes(range(32))
+    await sql(engine, "UPDATE lz_events SET chain_hash = ? WHERE position = ?", (forged, last))
+    await sql(engine, "UPDATE lz_chain_heads SET hash = ? WHERE chain = 'beta'", (forged,))
+    found = await watch.run(engine, None)
+    assert not found.ok
+    assert (found.failures[0].tenant, found.failures[0].position, found.failures[0].kind) == ("beta", last, "modified")
+
+
+async def test_checkpoints_are_checked_once_and_again_when_the_slices_start_over(engine: Engine) -> None:
+    await mixed_calls(engine, 150)
+    head = await engine.store.head_position()
+    await audit_chain.checkpoint(engine, "acme")
+    await audit_chain.checkpoint(engine, "beta")
+    watch = ChainWatch(scrub_records=SLICE)
+    assert (await watch.run(engine, None)).checkpoints == 2
+    await more(engine, 3)
+    await audit_chain.checkpoint(engine, "acme")
+    assert (await watch.run(engine, None)).checkpoints == 1  # the new one only
+    checked = []
+    for _ in range(math.ceil(head / SLICE) + 1):
+        checked.append((await watch.run(engine, None)).checkpoints)
+    assert 3 in checked  # the pass whose slice reached the end checked all three again
+    assert set(checked) <= {0, 3}
+
+
+async def test_the_scheduler_keeps_one_watch_per_engine(engine: Engine) -> None:
+    assert watch_of(engine) is watch_of(engine)
