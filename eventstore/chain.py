@@ -136,7 +136,7 @@ class VerifyReport:
     failures: list[Failure] = field(default_factory=list)
     #: The last position the walk read (``since`` - 1 when it read none).
     last_position: int = 0
-    #: Whether the walk went on to the last record (a ``limit`` can stop it before).
+    #: Whether the walk read every record up to ``until`` (the last one when None); a ``limit`` can stop it before.
     reached_end: bool = True
 
     @property
@@ -178,12 +178,14 @@ class _Verifier:
         start: int,
         anchors: Mapping[str, ChainState] | None = None,
         limit: int | None = None,
+        until: int | None = None,
     ) -> None:
         self.tx = tx
         self.tenant = tenant
         self.since = since
         self.anchors = anchors
         self.limit = limit
+        self.until = until
         #: Events at or below this position predate the chain (the migration that added it).
         self.start = start
         self.report = VerifyReport()
@@ -215,7 +217,7 @@ class _Verifier:
             self.heads[chain] = (int(seq), int(pos), bytes(h))
         if self.anchors is not None:
             self.report.chains = {
-                c: ChainState(seq=s.seq, hash=s.hash, position=s.position)
+                c: ChainState(seq=s.seq, hash=s.hash, position=s.position, failed=s.failed)
                 for c, s in self.anchors.items()
                 if self._mine(c)
             }
@@ -223,6 +225,9 @@ class _Verifier:
             await self._anchor()
         where = "position >= ?"
         params: list[object] = [self.since]
+        if self.until is not None:
+            where += " AND position <= ?"
+            params.append(self.until)
         if self.tenant is not None:
             where += " AND stream LIKE ? ESCAPE '\\'"
             params.append(_like_prefilter(self.tenant))
@@ -254,9 +259,7 @@ class _Verifier:
                 break
         self.report.last_position = after
         self.report.reached_end = left is None or left > 0
-        if self.report.reached_end:
-            # A slice that stopped short of the last record cannot hold the heads to anything.
-            await self._tails()
+        await self._tails()
         return self.report
 
     async def _anchor(self) -> None:
@@ -316,9 +319,14 @@ class _Verifier:
         state.records += 1
 
     async def _tails(self) -> None:
-        """The head table must agree with the last record: a truncated tail shows here."""
+        """The head table must agree with the last record: a truncated tail shows here. A walk that stopped
+        before the last record (``limit``, ``until``) holds to this only the heads at or before where it stopped."""
+        if not self.report.reached_end:
+            read_to: float = self.report.last_position
+        else:
+            read_to = float("inf") if self.until is None else max(self.until, self.report.last_position)
         for chain, (seq, position, h) in self.heads.items():
-            if not self._mine(chain):
+            if not self._mine(chain) or position > read_to:
                 continue
             state = self.report.chains.setdefault(chain, ChainState())
             if state.failed:
@@ -332,7 +340,8 @@ class _Verifier:
             elif h != state.hash or position != state.position:
                 self._fail(state, chain, position, "modified", "the chain head does not match the last record")
         for chain, state in self.report.chains.items():
-            if chain not in self.heads and state.records and not state.failed:
+            # state.seq: a chain the walk took from its anchors, with no record in this walk, must have a head too.
+            if chain not in self.heads and (state.records or state.seq) and not state.failed:
                 self._fail(state, chain, state.position, "inserted", "records of a chain that has no head")
 
 
@@ -343,13 +352,14 @@ async def verify_chain(
     since: int = 0,
     anchors: Mapping[str, ChainState] | None = None,
     limit: int | None = None,
+    until: int | None = None,
 ) -> VerifyReport:
     """Walk the chains (one tenant's, or all) from position ``since``; the report names every chain's
     first bad record. Reads only: run it on a snapshot (EventStore.snapshot), so that records appended
     meanwhile are not taken for forged ones.
 
     ``anchors`` are the chain states an earlier walk ended on (its report's ``chains``), trusted as the
-    records before ``since`` instead of reading those; ``limit`` stops the walk after that many records
-    (a slice of the history: the chain heads are then not checked)."""
+    records before ``since`` instead of reading those; ``limit`` stops the walk after that many records and
+    ``until`` after that position (a slice of the history: only the chain heads it passed are checked)."""
     row = await tx.fetchone("SELECT position FROM lz_chain_start WHERE id = 1")
-    return await _Verifier(tx, tenant, max(since, 0), int(row[0]) if row else 0, anchors, limit).run()
+    return await _Verifier(tx, tenant, max(since, 0), int(row[0]) if row else 0, anchors, limit, until).run()

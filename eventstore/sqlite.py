@@ -146,10 +146,15 @@ class SQLiteEventStore:
             except sqlite3.OperationalError as exc:
                 raise StoreUnavailable("SQLite event store is unavailable") from exc
 
-    def snapshot(self) -> Any:
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[SQLiteTransaction]:
         # A deferred BEGIN takes its read snapshot at the first SELECT and keeps it to COMMIT, so another
         # process's appends to the same file (a CLI beside `lockzero serve`) stay out of view too.
-        return self._tx(immediate=False)
+        async with self._tx(immediate=False) as tx:
+            try:
+                yield tx
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable("SQLite event store is unavailable") from exc
 
     async def rebuild(
         self, reset: Callable[[Transaction], Awaitable[None]], apply: OnAppend, batch_size: int = 5000

@@ -26,6 +26,9 @@ from lockzero.engine.security.outbound import redact_url
 from lockzero.eventstore import Transaction
 from lockzero.eventstore.chain import SYSTEM_CHAIN, VerifyReport, chain_of, verify_chain
 
+#: The kind of failure that says a witness could not be read, not that a chain is broken.
+UNVERIFIABLE = "unverifiable"
+
 
 class ChainSummary(msgspec.Struct, frozen=True):
     tenant: str
@@ -378,7 +381,7 @@ async def check_checkpoints(
         try:
             witnessed = [cp for cp in await witness.fetch(tenant) if cp.seq > after_seq]
         except WitnessError as exc:
-            failures.append(FailureView(tenant, 0, "unverifiable", str(exc)))
+            failures.append(FailureView(tenant, 0, UNVERIFIABLE, str(exc)))
     if not stored and not witnessed:
         return CheckpointCheck(0, failures, after_seq)
     last_seq = max(c.seq for c in [*stored, *witnessed])

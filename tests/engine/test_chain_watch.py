@@ -20,10 +20,11 @@ from tests.engine.test_audit_chain import mixed_calls, positions_of, sql
 SLICE = 40
 
 
-@pytest.fixture
-async def watched(engine: Engine) -> tuple[Engine, ChainWatch]:
+@pytest.fixture(params=[7, 2000], ids=["chunks of 7", "one chunk"])
+async def watched(engine: Engine, request: pytest.FixtureRequest) -> tuple[Engine, ChainWatch]:
+    """Walks read a chunk per snapshot: a chunk smaller than the slice makes every walk several of them."""
     await mixed_calls(engine, 150)
-    watch = ChainWatch(scrub_records=SLICE)
+    watch = ChainWatch(scrub_records=SLICE, chunk=request.param)
     first = await watch.run(engine, None)
     assert first.ok and first.records == await engine.store.head_position()  # the first pass walks everything
     return engine, watch
@@ -55,9 +56,54 @@ async def test_an_edit_of_an_old_record_is_found_when_the_slices_reach_it(watche
     assert len(verdicts) >= head // SLICE  # found by the slice that reached it, not before
     found = verdicts[-1]
     assert (found.ok, found.first_bad_position, found.failures[0].kind) == (False, target, "modified")
-    again = await watch.run(engine, None)  # after a failure the next pass walks everything again
-    assert not again.ok and again.first_bad_position == target
-    assert again.records > head - 10  # all but the broken chain's records after the bad one
+    again = await watch.run(engine, None)  # a failure, once found, is named at every pass
+    assert not again.ok and again.first_bad_position == target and again.records <= SLICE
+
+
+async def test_an_old_edit_is_found_within_a_round_while_records_arrive_faster_than_a_slice(
+    watched: tuple[Engine, ChainWatch],
+) -> None:
+    """Slices chasing a head that moves on by more than a slice per pass would never meet it: a round ends where
+    the head was when it began."""
+    engine, watch = watched
+    head = await engine.store.head_position()
+    for _ in range(2):  # the slices move past the record before it is edited, so a new round must reach it
+        assert (await watch.run(engine, None)).ok
+    target = (await positions_of(engine, "acme"))[2]
+    await sql(engine, "UPDATE lz_events SET metadata = ? WHERE position = ?", (b"{}", target))
+    # This round ends at the head when it began; the next one reaches the record: two rounds at most.
+    for _ in range(2 * math.ceil(head / SLICE) + 2):
+        await more(engine, 2 * SLICE)
+        found = await watch.run(engine, None)
+        if not found.ok:
+            break
+    assert (found.ok, found.first_bad_position) == (False, target)
+
+
+async def test_a_deleted_head_of_a_quiet_chain_is_found_at_the_next_pass(engine: Engine) -> None:
+    await mixed_calls(engine, 150)
+    # A slice of one record (acme's first): only the walk of new records, which has none of beta's, can tell.
+    watch = ChainWatch(scrub_records=1)
+    assert (await watch.run(engine, None)).ok
+    await more(engine, 5, tenant="acme")
+    await sql(engine, "DELETE FROM lz_chain_heads WHERE chain = 'beta'")
+    found = await watch.run(engine, None)
+    assert not found.ok and (found.failures[0].tenant, found.failures[0].kind) == ("beta", "inserted")
+
+
+async def test_a_bad_checkpoint_is_found_within_a_round_under_load(engine: Engine) -> None:
+    await mixed_calls(engine, 150)
+    head = await engine.store.head_position()
+    await audit_chain.checkpoint(engine, "acme")
+    watch = ChainWatch(scrub_records=SLICE)
+    assert (await watch.run(engine, None)).ok
+    await sql(engine, "UPDATE lz_audit_checkpoints SET signature = ? WHERE tenant = 'acme'", (bytes(64),))
+    for _ in range(2 * math.ceil(head / SLICE) + 2):
+        await more(engine, 2 * SLICE)
+        found = await watch.run(engine, None)
+        if not found.ok:
+            break
+    assert not found.ok and found.failures[0].kind == "rewritten" and "bad signature" in found.failures[0].detail
 
 
 async def test_a_tampered_new_record_is_found_at_the_next_pass(watched: tuple[Engine, ChainWatch]) -> None:
@@ -97,6 +143,29 @@ async def test_checkpoints_are_checked_once_and_again_when_the_slices_start_over
         checked.append((await watch.run(engine, None)).checkpoints)
     assert 3 in checked  # the pass whose slice reached the end checked all three again
     assert set(checked) <= {0, 3}
+
+
+async def test_passes_while_records_are_appended_name_nothing(engine: Engine) -> None:
+    await mixed_calls(engine, 150)
+    watch = ChainWatch(scrub_records=SLICE, chunk=7)
+    writing = True
+
+    async def writer() -> int:
+        appended = 0
+        while writing:
+            await more(engine, 5)
+            appended += 5
+        return appended
+
+    writers = [asyncio.create_task(writer()) for _ in range(2)]
+    try:
+        verdicts = [await watch.run(engine, None) for _ in range(6)]
+    finally:
+        writing = False
+        appended = sum(await asyncio.gather(*writers))
+    assert appended > 0
+    assert [v.message() for v in verdicts if not v.ok] == []
+    assert (await audit_chain.verify(engine)).ok
 
 
 async def test_the_scheduler_keeps_one_watch_per_engine(engine: Engine) -> None:
