@@ -53,16 +53,9 @@ class _Cursor:
     chains: dict[str, ChainState] = field(default_factory=dict)
 
 
-@dataclass
-class _Walk:
-    """A walk from a cursor, chunk by chunk: what it found and where it ended."""
-
-    report: VerifyReport
-    tenants: list[str]
-
-    @property
-    def end(self) -> _Cursor:
-        return _Cursor(self.report.last_position, {c: replace(s) for c, s in self.report.chains.items()})
+def _end(report: VerifyReport) -> _Cursor:
+    """Where a walk stopped, with copies of its chain states."""
+    return _Cursor(report.last_position, {c: replace(s) for c, s in report.chains.items()})
 
 
 class ChainWatch:
@@ -87,27 +80,31 @@ class ChainWatch:
             # Bounded by the head when the pass starts: under steady appends a walk would never catch up.
             target = await engine.store.head_position()
             new = await self._walk(engine, self._head or _Cursor(), None, target)
-            failures = _views(new.report)
-            walked = new.report.records
-            after = self._checked
+            failures = _views(new)
+            walked = new.records
             if self._head is not None:
                 end = self._round_end
                 old = await self._walk(engine, self._scrub, self.scrub_records, end.position)
-                failures += _views(old.report)
-                walked += old.report.records
-                self._scrub = old.end
-                if old.report.reached_end:
+                failures += _views(old)
+                walked += old.records
+                if old.reached_end:
                     # The round of slices met where the walks of new records were when it began: they must agree
                     # there. Start over, and check every checkpoint again, as a full walk does.
-                    failures += _disagreements(old.end, end)
-                    self._scrub, self._round_end, after = _Cursor(), new.end, {}
+                    failures += _disagreements(_end(old), end)
+                    self._scrub, self._round_end, self._checked = _Cursor(), _end(new), {}
+                else:
+                    self._scrub = _end(old)
             else:
-                self._round_end, after = new.end, {}
-            self._head = new.end
-            checked, checkpoint_failures = await self._checkpoints(engine, witness, new.tenants, after)
-            self._remember(failures + checkpoint_failures)
+                self._round_end, self._checked = _end(new), {}
+            # Remembered before the cursors move past them: a later step that fails must not lose them.
+            self._remember(failures)
+            self._head = _end(new)
+            async with engine.store.reader() as tx:
+                tenants = await signed_tenants(tx, new)
+            checked, checkpoint_failures = await self._checkpoints(engine, witness, tenants)
+            self._remember(checkpoint_failures)
             transient = [f for f in checkpoint_failures if f.kind == UNVERIFIABLE]
-            result = verdict(new.report, checked, self._known + transient)
+            result = verdict(new, checked, self._known + transient)
             return msgspec.structs.replace(result, records=walked)
 
     def _remember(self, failures: list[FailureView]) -> None:
@@ -118,33 +115,33 @@ class ChainWatch:
                 seen.add((f.tenant, f.position, f.kind))
                 self._known.append(f)
 
-    async def _walk(self, engine: Engine, start: _Cursor, budget: int | None, until: int) -> _Walk:
+    async def _walk(self, engine: Engine, start: _Cursor, budget: int | None, until: int) -> VerifyReport:
         """From ``start`` up to position ``until``, at most ``budget`` records (None: no limit), a chunk per
         snapshot."""
         total = VerifyReport(chains={c: replace(s, records=0, legacy=0) for c, s in start.chains.items()})
-        total.last_position, cursor, tenants = start.position, start, list[str]()
+        total.last_position, cursor = start.position, start
         while budget is None or budget > 0:
             limit = self.chunk if budget is None else min(self.chunk, budget)
             async with engine.store.snapshot() as tx:
                 part = await verify_chain(
                     tx, since=cursor.position + 1, anchors=cursor.chains, limit=limit, until=until
                 )
-                tenants = await signed_tenants(tx, part)
             _add(total, part)
             if budget is not None:
                 budget -= part.last_position - cursor.position  # rows read: positions have no gaps
-            cursor = _Walk(part, tenants).end
+            cursor = _end(part)
             if part.reached_end:
                 break
         total.reached_end = cursor.position >= until or total.reached_end
-        return _Walk(total, tenants)
+        return total
 
     async def _checkpoints(
-        self, engine: Engine, witness: Witness | None, tenants: list[str], after: dict[str, int]
+        self, engine: Engine, witness: Witness | None, tenants: list[str]
     ) -> tuple[int, list[FailureView]]:
+        """The checkpoints after the last one checked of each tenant (all of them after a reset of _checked)."""
         checked, failures = 0, []
         for tenant in tenants:
-            result = await check_checkpoints(engine, tenant, witness, after.get(tenant, 0))
+            result = await check_checkpoints(engine, tenant, witness, self._checked.get(tenant, 0))
             checked += result.count
             failures += result.failures
             self._checked[tenant] = max(result.last_seq, self._checked.get(tenant, 0))
