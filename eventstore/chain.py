@@ -210,7 +210,9 @@ class _Verifier:
             "SELECT position FROM lz_events WHERE position > ? AND position < ? ORDER BY position", (after, before)
         )
         present = {int(r[0]) for r in rows}
-        return [p for p in range(after + 1, before) if p not in present][:1]
+        # Lazily: ``before`` comes from a head row, which a forger may set to any number.
+        first = next((p for p in range(after + 1, before) if p not in present), None)
+        return [] if first is None else [first]
 
     async def run(self) -> VerifyReport:
         for chain, seq, pos, h in await self.tx.fetchall("SELECT chain, seq, position, hash FROM lz_chain_heads"):
@@ -318,6 +320,19 @@ class _Verifier:
         state.seq, state.hash, state.position = seq, stored, position
         state.records += 1
 
+    async def _head_beyond(self, chain: str, seq: int, position: int, h: bytes) -> None:
+        """A head past ``until`` names a record this walk did not reach: that record must be there, and be it."""
+        row = await self.tx.fetchone(
+            "SELECT stream, chain_seq, chain_hash FROM lz_events WHERE position = ?", (position,)
+        )
+        state = self.report.chains.setdefault(chain, ChainState())
+        if state.failed:
+            return
+        if row is None or chain_of(str(row[0])) != chain or row[1] is None or int(row[1]) != seq:
+            self._fail(state, chain, position, "deleted", f"record #{seq}, the recorded head, is not at {position}")
+        elif bytes(row[2]) != h:
+            self._fail(state, chain, position, "modified", "the chain head does not match its record")
+
     async def _tails(self) -> None:
         """The head table must agree with the last record: a truncated tail shows here. A walk that stopped
         before the last record (``limit``, ``until``) holds to this only the heads at or before where it stopped."""
@@ -326,7 +341,11 @@ class _Verifier:
         else:
             read_to = float("inf") if self.until is None else max(self.until, self.report.last_position)
         for chain, (seq, position, h) in self.heads.items():
-            if not self._mine(chain) or position > read_to:
+            if not self._mine(chain):
+                continue
+            if position > read_to:
+                if self.until is not None and self.report.reached_end:
+                    await self._head_beyond(chain, seq, position, h)
                 continue
             state = self.report.chains.setdefault(chain, ChainState())
             if state.failed:

@@ -177,9 +177,12 @@ class FileWitness:
         except OSError as exc:
             raise WitnessError(f"witness file cannot be read ({exc.strerror})") from None
         out = []
-        for line in text.splitlines():
+        for number, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                cp = msgspec.json.decode(line, type=Checkpoint)
+                try:
+                    cp = msgspec.json.decode(line, type=Checkpoint)
+                except msgspec.DecodeError:
+                    raise WitnessError(f"witness file line {number} is not a checkpoint") from None
                 if cp.tenant == tenant:
                     out.append(cp)
         return out

@@ -60,6 +60,8 @@ def _end(report: VerifyReport) -> _Cursor:
 
 class ChainWatch:
     def __init__(self, scrub_records: int = SCRUB_RECORDS, chunk: int = CHUNK) -> None:
+        if scrub_records < 1 or chunk < 1:
+            raise ValueError("a slice and a chunk hold at least one record")
         self.scrub_records = scrub_records
         self.chunk = chunk
         #: Where the walk of new records stopped; None until the first (full) walk.
@@ -104,7 +106,8 @@ class ChainWatch:
             checked, checkpoint_failures = await self._checkpoints(engine, witness, tenants)
             self._remember(checkpoint_failures)
             transient = [f for f in checkpoint_failures if f.kind == UNVERIFIABLE]
-            result = verdict(new, checked, self._known + transient)
+            # The walk's own failures are in _known by now: the verdict takes them from there, once.
+            result = verdict(replace(new, failures=[]), checked, self._known + transient)
             return msgspec.structs.replace(result, records=walked)
 
     def _remember(self, failures: list[FailureView]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 
 import pytest
 
@@ -89,6 +90,31 @@ async def test_a_deleted_head_of_a_quiet_chain_is_found_at_the_next_pass(engine:
     await sql(engine, "DELETE FROM lz_chain_heads WHERE chain = 'beta'")
     found = await watch.run(engine, None)
     assert not found.ok and (found.failures[0].tenant, found.failures[0].kind) == ("beta", "inserted")
+
+
+async def test_a_head_row_moved_past_the_store_head_is_found_at_the_next_pass(engine: Engine) -> None:
+    """Walks end at the head when the pass begins; a head row naming a later position must still name a record
+    of its chain (the _system chain has no checkpoints to tell otherwise)."""
+    await mixed_calls(engine, 40)
+    watch = ChainWatch(scrub_records=1)
+    assert (await watch.run(engine, None)).ok
+    await sql(engine, "UPDATE lz_chain_heads SET position = 10000000000 WHERE chain = 'beta'")
+    found = await watch.run(engine, None)
+    assert not found.ok and (found.failures[0].tenant, found.failures[0].kind) == ("beta", "deleted")
+    assert [f.position for f in found.failures] == [10_000_000_000]  # named once, not once per source
+    whole = await audit_chain.verify(engine)  # a forged far position costs the whole walk no memory either
+    assert not whole.ok and whole.failures[0].tenant == "beta"
+
+
+async def test_a_torn_witness_file_is_unverifiable_not_a_crash(engine: Engine, tmp_path: Path) -> None:
+    await mixed_calls(engine, 20)
+    witness = audit_chain.FileWitness(str(tmp_path / "w.jsonl"))
+    await audit_chain.checkpoint(engine, "acme", witness)
+    with (tmp_path / "w.jsonl").open("a") as f:
+        f.write('{"tenant": "acme", "se\n')  # a write cut short
+    result = await ChainWatch().run(engine, witness)
+    assert not result.ok and {f.kind for f in result.failures} == {"unverifiable"}
+    assert "line 2" in result.failures[0].detail
 
 
 async def test_a_bad_checkpoint_is_found_within_a_round_under_load(engine: Engine) -> None:
