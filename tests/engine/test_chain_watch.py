@@ -1,7 +1,8 @@
 """The scheduler's audit-chain check between passes (engine/audit/chain_watch.py), on both backends: a
 first full walk, then what was appended plus a slice of older history; an edit anywhere is still found
-(new records at once, old ones when the slices reach them, a changed head at once); a failure makes the
-next pass a full walk again; checkpoints are checked once each, and all again when the slices start over."""
+(new records at once, old ones within a round of slices however fast records arrive, a changed or moved head
+at once); a failure, once found, is named at every pass; checkpoints are checked once each, and all again when
+the slices start over; passes under concurrent appends name nothing."""
 
 from __future__ import annotations
 
