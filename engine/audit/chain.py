@@ -438,3 +438,9 @@ async def checkpoint_all(engine: Engine, witness: Witness | None) -> list[Checkp
     async with engine.store.reader() as tx:
         tenants = [str(r[0]) for r in await tx.fetchall("SELECT tenant FROM rm_tenants ORDER BY tenant")]
     return [await checkpoint(engine, t, witness) for t in tenants]
+
+
+async def audit_pass(engine: Engine, witness: Witness | None) -> tuple[list[CheckpointResult], Verdict]:
+    """The scheduler's step: checkpoint every tenant's chain head (pushing to the witness), then verify all."""
+    results = await checkpoint_all(engine, witness)
+    return results, await verify(engine, witness=witness)

@@ -1,4 +1,7 @@
-"""The scheduler's audit-chain check: what each pass verifies, kept between the passes of one process.
+"""An incremental audit-chain check for the scheduler: what each pass verifies, kept between the passes of one
+process. NOT wired into the scheduler yet (engine/saga/scheduler.py still walks every chain at every pass): in CI a
+live `lockzero serve` on SQLite opened a false audit incident with it, and its per-engine lock met two event
+loops in one test; both are to be understood before it replaces the full walk.
 
 Walking every chain from the first record at every pass costs time in proportion to the whole history
 (about 20 µs a record: a minute a pass at three million records, every 30 s, in the serving process).

@@ -13,7 +13,6 @@ import msgspec
 
 from lockzero.engine.app import Engine
 from lockzero.engine.audit import chain as audit_chain
-from lockzero.engine.audit.chain_watch import audit_pass
 from lockzero.engine.commands.incidents import open_incident
 from lockzero.engine.commands.rotations import SagaQueue, rotate
 from lockzero.engine.domain import events as ev
@@ -47,7 +46,7 @@ async def run_pass(engine: Engine, queue: SagaQueue) -> PassReport:
 async def _audit_chain(engine: Engine, report: PassReport) -> None:
     """Checkpoint each tenant's chain (to LOCKZERO_AUDIT_WITNESS when set) and verify every chain; a broken
     chain opens a critical incident in its tenant, once per first bad record (the id is derived from it)."""
-    _, verdict = await audit_pass(engine, audit_chain.witness_from_url(os.environ.get(WITNESS_ENV)))
+    _, verdict = await audit_chain.audit_pass(engine, audit_chain.witness_from_url(os.environ.get(WITNESS_ENV)))
     async with engine.store.reader() as tx:
         tenants = {str(r[0]) for r in await tx.fetchall("SELECT tenant FROM rm_tenants")}
     seen: set[str] = set()
