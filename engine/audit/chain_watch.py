@@ -31,12 +31,10 @@ import msgspec
 from lockzero.engine.app import Engine
 from lockzero.engine.audit.chain import (
     UNVERIFIABLE,
-    CheckpointResult,
     FailureView,
     Verdict,
     Witness,
     check_checkpoints,
-    checkpoint_all,
     signed_tenants,
     verdict,
 )
@@ -193,9 +191,3 @@ def watch_of(engine: Engine) -> ChainWatch:
     if watch is None:
         watch = _watches[engine] = ChainWatch()
     return watch
-
-
-async def audit_pass(engine: Engine, witness: Witness | None) -> tuple[list[CheckpointResult], Verdict]:
-    """The scheduler's step: checkpoint every tenant's chain head (pushing to the witness), then verify."""
-    results = await checkpoint_all(engine, witness)
-    return results, await watch_of(engine).run(engine, witness)
